@@ -1,0 +1,5 @@
+pub mod proto {
+    pub mod kv {
+        tonic::include_proto!("kvstore.v1");
+    }
+}
