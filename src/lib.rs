@@ -1,4 +1,11 @@
+//! kvstore: a small replicated key-value store built for Kubernetes
+//! StatefulSets. See README.md and DESIGN.md for the architecture.
+
+pub mod raft;
+
+/// Generated gRPC code.
 pub mod proto {
+    /// The client API, package `kvstore.v1`.
     pub mod kv {
         tonic::include_proto!("kvstore.v1");
     }

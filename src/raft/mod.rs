@@ -1,0 +1,193 @@
+//! The replication core: Raft with ordinal priority.
+//!
+//! This module is a pure state machine. It has no clock, no sockets, no disk
+//! and no randomness of its own: its inputs are messages from peers
+//! ([`RaftNode::step`]), clock ticks ([`RaftNode::tick`]), client proposals
+//! ([`RaftNode::propose`]), read requests ([`RaftNode::read_index`]) and a few
+//! events from the driver (a connection reset, a snapshot sent, a compaction);
+//! its outputs are collected in a [`Ready`]. The same code runs in the server
+//! (driven by `crate::node`) and in the deterministic simulation
+//! (`tests/raft_sim.rs`), which is why it must never reach for I/O.
+//!
+//! The safety rules are Raft's (Ongaro and Ousterhout, "In Search of an
+//! Understandable Consensus Algorithm", 2014; Ongaro's thesis, 2014, for
+//! pre-vote, leadership transfer and ReadIndex). Nothing here weakens them.
+//! What is ours is *who* campaigns first, and what a member with a lost disk
+//! may do.
+//!
+//! # Members, terms and the log
+//!
+//! The voters are the StatefulSet's ordinals `0..R` (R = `--replicas`); a
+//! member's id is its ordinal. A quorum is any R/2+1 of them. Time is divided
+//! into terms; each term has at most one leader. Each member keeps a log of
+//! entries (index, term, command); an entry is *committed* once it is stored
+//! on a quorum in a way that no later leader can lose, and committed entries
+//! are applied to the state machine in index order. The revision a client sees
+//! is the index of the entry that made a change.
+//!
+//! # The Ready loop: persist, then send, then apply
+//!
+//! After feeding inputs the driver calls [`RaftNode::take_ready`] and does,
+//! in this order:
+//!
+//! 1. persist the snapshot (if the leader sent one), the hard state (term,
+//!    vote, voting state) and the new entries, ending in an fsync;
+//! 2. call [`RaftNode::advance`], telling the core those are durable;
+//! 3. send the messages;
+//! 4. start the snapshot transfers asked for;
+//! 5. apply the committed entries;
+//! 6. serve the reads that became ready.
+//!
+//! Step 1 before step 3 is the durability rule: a vote, or the acknowledgement
+//! of an entry, is never sent before it is on disk, so a crash cannot make a
+//! member forget a promise it made. The leader counts its own log towards a
+//! quorum only up to what it has persisted (`advance`). The same ordering is
+//! what lets concurrent proposals share one append, one fsync and one message
+//! per follower (group commit): everything proposed between two Ready calls
+//! goes out together.
+//!
+//! # Elections: the lowest live ordinal campaigns first
+//!
+//! A follower that hears nothing from a leader for its *election timeout*
+//! campaigns. The timeout of member n is
+//! `election_ticks + n * election_stagger_ticks + jitter`: member 0 times out
+//! first, member 1 a stagger later, and so on, so the lowest live ordinal
+//! normally wins and the others find a leader before their own timers fire.
+//! Staggering only orders who *tries* first; it never decides who wins (votes
+//! do), so it cannot affect safety.
+//!
+//! * **Pre-vote** (thesis §9.6). Before raising its term, a member asks
+//!   whether a quorum would vote for it. Peers answer yes only if the
+//!   candidate's log is at least as up to date as theirs, they may vote, and
+//!   they hear no leader. A member cut off from the others therefore never
+//!   raises its term, and cannot disrupt the cluster when it comes back.
+//!   Pre-votes change no state, so they are safe to answer freely.
+//! * **Leader stickiness** (the "lease", thesis §4.2.3). A member that heard
+//!   from a leader within `election_ticks` ignores vote requests of a higher
+//!   term, and a leader ignores them while it holds a quorum. Together with
+//!   pre-vote, a flapping member cannot depose a healthy leader. A leader
+//!   that heard from no quorum for `election_ticks` steps down.
+//! * **Fast failure detection.** When a leader's process dies, the kernel
+//!   resets its connections at once. The transport reports that as
+//!   [`RaftNode::peer_disconnected`]; a follower whose *leader's* connection
+//!   reset forgets the leader (dropping the lease) and campaigns after
+//!   `1 + n * fast_election_stagger_ticks` ticks instead of a whole timeout.
+//!   This is safe because it still goes through pre-vote: if the leader is
+//!   in fact alive, the peers that still hear it refuse. A silent failure (a
+//!   partition, a frozen process) resets nothing and falls back to the
+//!   election timeout.
+//! * **Voting** (§5.2, §5.4.1). A member grants at most one vote per term,
+//!   only to a candidate whose log is at least as up to date as its own
+//!   (higher last term, or same last term and at least as long). The vote is
+//!   durable before the answer leaves (the Ready order). A candidate with a
+//!   quorum of votes leads.
+//!
+//! # Replication and commitment
+//!
+//! * A new leader appends a **no-op** entry of its term. An entry of an
+//!   earlier term is never committed by counting replicas (§5.4.2, figure 8
+//!   of the paper); it becomes committed when an entry of the current term
+//!   after it is. The no-op makes that happen at once, so a new leader learns
+//!   the commit point without waiting for a client write.
+//! * Appends carry (prev_index, prev_term); a follower accepts only if its log
+//!   holds that entry (the log matching property, §5.3), truncates at the
+//!   first conflicting entry, and never truncates a committed one (asserted).
+//!   A rejection carries a hint (the highest index at or below the probe whose
+//!   term is at most the leader's there) so a leader skips a whole
+//!   conflicting term per round trip.
+//! * Flow control per follower: *probe* (one append at a time until the match
+//!   point is found), *replicate* (up to `max_inflight` appends pipelined),
+//!   *snapshot* (the entries it needs are compacted away; the driver streams a
+//!   snapshot). Appends lost in replicate state are noticed after a timeout
+//!   and the follower is probed again.
+//! * A heartbeat carries `min(commit, follower's match)`: a follower must not
+//!   commit entries the leader has not confirmed it holds.
+//!
+//! # Reads
+//!
+//! [`RaftNode::read_index`] implements ReadIndex (thesis §6.4): the leader
+//! records its commit index, confirms it still leads by a heartbeat round
+//! acknowledged by a quorum, and then hands out a [`ReadState`]; the read is
+//! served once the state machine has applied that index. A leader that has
+//! not yet committed an entry of its term holds reads until it has, since it
+//! does not know the commit point before that. Reads waiting in one Ready
+//! share one heartbeat round.
+//!
+//! # Leadership transfer and priority return
+//!
+//! [`RaftNode::transfer_leadership`] (thesis §3.10): the leader stops taking
+//! proposals, brings the target fully up to date, and sends it TimeoutNow; the
+//! target campaigns at once in a new term, skipping pre-vote, and marks its
+//! vote requests as a transfer so that peers still holding the lease vote
+//! anyway. If the target has not taken over within `election_ticks`, the
+//! transfer is abandoned and proposals resume. The target still needs a
+//! quorum of ordinary votes, so a transfer cannot break election safety.
+//!
+//! *Priority return* uses it: a leader whose ordinal is above that of a
+//! follower that may vote, has been answering, and has held every committed
+//! entry for `priority_return_ticks`, hands leadership to the lowest such
+//! follower. In steady state pod-0 leads. Priority only ever moves leadership
+//! downwards, so two members cannot hand it back and forth. Graceful stop and
+//! the operators' `TransferLeadership` RPC use the same mechanism.
+//!
+//! # A member whose data dir is new
+//!
+//! A member that starts with an empty data dir may be a new member of a new
+//! cluster, or an old member whose volume was lost. In the second case it has
+//! forgotten its votes and the entries it acknowledged; if it voted again it
+//! could give a second vote in one term, or help elect a leader that lacks
+//! entries committed with its help. So a new data dir starts with voting
+//! [`Voting::AwaitingPeers`]: it does not vote or campaign, and asks every
+//! peer for its term and whether its log is empty ([`Body::FreshProbe`]).
+//!
+//! * If **all** logs are empty, nothing was ever committed: this is a new
+//!   cluster and the member may vote.
+//! * Otherwise it waits ([`Voting::AwaitingLeader`]) until it holds a
+//!   committed entry of the current leader's term, that term being at least
+//!   the highest term any peer reported. That leader holds every entry
+//!   committed before its term (leader completeness), so by then the member's
+//!   log holds every entry it could have acknowledged before the loss.
+//! * In both cases the member records a vote for itself in the highest
+//!   reported term. Every term in which it could have voted before the loss
+//!   is known to the candidate it voted for, so it is at most that highest
+//!   term: the member never votes twice in one term.
+//!
+//! The answers of *every* peer are needed: a peer that is down may be the only
+//! one that knows the term of a vote the member forgot. The cost is liveness
+//! only: a member with a lost volume cannot vote while another member is down.
+//!
+//! # Snapshots and compaction
+//!
+//! The state machine (sled) is itself the snapshot. When the log grows past
+//! its limits the driver makes the applied state durable and calls
+//! [`RaftNode::compact`]; the entries up to that index are dropped. A follower
+//! that needs a dropped entry gets a snapshot instead: the core asks for it in
+//! [`Ready::send_snapshots`], the driver streams the state machine as of its
+//! applied index, and when the follower's driver has received all of it, it
+//! steps a [`Body::Snapshot`] message; the core replaces its log (unless it
+//! already holds that entry) and hands the snapshot point back in
+//! [`Ready::snapshot`] for the driver to install.
+//!
+//! # Not handled
+//!
+//! * Membership changes. The voters are fixed by `--replicas`; changing the
+//!   replica count of a running cluster is not supported (make a new
+//!   cluster and copy the data).
+//! * Learners (non-voting members beyond the replica count).
+//! * Disk corruption inside a log that reads back with valid checksums, and
+//!   more simultaneous volume losses than the rules above can absorb (a
+//!   majority of volumes lost loses data, as in any Raft).
+//! * Byzantine peers. Peers are trusted; the transport rejects messages from
+//!   another cluster, nothing more.
+
+mod log;
+mod node;
+mod progress;
+mod rng;
+mod types;
+
+pub use log::RaftLog;
+pub use node::{Config, RaftNode, Restored};
+pub use progress::{Progress, ReplicationState};
+pub use rng::SplitMix64;
+pub use types::*;
