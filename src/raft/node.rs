@@ -589,6 +589,16 @@ impl RaftNode {
                     term,
                     Body::HeartbeatResponse { read_round, voter },
                 );
+                if commit > last {
+                    // The leader believes we hold entries we do not: our
+                    // volume was lost. Say so, so that it probes again.
+                    let result = AppendResult::Rejected {
+                        rejected_index: commit,
+                        hint_index: last,
+                        hint_term: self.log.last_term(),
+                    };
+                    self.send(msg.from, term, Body::AppendResponse { result, voter });
+                }
             }
             Body::Snapshot { meta } => {
                 self.follow(msg.from);
