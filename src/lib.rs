@@ -2,6 +2,8 @@
 //! StatefulSets. See README.md and DESIGN.md for the architecture.
 
 pub mod raft;
+pub mod state;
+pub mod storage;
 
 /// Generated gRPC code.
 pub mod proto {

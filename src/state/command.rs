@@ -1,0 +1,83 @@
+//! The commands carried by log entries, and what applying one returns.
+
+use bytes::Bytes;
+use prost::Message as _;
+
+use crate::proto::kv::{
+    DeleteRequest, DeleteResponse, Event, PutRequest, PutResponse, TxnRequest, TxnResponse,
+};
+
+/// A command in a log entry.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Command {
+    /// The operation.
+    #[prost(oneof = "Op", tags = "1, 2, 3, 4")]
+    pub op: Option<Op>,
+}
+
+/// The operations a command can carry.
+#[derive(Clone, PartialEq, prost::Oneof)]
+pub enum Op {
+    /// Set a key.
+    #[prost(message, tag = "1")]
+    Put(PutRequest),
+    /// Delete a key, range or prefix.
+    #[prost(message, tag = "2")]
+    Delete(DeleteRequest),
+    /// A transaction.
+    #[prost(message, tag = "3")]
+    Txn(TxnRequest),
+    /// The first command of a new cluster: records its id.
+    #[prost(message, tag = "4")]
+    Bootstrap(Bootstrap),
+}
+
+/// The cluster id, chosen by the first leader of a new cluster.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Bootstrap {
+    /// A random id shared by every member.
+    #[prost(uint64, tag = "1")]
+    pub cluster_id: u64,
+}
+
+impl Command {
+    /// A command carrying `op`.
+    pub fn new(op: Op) -> Self {
+        Command { op: Some(op) }
+    }
+
+    /// The encoded form stored in the log.
+    pub fn encode(&self) -> Bytes {
+        Bytes::from(self.encode_to_vec())
+    }
+}
+
+/// What applying a command produced, for the client that proposed it
+/// (responses without their headers).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Output {
+    /// A leader's no-op, or a bootstrap.
+    None,
+    /// The result of a put.
+    Put(PutResponse),
+    /// The result of a delete.
+    Delete(DeleteResponse),
+    /// The result of a transaction.
+    Txn(TxnResponse),
+    /// The entry could not be decoded; it changed nothing. Only a bug or a
+    /// newer version's command can cause this.
+    Undecodable,
+}
+
+/// One applied entry.
+#[derive(Clone, Debug)]
+pub struct Applied {
+    /// The entry's index: the revision of its changes.
+    pub index: u64,
+    /// The entry's term (to match it with the proposal that made it).
+    pub term: u64,
+    /// The answer for the proposer.
+    pub output: Output,
+    /// The changes, for watchers.
+    pub events: Vec<Event>,
+}

@@ -1,0 +1,603 @@
+//! The write-ahead log: the Raft log and hard state, made durable with
+//! `fdatasync`.
+//!
+//! sled's `flush` ends in `sync_file_range`, which reaches neither the device
+//! cache nor the file's metadata, and sled writes large values to blob files
+//! it never syncs. A log that acknowledges writes needs a real durable point,
+//! so the log and the vote live here, in append-only segment files of our own,
+//! and sled holds only the applied state (see `crate::state`).
+//!
+//! A segment is a sequence of records, each framed as
+//! `[payload length: u32 LE][crc32 of payload: u32 LE][payload]`, the payload a
+//! protobuf-encoded [`WalRecord`]. Replaying the records in order rebuilds the
+//! durable state: a hard-state record replaces the hard state; a snapshot
+//! record moves the start of the log; an entry record at index `i` drops every
+//! entry at or after `i` and appends itself (which is how a follower's
+//! truncation is made durable). One [`Wal::append`] is one write and one
+//! `fdatasync`, however many records it holds: that is the group commit.
+//!
+//! Compaction writes a new segment holding the current hard state, the new
+//! snapshot point and the retained entries, makes it durable, and deletes the
+//! older segments. A crash at any point leaves either the old segments, or the
+//! old and the new (which replay to the same state), or the new alone.
+//!
+//! A torn record at the end of the last segment (a crash in the middle of a
+//! write that was never acknowledged) is cut off at start-up. A bad record
+//! anywhere else is corruption and refuses start-up.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use prost::Message as _;
+
+use crate::raft::{Entry, EntryKind, HardState, Index, SnapshotMeta, Voting};
+
+use super::fsync_dir;
+
+/// Errors of the write-ahead log.
+#[derive(Debug, thiserror::Error)]
+pub enum WalError {
+    /// The disk failed.
+    #[error("write-ahead log I/O on {path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The cause.
+        source: io::Error,
+    },
+    /// A record that is not at the torn end of the log fails its checksum or
+    /// does not decode.
+    #[error("write-ahead log {path} is corrupt at byte {offset}: {reason}")]
+    Corrupt {
+        /// The segment.
+        path: PathBuf,
+        /// Where the bad record starts.
+        offset: u64,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> WalError + '_ {
+    move |source| WalError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// One record of the log, as stored.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct WalRecord {
+    /// What the record holds.
+    #[prost(oneof = "Record", tags = "1, 2, 3")]
+    pub record: Option<Record>,
+}
+
+/// The kinds of record.
+#[derive(Clone, PartialEq, prost::Oneof)]
+pub enum Record {
+    /// A log entry.
+    #[prost(message, tag = "1")]
+    Entry(StoredEntry),
+    /// The hard state.
+    #[prost(message, tag = "2")]
+    HardState(StoredHardState),
+    /// The start of the log after a compaction or snapshot install.
+    #[prost(message, tag = "3")]
+    Snapshot(StoredSnapshot),
+}
+
+/// A log entry as stored.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct StoredEntry {
+    /// The index.
+    #[prost(uint64, tag = "1")]
+    pub index: u64,
+    /// The term.
+    #[prost(uint64, tag = "2")]
+    pub term: u64,
+    /// True for a leader's no-op.
+    #[prost(bool, tag = "3")]
+    pub noop: bool,
+    /// The command.
+    #[prost(bytes = "bytes", tag = "4")]
+    pub data: Bytes,
+}
+
+/// The hard state as stored.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct StoredHardState {
+    /// The current term.
+    #[prost(uint64, tag = "1")]
+    pub term: u64,
+    /// The vote plus one; 0 for none.
+    #[prost(uint32, tag = "2")]
+    pub vote_plus_one: u32,
+    /// 0 enabled, 1 awaiting peers, 2 awaiting a leader.
+    #[prost(uint32, tag = "3")]
+    pub voting: u32,
+    /// With voting 2: the minimum term of that leader.
+    #[prost(uint64, tag = "4")]
+    pub min_term: u64,
+}
+
+/// A snapshot point as stored.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct StoredSnapshot {
+    /// The last index covered.
+    #[prost(uint64, tag = "1")]
+    pub index: u64,
+    /// Its term.
+    #[prost(uint64, tag = "2")]
+    pub term: u64,
+}
+
+impl From<&Entry> for Record {
+    fn from(e: &Entry) -> Self {
+        Record::Entry(StoredEntry {
+            index: e.index,
+            term: e.term,
+            noop: e.kind == EntryKind::Noop,
+            data: e.data.clone(),
+        })
+    }
+}
+
+impl From<HardState> for Record {
+    fn from(hs: HardState) -> Self {
+        let (voting, min_term) = match hs.voting {
+            Voting::Enabled => (0, 0),
+            Voting::AwaitingPeers => (1, 0),
+            Voting::AwaitingLeader { min_term } => (2, min_term),
+        };
+        Record::HardState(StoredHardState {
+            term: hs.term,
+            vote_plus_one: hs.vote.map_or(0, |v| v + 1),
+            voting,
+            min_term,
+        })
+    }
+}
+
+impl From<SnapshotMeta> for Record {
+    fn from(s: SnapshotMeta) -> Self {
+        Record::Snapshot(StoredSnapshot {
+            index: s.index,
+            term: s.term,
+        })
+    }
+}
+
+/// What the log holds after replay.
+#[derive(Clone, Debug)]
+pub struct WalState {
+    /// The hard state (fresh if none was ever written).
+    pub hard_state: HardState,
+    /// The start of the log.
+    pub snapshot: SnapshotMeta,
+    /// The entries after the snapshot.
+    pub entries: Vec<Entry>,
+}
+
+impl WalState {
+    fn new() -> Self {
+        WalState {
+            hard_state: HardState::fresh(),
+            snapshot: SnapshotMeta::default(),
+            entries: Vec::new(),
+        }
+    }
+
+    fn last_index(&self) -> Index {
+        self.snapshot.index + self.entries.len() as Index
+    }
+
+    fn apply(&mut self, record: Record) -> Result<(), String> {
+        match record {
+            Record::HardState(h) => {
+                let voting = match h.voting {
+                    0 => Voting::Enabled,
+                    1 => Voting::AwaitingPeers,
+                    2 => Voting::AwaitingLeader {
+                        min_term: h.min_term,
+                    },
+                    other => return Err(format!("unknown voting state {other}")),
+                };
+                self.hard_state = HardState {
+                    term: h.term,
+                    vote: h.vote_plus_one.checked_sub(1),
+                    voting,
+                };
+            }
+            Record::Snapshot(s) => {
+                let keeps_entries = s.index >= self.snapshot.index
+                    && s.index <= self.last_index()
+                    && self.term(s.index) == Some(s.term);
+                if keeps_entries {
+                    let drop = (s.index - self.snapshot.index) as usize;
+                    self.entries.drain(..drop);
+                } else {
+                    self.entries.clear();
+                }
+                self.snapshot = SnapshotMeta {
+                    index: s.index,
+                    term: s.term,
+                };
+            }
+            Record::Entry(e) => {
+                if e.index <= self.snapshot.index {
+                    // Covered by a later snapshot record of a compaction
+                    // that rewrote this entry; nothing to do.
+                    return Ok(());
+                }
+                if e.index > self.last_index() + 1 {
+                    return Err(format!(
+                        "entry {} after a gap (log ends at {})",
+                        e.index,
+                        self.last_index()
+                    ));
+                }
+                self.entries
+                    .truncate((e.index - self.snapshot.index - 1) as usize);
+                self.entries.push(Entry {
+                    index: e.index,
+                    term: e.term,
+                    kind: if e.noop {
+                        EntryKind::Noop
+                    } else {
+                        EntryKind::Normal
+                    },
+                    data: e.data,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn term(&self, index: Index) -> Option<u64> {
+        if index == self.snapshot.index {
+            return Some(self.snapshot.term);
+        }
+        if index < self.snapshot.index {
+            return None;
+        }
+        self.entries
+            .get((index - self.snapshot.index - 1) as usize)
+            .map(|e| e.term)
+    }
+}
+
+/// The open write-ahead log.
+#[derive(Debug)]
+pub struct Wal {
+    dir: PathBuf,
+    /// The segment being appended to, and its sequence number.
+    active: File,
+    active_seq: u64,
+    /// Bytes in the active segment.
+    active_len: u64,
+    buf: Vec<u8>,
+}
+
+const SEGMENT_SUFFIX: &str = ".wal";
+
+fn segment_name(seq: u64) -> String {
+    format!("{seq:016x}{SEGMENT_SUFFIX}")
+}
+
+fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, WalError> {
+    let mut segments = Vec::new();
+    for item in fs::read_dir(dir).map_err(io_err(dir))? {
+        let item = item.map_err(io_err(dir))?;
+        let name = item.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let Some(hex) = name.strip_suffix(SEGMENT_SUFFIX) else {
+            continue;
+        };
+        if let Ok(seq) = u64::from_str_radix(hex, 16) {
+            segments.push((seq, item.path()));
+        }
+    }
+    segments.sort();
+    Ok(segments)
+}
+
+fn frame(buf: &mut Vec<u8>, record: Record) {
+    let payload = WalRecord {
+        record: Some(record),
+    }
+    .encode_to_vec();
+    buf.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    buf.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+    buf.extend_from_slice(&payload);
+}
+
+/// Reads one segment into `state`. Returns the length of its valid prefix,
+/// and whether it ended in a torn or bad record.
+fn replay_segment(path: &Path, state: &mut WalState) -> Result<(u64, Option<String>), WalError> {
+    let file = File::open(path).map_err(io_err(path))?;
+    let mut reader = BufReader::new(file);
+    let mut offset = 0u64;
+    let mut header = [0u8; 8];
+    loop {
+        match read_full(&mut reader, &mut header).map_err(io_err(path))? {
+            0 => return Ok((offset, None)),
+            n if n < header.len() => return Ok((offset, Some("torn record header".into()))),
+            _ => {}
+        }
+        let len = u32::from_le_bytes(header[..4].try_into().expect("4 bytes")) as usize;
+        let crc = u32::from_le_bytes(header[4..].try_into().expect("4 bytes"));
+        let mut payload = vec![0u8; len];
+        if read_full(&mut reader, &mut payload).map_err(io_err(path))? < len {
+            return Ok((offset, Some("torn record".into())));
+        }
+        if crc32fast::hash(&payload) != crc {
+            return Ok((offset, Some("checksum mismatch".into())));
+        }
+        let record = WalRecord::decode(payload.as_slice())
+            .ok()
+            .and_then(|r| r.record)
+            .ok_or_else(|| WalError::Corrupt {
+                path: path.to_path_buf(),
+                offset,
+                reason: "record does not decode".into(),
+            })?;
+        state.apply(record).map_err(|reason| WalError::Corrupt {
+            path: path.to_path_buf(),
+            offset,
+            reason,
+        })?;
+        offset += 8 + len as u64;
+    }
+}
+
+/// Reads until `buf` is full or the file ends; returns the bytes read.
+fn read_full(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut read = 0;
+    while read < buf.len() {
+        match reader.read(&mut buf[read..]) {
+            Ok(0) => break,
+            Ok(n) => read += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(read)
+}
+
+impl Wal {
+    /// Opens (or creates) the log in `dir` and replays it.
+    pub fn open(dir: &Path) -> Result<(Wal, WalState), WalError> {
+        fs::create_dir_all(dir).map_err(io_err(dir))?;
+        let segments = list_segments(dir)?;
+        let mut state = WalState::new();
+        let last = segments.len().saturating_sub(1);
+        for (i, (_, path)) in segments.iter().enumerate() {
+            let (valid, problem) = replay_segment(path, &mut state)?;
+            if let Some(reason) = problem {
+                if i != last {
+                    return Err(WalError::Corrupt {
+                        path: path.clone(),
+                        offset: valid,
+                        reason,
+                    });
+                }
+                tracing::warn!(path = %path.display(), offset = valid, %reason,
+                    "cutting off the torn end of the write-ahead log (a write that was never acknowledged)");
+                let f = OpenOptions::new()
+                    .write(true)
+                    .open(path)
+                    .map_err(io_err(path))?;
+                f.set_len(valid).map_err(io_err(path))?;
+                f.sync_all().map_err(io_err(path))?;
+            }
+        }
+        let (active_seq, active_path) = match segments.last() {
+            Some((seq, path)) => (*seq, path.clone()),
+            None => {
+                let path = dir.join(segment_name(1));
+                File::create(&path).map_err(io_err(&path))?;
+                fsync_dir(dir).map_err(io_err(dir))?;
+                (1, path)
+            }
+        };
+        let active = OpenOptions::new()
+            .append(true)
+            .open(&active_path)
+            .map_err(io_err(&active_path))?;
+        let active_len = active.metadata().map_err(io_err(&active_path))?.len();
+        let wal = Wal {
+            dir: dir.to_path_buf(),
+            active,
+            active_seq,
+            active_len,
+            buf: Vec::new(),
+        };
+        Ok((wal, state))
+    }
+
+    /// Appends records and makes them durable: one write, one `fdatasync`.
+    pub fn append(
+        &mut self,
+        hard_state: Option<HardState>,
+        snapshot: Option<SnapshotMeta>,
+        entries: &[Entry],
+    ) -> Result<(), WalError> {
+        if hard_state.is_none() && snapshot.is_none() && entries.is_empty() {
+            return Ok(());
+        }
+        self.buf.clear();
+        if let Some(s) = snapshot {
+            frame(&mut self.buf, s.into());
+        }
+        if let Some(hs) = hard_state {
+            frame(&mut self.buf, hs.into());
+        }
+        for e in entries {
+            frame(&mut self.buf, e.into());
+        }
+        let path = self.active_path();
+        self.active.write_all(&self.buf).map_err(io_err(&path))?;
+        self.active.sync_data().map_err(io_err(&path))?;
+        self.active_len += self.buf.len() as u64;
+        Ok(())
+    }
+
+    /// Rewrites the log as `hard_state`, `snapshot` and `entries` in a new
+    /// segment and deletes the old ones.
+    pub fn compact(
+        &mut self,
+        hard_state: HardState,
+        snapshot: SnapshotMeta,
+        entries: &[Entry],
+    ) -> Result<(), WalError> {
+        let seq = self.active_seq + 1;
+        let tmp = self.dir.join(format!("{}.tmp", segment_name(seq)));
+        let path = self.dir.join(segment_name(seq));
+        self.buf.clear();
+        frame(&mut self.buf, hard_state.into());
+        frame(&mut self.buf, snapshot.into());
+        for e in entries {
+            frame(&mut self.buf, e.into());
+        }
+        {
+            let mut f = File::create(&tmp).map_err(io_err(&tmp))?;
+            f.write_all(&self.buf).map_err(io_err(&tmp))?;
+            f.sync_all().map_err(io_err(&tmp))?;
+        }
+        fs::rename(&tmp, &path).map_err(io_err(&path))?;
+        fsync_dir(&self.dir).map_err(io_err(&self.dir))?;
+        self.active = OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .map_err(io_err(&path))?;
+        self.active_seq = seq;
+        self.active_len = self.buf.len() as u64;
+        for (old, old_path) in list_segments(&self.dir)? {
+            if old < seq {
+                fs::remove_file(&old_path).map_err(io_err(&old_path))?;
+            }
+        }
+        fsync_dir(&self.dir).map_err(io_err(&self.dir))?;
+        Ok(())
+    }
+
+    /// Bytes in the active segment.
+    pub fn active_len(&self) -> u64 {
+        self.active_len
+    }
+
+    fn active_path(&self) -> PathBuf {
+        self.dir.join(segment_name(self.active_seq))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(index: Index, term: u64, data: &str) -> Entry {
+        Entry {
+            index,
+            term,
+            kind: EntryKind::Normal,
+            data: Bytes::from(data.to_string()),
+        }
+    }
+
+    /// What is appended comes back after a reopen, with truncations applied.
+    #[test]
+    fn replay_rebuilds_log_and_hard_state() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let (mut wal, state) = Wal::open(dir.path()).expect("open");
+            assert!(state.entries.is_empty());
+            let hs = HardState {
+                term: 2,
+                vote: Some(1),
+                voting: Voting::Enabled,
+            };
+            wal.append(
+                Some(hs),
+                None,
+                &[entry(1, 1, "a"), entry(2, 1, "b"), entry(3, 2, "c")],
+            )
+            .expect("append");
+            // A follower truncation: index 2 is overwritten.
+            wal.append(None, None, &[entry(2, 2, "B")]).expect("append");
+        }
+        let (_, state) = Wal::open(dir.path()).expect("reopen");
+        assert_eq!(state.hard_state.term, 2);
+        assert_eq!(state.hard_state.vote, Some(1));
+        let data: Vec<_> = state.entries.iter().map(|e| e.data.clone()).collect();
+        assert_eq!(data, vec![Bytes::from("a"), Bytes::from("B")]);
+    }
+
+    /// A torn last record (a crash mid-write) is cut off; the rest survives
+    /// and appends continue after it.
+    #[test]
+    fn torn_tail_is_cut_off() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let (mut wal, _) = Wal::open(dir.path()).expect("open");
+            wal.append(None, None, &[entry(1, 1, "a"), entry(2, 1, "b")])
+                .expect("append");
+        }
+        let seg = dir.path().join(segment_name(1));
+        let len = fs::metadata(&seg).expect("meta").len();
+        let f = OpenOptions::new().write(true).open(&seg).expect("open");
+        f.set_len(len - 3).expect("truncate");
+        drop(f);
+        let (mut wal, state) = Wal::open(dir.path()).expect("reopen");
+        assert_eq!(state.entries.len(), 1);
+        wal.append(None, None, &[entry(2, 1, "c")]).expect("append");
+        let (_, state) = Wal::open(dir.path()).expect("reopen");
+        assert_eq!(state.entries[1].data, Bytes::from("c"));
+    }
+
+    /// Compaction keeps the tail and the hard state in a new segment.
+    #[test]
+    fn compaction_rewrites_the_tail() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut wal, _) = Wal::open(dir.path()).expect("open");
+        let entries: Vec<Entry> = (1..=10).map(|i| entry(i, 1, "x")).collect();
+        wal.append(None, None, &entries).expect("append");
+        let hs = HardState {
+            term: 1,
+            vote: None,
+            voting: Voting::Enabled,
+        };
+        wal.compact(hs, SnapshotMeta { index: 7, term: 1 }, &entries[7..])
+            .expect("compact");
+        wal.append(None, None, &[entry(11, 1, "y")])
+            .expect("append");
+        assert_eq!(list_segments(dir.path()).expect("list").len(), 1);
+        let (_, state) = Wal::open(dir.path()).expect("reopen");
+        assert_eq!(state.snapshot.index, 7);
+        assert_eq!(
+            state.entries.iter().map(|e| e.index).collect::<Vec<_>>(),
+            vec![8, 9, 10, 11]
+        );
+    }
+
+    /// Damage before the end of the log refuses start-up.
+    #[test]
+    fn corruption_in_an_older_segment_is_an_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let (mut wal, _) = Wal::open(dir.path()).expect("open");
+            wal.append(None, None, &[entry(1, 1, "a")]).expect("append");
+            let hs = HardState::fresh();
+            wal.compact(hs, SnapshotMeta::default(), &[entry(1, 1, "a")])
+                .expect("compact");
+        }
+        // Recreate an older damaged segment next to the new one.
+        fs::write(dir.path().join(segment_name(0)), b"\x05\0\0\0garbage").expect("write");
+        match Wal::open(dir.path()) {
+            Err(WalError::Corrupt { .. }) => {}
+            other => panic!("expected corruption, got {other:?}"),
+        }
+    }
+}
