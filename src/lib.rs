@@ -1,7 +1,15 @@
 //! kvstore: a small replicated key-value store built for Kubernetes
 //! StatefulSets. See README.md and DESIGN.md for the architecture.
 
+pub mod client;
+pub mod cmd;
+pub mod config;
+pub mod error;
+pub mod identity;
+pub mod logging;
+pub mod node;
 pub mod raft;
+pub mod server;
 pub mod state;
 pub mod storage;
 

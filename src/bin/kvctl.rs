@@ -1,1 +1,514 @@
-fn main() {}
+//! `kvctl`: the command-line client for kvstore.
+//!
+//! Errors print one line and exit non-zero: 1 for "not found" or a failed
+//! compare, 2 for bad usage or a refused request, 3 when no endpoint answers.
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use base64::Engine as _;
+use bytes::Bytes;
+use clap::{Parser, Subcommand, ValueEnum};
+use serde_json::{json, Value};
+
+use kvstore::client::{Client, ClientError, RetryPolicy};
+use kvstore::proto::kv::{
+    response_op, Consistency as ProtoConsistency, DeleteRequest, EventType, GetRequest, KeyValue,
+    PutRequest, RangeRequest, Role, StatusResponse, WatchRequest,
+};
+
+/// kvctl: talk to a kvstore cluster.
+#[derive(Parser, Debug)]
+#[command(name = "kvctl", version, about)]
+struct Cli {
+    /// Comma-separated `host:port` client endpoints of the cluster's nodes.
+    #[arg(
+        long,
+        env = "KVCTL_ENDPOINTS",
+        default_value = "127.0.0.1:7379",
+        global = true
+    )]
+    endpoints: String,
+    /// Read consistency.
+    #[arg(long, value_enum, default_value = "linearizable", global = true)]
+    consistency: Consistency,
+    /// Print JSON instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+    /// Give up on a command after this many seconds of retries.
+    #[arg(long, default_value_t = 10, global = true)]
+    timeout: u64,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Consistency {
+    Linearizable,
+    Serializable,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Set KEY to VALUE.
+    Put {
+        key: String,
+        value: String,
+        /// Print the previous value.
+        #[arg(long)]
+        prev: bool,
+    },
+    /// Read KEY.
+    Get {
+        key: String,
+        /// Wait until the answering node has applied this revision.
+        #[arg(long, default_value_t = 0)]
+        min_revision: u64,
+    },
+    /// Delete KEY, or every key under it with --prefix.
+    Del {
+        key: String,
+        #[arg(long)]
+        prefix: bool,
+    },
+    /// List keys in [START, END) in key order (all keys by default).
+    #[command(alias = "ls")]
+    Range {
+        /// First key (or the prefix with --prefix).
+        start: Option<String>,
+        /// End key, exclusive.
+        end: Option<String>,
+        #[arg(long)]
+        prefix: bool,
+        /// Most keys to print (pages through the range as needed).
+        #[arg(long, default_value_t = 1000)]
+        limit: u64,
+        /// Print only keys.
+        #[arg(long)]
+        keys_only: bool,
+    },
+    /// Compare-and-swap: set KEY to NEW only if its value is EXPECTED.
+    /// With --absent, only if KEY does not exist (then give KEY and NEW).
+    Cas {
+        key: String,
+        /// The expected value (omit with --absent).
+        expected: Option<String>,
+        /// The new value.
+        new: Option<String>,
+        /// Require that the key does not exist.
+        #[arg(long)]
+        absent: bool,
+    },
+    /// Print changes to KEY (or a prefix) as they happen.
+    Watch {
+        key: String,
+        #[arg(long)]
+        prefix: bool,
+        /// Start from this revision (replays history first).
+        #[arg(long, default_value_t = 0)]
+        rev: u64,
+        /// Stop after this many events (0: run until interrupted).
+        #[arg(long, default_value_t = 0)]
+        count: u64,
+    },
+    /// Show every endpoint's node as a table.
+    Status,
+    /// Move leadership to the member with this ordinal.
+    TransferLeader { ordinal: u32 },
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// A value as JSON: a string when it is UTF-8, else base64 with a marker.
+fn json_bytes(b: &[u8]) -> Value {
+    match std::str::from_utf8(b) {
+        Ok(s) => Value::String(s.to_string()),
+        Err(_) => json!({ "base64": base64::engine::general_purpose::STANDARD.encode(b) }),
+    }
+}
+
+fn kv_json(kv: &KeyValue) -> Value {
+    json!({
+        "key": json_bytes(&kv.key),
+        "value": json_bytes(&kv.value),
+        "create_revision": kv.create_revision,
+        "mod_revision": kv.mod_revision,
+        "version": kv.version,
+    })
+}
+
+fn fail(e: ClientError) -> ExitCode {
+    eprintln!("kvctl: {e}");
+    match e {
+        ClientError::Unreachable { .. } => ExitCode::from(3),
+        _ => ExitCode::from(2),
+    }
+}
+
+fn role_name(raw: i32) -> &'static str {
+    match Role::try_from(raw) {
+        Ok(Role::Leader) => "leader",
+        Ok(Role::Follower) => "follower",
+        Ok(Role::Candidate) => "candidate",
+        Ok(Role::PreCandidate) => "pre-candidate",
+        _ => "unknown",
+    }
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let endpoints: Vec<String> = cli
+        .endpoints
+        .split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .map(str::to_string)
+        .collect();
+    let policy = RetryPolicy {
+        budget: Duration::from_secs(cli.timeout),
+        ..RetryPolicy::default()
+    };
+    let mut client = match Client::new(&endpoints, policy, Duration::from_secs(cli.timeout.max(1)))
+    {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
+    let consistency = match cli.consistency {
+        Consistency::Linearizable => ProtoConsistency::Linearizable,
+        Consistency::Serializable => ProtoConsistency::Serializable,
+    };
+    let out = std::io::stdout();
+    let mut out = out.lock();
+    match cli.command {
+        Cmd::Put { key, value, prev } => {
+            let req = PutRequest {
+                key: key.into(),
+                value: value.into(),
+                prev_kv: prev,
+            };
+            match client.put_request(req).await {
+                Ok(resp) => {
+                    let rev = resp.header.as_ref().map_or(0, |h| h.revision);
+                    if cli.json {
+                        let _ = writeln!(
+                            out,
+                            "{}",
+                            json!({ "revision": rev, "prev_kv": resp.prev_kv.as_ref().map(kv_json) })
+                        );
+                    } else {
+                        if let Some(p) = &resp.prev_kv {
+                            let _ = writeln!(out, "previous: {}", text(&p.value));
+                        }
+                        let _ = writeln!(out, "OK (revision {rev})");
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(e),
+            }
+        }
+        Cmd::Get { key, min_revision } => {
+            let req = GetRequest {
+                key: key.clone().into(),
+                consistency: consistency as i32,
+                min_revision,
+            };
+            match client.get_request(req).await {
+                Ok(resp) => match resp.kv {
+                    Some(kv) => {
+                        if cli.json {
+                            let _ = writeln!(out, "{}", kv_json(&kv));
+                        } else {
+                            let _ = writeln!(out, "{}", text(&kv.value));
+                        }
+                        ExitCode::SUCCESS
+                    }
+                    None => {
+                        if cli.json {
+                            let _ = writeln!(out, "null");
+                        }
+                        eprintln!("kvctl: key {key:?} not found");
+                        ExitCode::from(1)
+                    }
+                },
+                Err(e) => fail(e),
+            }
+        }
+        Cmd::Del { key, prefix } => {
+            let req = DeleteRequest {
+                key: key.into(),
+                prefix,
+                ..Default::default()
+            };
+            match client.delete(req).await {
+                Ok(resp) => {
+                    if cli.json {
+                        let _ = writeln!(out, "{}", json!({ "deleted": resp.deleted }));
+                    } else {
+                        let _ = writeln!(out, "{}", resp.deleted);
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(e),
+            }
+        }
+        Cmd::Range {
+            start,
+            end,
+            prefix,
+            limit,
+            keys_only,
+        } => {
+            let mut next: Bytes = start.unwrap_or_default().into();
+            // A prefix is read as the explicit range [prefix, prefix_end), so
+            // that later pages can start after the last key.
+            let range_end: Bytes = if prefix {
+                kvstore::state::keys::prefix_end(&next)
+                    .map(Bytes::from)
+                    .unwrap_or_default()
+            } else {
+                end.unwrap_or_default().into()
+            };
+            let mut printed = 0u64;
+            let mut items = Vec::new();
+            while printed < limit {
+                let req = RangeRequest {
+                    key: next.clone(),
+                    range_end: range_end.clone(),
+                    prefix: false,
+                    limit: (limit - printed).min(1000),
+                    consistency: consistency as i32,
+                    min_revision: 0,
+                    keys_only,
+                };
+                let resp = match client.range(req).await {
+                    Ok(r) => r,
+                    Err(e) => return fail(e),
+                };
+                for kv in &resp.kvs {
+                    printed += 1;
+                    if cli.json {
+                        items.push(kv_json(kv));
+                    } else if keys_only {
+                        let _ = writeln!(out, "{}", text(&kv.key));
+                    } else {
+                        let _ = writeln!(out, "{} = {}", text(&kv.key), text(&kv.value));
+                    }
+                }
+                match resp.kvs.last() {
+                    Some(last) if resp.more => {
+                        let mut after = last.key.to_vec();
+                        after.push(0);
+                        next = after.into();
+                    }
+                    _ => break,
+                }
+            }
+            if cli.json {
+                let _ = writeln!(out, "{}", Value::Array(items));
+            }
+            ExitCode::SUCCESS
+        }
+        Cmd::Cas {
+            key,
+            expected,
+            new,
+            absent,
+        } => {
+            let (expected, new) = match (absent, expected, new) {
+                (true, Some(new), None) => (None, new),
+                (false, Some(expected), Some(new)) => (Some(Bytes::from(expected)), new),
+                _ => {
+                    eprintln!(
+                        "kvctl: usage: kvctl cas KEY EXPECTED NEW, or kvctl cas --absent KEY NEW"
+                    );
+                    return ExitCode::from(2);
+                }
+            };
+            match client.compare_and_swap(key, expected, new).await {
+                Ok(resp) => {
+                    let rev = resp.header.as_ref().map_or(0, |h| h.revision);
+                    let current = resp.responses.first().and_then(|r| match &r.response {
+                        Some(response_op::Response::Range(range)) => range.kvs.first().cloned(),
+                        _ => None,
+                    });
+                    if cli.json {
+                        let _ = writeln!(
+                            out,
+                            "{}",
+                            json!({ "succeeded": resp.succeeded, "revision": rev, "current": current.as_ref().map(kv_json) })
+                        );
+                    } else if resp.succeeded {
+                        let _ = writeln!(out, "OK (revision {rev})");
+                    } else {
+                        let now = current.map_or("<absent>".to_string(), |kv| text(&kv.value));
+                        let _ = writeln!(out, "FAILED: current value is {now}");
+                    }
+                    if resp.succeeded {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::from(1)
+                    }
+                }
+                Err(e) => fail(e),
+            }
+        }
+        Cmd::Watch {
+            key,
+            prefix,
+            rev,
+            count,
+        } => {
+            let req = WatchRequest {
+                key: key.into(),
+                range_end: Bytes::new(),
+                prefix,
+                start_revision: rev,
+                prev_kv: false,
+            };
+            let mut stream = match client.watch(req).await {
+                Ok(s) => s,
+                Err(e) => return fail(e),
+            };
+            let mut seen = 0u64;
+            loop {
+                let msg = tokio::select! {
+                    m = stream.message() => m,
+                    _ = tokio::signal::ctrl_c() => return ExitCode::SUCCESS,
+                };
+                match msg {
+                    Ok(Some(resp)) => {
+                        for ev in resp.events {
+                            let kv = ev.kv.unwrap_or_default();
+                            let kind = if ev.r#type == EventType::Delete as i32 {
+                                "DELETE"
+                            } else {
+                                "PUT"
+                            };
+                            if cli.json {
+                                let _ = writeln!(
+                                    out,
+                                    "{}",
+                                    json!({ "type": kind, "revision": ev.revision, "key": json_bytes(&kv.key), "value": json_bytes(&kv.value) })
+                                );
+                            } else if kind == "PUT" {
+                                let _ = writeln!(
+                                    out,
+                                    "{kind} {} = {} (revision {})",
+                                    text(&kv.key),
+                                    text(&kv.value),
+                                    ev.revision
+                                );
+                            } else {
+                                let _ = writeln!(
+                                    out,
+                                    "{kind} {} (revision {})",
+                                    text(&kv.key),
+                                    ev.revision
+                                );
+                            }
+                            let _ = out.flush();
+                            seen += 1;
+                            if count > 0 && seen >= count {
+                                return ExitCode::SUCCESS;
+                            }
+                        }
+                    }
+                    Ok(None) => {
+                        eprintln!(
+                            "kvctl: the watch ended (the node is shutting down); resume with --rev"
+                        );
+                        return ExitCode::from(3);
+                    }
+                    Err(status) => return fail(ClientError::Status(status)),
+                }
+            }
+        }
+        Cmd::Status => {
+            let mut rows: Vec<(String, Result<StatusResponse, ClientError>)> = Vec::new();
+            for (i, e) in client.endpoints().iter().enumerate() {
+                rows.push((e.clone(), client.status_of(i).await));
+            }
+            if rows.iter().all(|(_, r)| r.is_err()) {
+                let last = rows
+                    .pop()
+                    .map(|(_, r)| r.err().map(|e| e.to_string()).unwrap_or_default())
+                    .unwrap_or_default();
+                eprintln!(
+                    "kvctl: cannot reach any endpoint ({}): {last}",
+                    cli.endpoints
+                );
+                return ExitCode::from(3);
+            }
+            if cli.json {
+                let items: Vec<Value> = rows
+                    .iter()
+                    .map(|(e, r)| match r {
+                        Ok(s) => json!({
+                            "endpoint": e, "name": s.name, "ordinal": s.ordinal, "role": role_name(s.role),
+                            "term": s.term, "leader": s.leader, "commit": s.commit_revision,
+                            "applied": s.applied_revision, "lag": s.commit_revision.saturating_sub(s.applied_revision),
+                            "ready": s.ready, "voter": s.voter, "cluster_id": s.cluster_id,
+                            "data_size_bytes": s.data_size_bytes, "version": s.version,
+                            "peers": s.peers.iter().map(|p| json!({
+                                "name": p.name, "ordinal": p.ordinal, "dns_name": p.dns_name, "address": p.address,
+                                "in_srv": p.in_srv, "match": p.match_revision, "lag": p.lag, "reachable": p.reachable,
+                            })).collect::<Vec<_>>(),
+                        }),
+                        Err(err) => json!({ "endpoint": e, "error": err.to_string() }),
+                    })
+                    .collect();
+                let _ = writeln!(out, "{}", Value::Array(items));
+            } else {
+                let _ = writeln!(
+                    out,
+                    "{:<22} {:<12} {:>3} {:<10} {:>5} {:<12} {:>8} {:>8} {:>5} {:<7}",
+                    "ENDPOINT",
+                    "NAME",
+                    "ORD",
+                    "ROLE",
+                    "TERM",
+                    "LEADER",
+                    "COMMIT",
+                    "APPLIED",
+                    "LAG",
+                    "HEALTHY"
+                );
+                for (e, r) in &rows {
+                    match r {
+                        Ok(s) => {
+                            let _ = writeln!(
+                                out,
+                                "{:<22} {:<12} {:>3} {:<10} {:>5} {:<12} {:>8} {:>8} {:>5} {:<7}",
+                                e,
+                                s.name,
+                                s.ordinal,
+                                role_name(s.role),
+                                s.term,
+                                if s.leader.is_empty() { "-" } else { &s.leader },
+                                s.commit_revision,
+                                s.applied_revision,
+                                s.commit_revision.saturating_sub(s.applied_revision),
+                                if s.ready { "yes" } else { "no" }
+                            );
+                        }
+                        Err(err) => {
+                            let _ = writeln!(out, "{e:<22} unreachable: {err}");
+                        }
+                    }
+                }
+            }
+            ExitCode::SUCCESS
+        }
+        Cmd::TransferLeader { ordinal } => match client.transfer_leadership(ordinal).await {
+            Ok(()) => {
+                let _ = writeln!(out, "leadership moved to ordinal {ordinal}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(e),
+        },
+    }
+}

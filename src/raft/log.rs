@@ -19,6 +19,12 @@ pub struct RaftLog {
     pending_snapshot: Option<SnapshotMeta>,
     /// The next index to hand to the state machine.
     apply_next: Index,
+    /// Bytes of entry data held (for size-based compaction).
+    data_bytes: u64,
+}
+
+fn data_len(entries: &[Entry]) -> u64 {
+    entries.iter().map(|e| e.data.len() as u64).sum()
 }
 
 impl RaftLog {
@@ -39,6 +45,7 @@ impl RaftLog {
             snapshot.index
         );
         RaftLog {
+            data_bytes: data_len(&entries),
             snapshot,
             entries,
             commit: applied,
@@ -136,6 +143,11 @@ impl RaftLog {
         Some(out)
     }
 
+    /// Bytes of entry data held.
+    pub fn data_bytes(&self) -> u64 {
+        self.data_bytes
+    }
+
     /// All entries held, for inspection.
     pub fn entries(&self) -> &[Entry] {
         &self.entries
@@ -144,6 +156,7 @@ impl RaftLog {
     /// Appends an entry at the end (leader side).
     pub fn append(&mut self, entry: Entry) {
         assert_eq!(entry.index, self.last_index() + 1, "append out of order");
+        self.data_bytes += entry.data.len() as u64;
         self.entries.push(entry);
     }
 
@@ -172,6 +185,7 @@ impl RaftLog {
             );
             self.truncate_after(conflict - 1);
             let skip = (conflict - prev_index - 1) as usize;
+            self.data_bytes += data_len(&entries[skip..]);
             self.entries.extend(entries[skip..].iter().cloned());
         }
         Some(last_new)
@@ -180,6 +194,7 @@ impl RaftLog {
     /// Drops every entry after `index`.
     fn truncate_after(&mut self, index: Index) {
         let keep = (index - self.snapshot.index) as usize;
+        self.data_bytes -= data_len(&self.entries[keep.min(self.entries.len())..]);
         self.entries.truncate(keep);
         self.stable = self.stable.min(index);
     }
@@ -223,6 +238,7 @@ impl RaftLog {
         }
         self.snapshot = meta;
         self.entries.clear();
+        self.data_bytes = 0;
         self.commit = meta.index;
         self.stable = meta.index;
         self.apply_next = meta.index + 1;
@@ -244,6 +260,7 @@ impl RaftLog {
         );
         let term = self.term(index).expect("compaction point is in the log");
         let drop = (index - self.snapshot.index) as usize;
+        self.data_bytes -= data_len(&self.entries[..drop]);
         self.entries.drain(..drop);
         self.snapshot = SnapshotMeta { index, term };
     }

@@ -744,7 +744,7 @@ impl RaftNode {
         if self.role == Role::Leader {
             self.progress.clear();
             self.transferee = None;
-            self.dropped_reads.extend(self.reads_unassigned.drain(..));
+            self.dropped_reads.append(&mut self.reads_unassigned);
             self.dropped_reads
                 .extend(self.reads_pending.drain(..).map(|r| r.id));
         }

@@ -18,6 +18,12 @@ use super::{StateError, StoredKv};
 
 /// The default and largest page of a range.
 pub const DEFAULT_RANGE_LIMIT: u64 = 1000;
+/// A range page stops after about this many bytes of keys and values (with
+/// `more` set), so a response always fits a gRPC message.
+pub const RANGE_MAX_BYTES: usize = 8 << 20;
+
+/// Some keys of a range with their values, and whether the range holds more.
+type Page = (Vec<(Vec<u8>, StoredKv)>, bool);
 
 /// A batch of applies in progress: the stored tree plus the changes made so
 /// far, which later commands of the batch must see.
@@ -53,11 +59,7 @@ impl<'a> Overlay<'a> {
     }
 
     /// Up to `limit` keys of `range` in key order, and whether there are more.
-    fn range(
-        &self,
-        range: &KeyRange,
-        limit: usize,
-    ) -> Result<(Vec<(Vec<u8>, StoredKv)>, bool), StateError> {
+    fn range(&self, range: &KeyRange, limit: usize, max_bytes: usize) -> Result<Page, StateError> {
         let (lo, hi) = range.stored_bounds();
         let mut stored = self.tree.range(lo..hi).peekable();
         let end_bound = match &range.end {
@@ -69,6 +71,7 @@ impl<'a> Overlay<'a> {
             .range((Bound::Included(range.start.clone()), end_bound))
             .peekable();
         let mut out = Vec::new();
+        let mut bytes = 0usize;
         loop {
             let next_stored = match stored.peek() {
                 Some(Ok((k, _))) => Some(k[1..].to_vec()),
@@ -107,9 +110,11 @@ impl<'a> Overlay<'a> {
                 }
             };
             let Some(value) = value else { continue };
-            if out.len() == limit {
+            let size = key.len() + value.value.len();
+            if out.len() == limit || (!out.is_empty() && bytes + size > max_bytes) {
                 return Ok((out, true));
             }
+            bytes += size;
             out.push((key, value));
         }
         Ok((out, false))
@@ -170,7 +175,7 @@ pub fn delete(
     events: &mut Vec<Event>,
 ) -> Result<DeleteResponse, StateError> {
     let range = KeyRange::from_request(&req.key, &req.range_end, req.prefix, true);
-    let (victims, _) = batch.range(&range, usize::MAX)?;
+    let (victims, _) = batch.range(&range, usize::MAX, usize::MAX)?;
     let mut prev_kvs = Vec::new();
     for (key, prev) in &victims {
         let prev_kv = key_value(key, prev, false);
@@ -203,7 +208,12 @@ pub fn range(batch: &Overlay<'_>, req: &RangeRequest) -> Result<RangeResponse, S
         0 => DEFAULT_RANGE_LIMIT,
         n => n.min(DEFAULT_RANGE_LIMIT),
     } as usize;
-    let (kvs, more) = batch.range(&range, limit)?;
+    let budget = if req.keys_only {
+        usize::MAX
+    } else {
+        RANGE_MAX_BYTES
+    };
+    let (kvs, more) = batch.range(&range, limit, budget)?;
     Ok(RangeResponse {
         header: None,
         kvs: kvs

@@ -253,6 +253,7 @@ impl KvState {
         let mut overlay = apply::Overlay::new(&tree);
         let mut results = Vec::with_capacity(entries.len());
         let mut cluster_id = None;
+        let known_cluster = self.read().cluster_id;
         for entry in entries {
             let mut events = Vec::new();
             let output = match entry.kind {
@@ -271,7 +272,11 @@ impl KvState {
                         Output::Txn(apply::txn(&mut overlay, entry.index, &req, &mut events)?)
                     }
                     Some(Op::Bootstrap(b)) => {
-                        cluster_id = Some(b.cluster_id);
+                        // The first bootstrap wins; one from a leader that
+                        // did not know of it changes nothing.
+                        if known_cluster == 0 && cluster_id.is_none() {
+                            cluster_id = Some(b.cluster_id);
+                        }
                         Output::None
                     }
                     None => {

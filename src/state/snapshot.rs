@@ -15,6 +15,9 @@ use crate::raft::SnapshotMeta;
 
 const FROZEN_TREE: &[u8] = b"snapshot-out";
 
+/// Stored key-value pairs of the state, in key order.
+pub type Chunk = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// A consistent copy of the state, ready to stream.
 pub struct FrozenSnapshot {
     tree: sled::Tree,
@@ -24,10 +27,7 @@ pub struct FrozenSnapshot {
 
 impl FrozenSnapshot {
     /// The pairs in chunks of about `max_bytes`.
-    pub fn chunks(
-        &self,
-        max_bytes: usize,
-    ) -> impl Iterator<Item = Result<Vec<(Vec<u8>, Vec<u8>)>, StateError>> + '_ {
+    pub fn chunks(&self, max_bytes: usize) -> impl Iterator<Item = Result<Chunk, StateError>> + '_ {
         let mut iter = self.tree.iter();
         let mut done = false;
         std::iter::from_fn(move || {

@@ -1,0 +1,450 @@
+//! A client for kvstore clusters, used by `kvctl`, the demo, the benchmarks
+//! and the tests.
+//!
+//! It holds a list of endpoints and talks to one at a time. When a node
+//! answers UNAVAILABLE (no leader yet, shutting down, catching up) or cannot
+//! be reached, the client retries with capped exponential backoff, moving to
+//! the endpoint that names the leader in its hint if it has one, else to the
+//! next endpoint. Host names are resolved again at every reconnect, so a pod
+//! that comes back with a new IP is found by its name.
+//!
+//! Retried writes: UNAVAILABLE can mean that a write's outcome is unknown
+//! (the leader was lost mid-commit); the write may have been applied. A put
+//! of the same value is safe to repeat; a compare-and-swap that is repeated
+//! may find its own earlier success. [`RetryPolicy::writes`] lets a caller
+//! turn write retries off and handle that case itself.
+
+use std::time::{Duration, Instant};
+
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Status};
+
+use crate::error::LEADER_METADATA;
+use crate::proto::kv::cluster_client::ClusterClient;
+use crate::proto::kv::kv_client::KvClient;
+use crate::proto::kv::{
+    request_op, Compare, CompareResult, CompareTarget, Consistency, DeleteRequest, DeleteResponse,
+    GetRequest, GetResponse, PutRequest, PutResponse, RangeRequest, RangeResponse, RequestOp,
+    StatusRequest, StatusResponse, TransferLeadershipRequest, TxnRequest, TxnResponse,
+    WatchRequest, WatchResponse,
+};
+
+/// Why a client call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// No endpoint could be reached before the deadline.
+    #[error("cannot reach any endpoint ({endpoints}): {last}")]
+    Unreachable {
+        /// The endpoints tried.
+        endpoints: String,
+        /// The last error seen.
+        last: String,
+    },
+    /// The server answered with an error that retrying does not fix (or the
+    /// retry budget ran out).
+    #[error("{}: {}", code_name(.0.code()), .0.message())]
+    Status(Status),
+    /// An endpoint is not a valid address.
+    #[error("bad endpoint {0:?}: {1}")]
+    BadEndpoint(String, String),
+}
+
+impl ClientError {
+    /// The gRPC code, for errors the server answered.
+    pub fn code(&self) -> Option<Code> {
+        match self {
+            ClientError::Status(s) => Some(s.code()),
+            _ => None,
+        }
+    }
+}
+
+fn code_name(code: Code) -> &'static str {
+    match code {
+        Code::InvalidArgument => "invalid argument",
+        Code::Unavailable => "unavailable",
+        Code::DeadlineExceeded => "deadline exceeded",
+        Code::OutOfRange => "out of range",
+        Code::NotFound => "not found",
+        Code::Internal => "internal error",
+        _ => "error",
+    }
+}
+
+/// When to retry.
+#[derive(Clone, Copy, Debug)]
+pub struct RetryPolicy {
+    /// Give up after this long.
+    pub budget: Duration,
+    /// The first backoff.
+    pub initial_backoff: Duration,
+    /// The largest backoff.
+    pub max_backoff: Duration,
+    /// Retry writes on UNAVAILABLE (see the module docs).
+    pub writes: bool,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            budget: Duration::from_secs(10),
+            initial_backoff: Duration::from_millis(10),
+            max_backoff: Duration::from_millis(500),
+            writes: true,
+        }
+    }
+}
+
+/// A connection to a kvstore cluster.
+#[derive(Clone)]
+pub struct Client {
+    endpoints: Vec<String>,
+    channels: Vec<Channel>,
+    current: usize,
+    policy: RetryPolicy,
+    request_timeout: Duration,
+}
+
+fn normalize(endpoint: &str) -> String {
+    if endpoint.contains("://") {
+        endpoint.to_string()
+    } else {
+        format!("http://{endpoint}")
+    }
+}
+
+fn retryable(status: &Status) -> bool {
+    matches!(
+        status.code(),
+        Code::Unavailable | Code::Unknown | Code::Cancelled
+    ) || (status.code() == Code::Internal && status.message().contains("transport"))
+}
+
+impl Client {
+    /// A client for `endpoints` (`host:port`, comma lists split by the
+    /// caller). Connections are made lazily.
+    pub fn new(
+        endpoints: &[String],
+        policy: RetryPolicy,
+        request_timeout: Duration,
+    ) -> Result<Client, ClientError> {
+        if endpoints.is_empty() {
+            return Err(ClientError::BadEndpoint(
+                String::new(),
+                "no endpoints given".into(),
+            ));
+        }
+        let mut channels = Vec::new();
+        for e in endpoints {
+            let endpoint = Endpoint::from_shared(normalize(e))
+                .map_err(|err| ClientError::BadEndpoint(e.clone(), err.to_string()))?
+                .connect_timeout(Duration::from_secs(2))
+                .timeout(request_timeout)
+                .tcp_nodelay(true)
+                .http2_keep_alive_interval(Duration::from_secs(5))
+                .keep_alive_timeout(Duration::from_secs(10))
+                .keep_alive_while_idle(true);
+            channels.push(endpoint.connect_lazy());
+        }
+        Ok(Client {
+            endpoints: endpoints.to_vec(),
+            channels,
+            current: 0,
+            policy,
+            request_timeout,
+        })
+    }
+
+    /// The endpoints.
+    pub fn endpoints(&self) -> &[String] {
+        &self.endpoints
+    }
+
+    /// The retry policy.
+    pub fn policy_mut(&mut self) -> &mut RetryPolicy {
+        &mut self.policy
+    }
+
+    fn kv(&self) -> KvClient<Channel> {
+        KvClient::new(self.channels[self.current].clone())
+            .max_decoding_message_size(64 << 20)
+            .max_encoding_message_size(64 << 20)
+    }
+
+    /// A Cluster client for endpoint `i`.
+    pub fn cluster_at(&self, i: usize) -> ClusterClient<Channel> {
+        ClusterClient::new(self.channels[i].clone())
+    }
+
+    /// Moves to the endpoint that names `leader`, or to the next one.
+    fn rotate(&mut self, leader_hint: Option<&str>) {
+        if let Some(leader) = leader_hint.filter(|l| !l.is_empty()) {
+            if let Some(i) = self.endpoints.iter().position(|e| host_names(e, leader)) {
+                if i != self.current {
+                    self.current = i;
+                    return;
+                }
+            }
+        }
+        self.current = (self.current + 1) % self.channels.len();
+    }
+
+    /// Runs `call` against the current endpoint, retrying retryable failures
+    /// on other endpoints with backoff until the budget runs out.
+    async fn with_retry<T, F, Fut>(&mut self, write: bool, mut call: F) -> Result<T, ClientError>
+    where
+        F: FnMut(KvClient<Channel>) -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<T>, Status>>,
+    {
+        let deadline = Instant::now() + self.policy.budget;
+        let mut backoff = self.policy.initial_backoff;
+        let mut attempts = 0usize;
+        loop {
+            attempts += 1;
+            match call(self.kv()).await {
+                Ok(resp) => return Ok(resp.into_inner()),
+                Err(status) => {
+                    let can_retry = retryable(&status) && (!write || self.policy.writes);
+                    if !can_retry || Instant::now() + backoff > deadline {
+                        return Err(self.final_error(status, attempts));
+                    }
+                    let hint = status
+                        .metadata()
+                        .get(LEADER_METADATA)
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_string);
+                    self.rotate(hint.as_deref());
+                    // Try each endpoint once quickly before backing off.
+                    if attempts.is_multiple_of(self.channels.len()) {
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(self.policy.max_backoff);
+                    }
+                }
+            }
+        }
+    }
+
+    fn final_error(&self, status: Status, attempts: usize) -> ClientError {
+        let transport = status.code() == Code::Unavailable
+            && (status.message().contains("transport error")
+                || status.message().contains("connect")
+                || status.message().contains("Connection refused")
+                || status.message().contains("tcp connect error"));
+        if transport && attempts >= self.channels.len() {
+            ClientError::Unreachable {
+                endpoints: self.endpoints.join(","),
+                last: connection_reason(&status),
+            }
+        } else {
+            ClientError::Status(status)
+        }
+    }
+
+    /// Sets `key` to `value`.
+    pub async fn put(
+        &mut self,
+        key: impl Into<bytes::Bytes>,
+        value: impl Into<bytes::Bytes>,
+    ) -> Result<PutResponse, ClientError> {
+        let req = PutRequest {
+            key: key.into(),
+            value: value.into(),
+            prev_kv: false,
+        };
+        self.put_request(req).await
+    }
+
+    /// A put with every option.
+    pub async fn put_request(&mut self, req: PutRequest) -> Result<PutResponse, ClientError> {
+        self.with_retry(true, |mut kv| {
+            let req = req.clone();
+            async move { kv.put(req).await }
+        })
+        .await
+    }
+
+    /// Reads `key`.
+    pub async fn get(
+        &mut self,
+        key: impl Into<bytes::Bytes>,
+        consistency: Consistency,
+    ) -> Result<GetResponse, ClientError> {
+        let req = GetRequest {
+            key: key.into(),
+            consistency: consistency as i32,
+            min_revision: 0,
+        };
+        self.get_request(req).await
+    }
+
+    /// A get with every option.
+    pub async fn get_request(&mut self, req: GetRequest) -> Result<GetResponse, ClientError> {
+        self.with_retry(false, |mut kv| {
+            let req = req.clone();
+            async move { kv.get(req).await }
+        })
+        .await
+    }
+
+    /// Deletes a key, range or prefix.
+    pub async fn delete(&mut self, req: DeleteRequest) -> Result<DeleteResponse, ClientError> {
+        self.with_retry(true, |mut kv| {
+            let req = req.clone();
+            async move { kv.delete(req).await }
+        })
+        .await
+    }
+
+    /// Reads a range.
+    pub async fn range(&mut self, req: RangeRequest) -> Result<RangeResponse, ClientError> {
+        self.with_retry(false, |mut kv| {
+            let req = req.clone();
+            async move { kv.range(req).await }
+        })
+        .await
+    }
+
+    /// Runs a transaction.
+    pub async fn txn(&mut self, req: TxnRequest) -> Result<TxnResponse, ClientError> {
+        self.with_retry(true, |mut kv| {
+            let req = req.clone();
+            async move { kv.txn(req).await }
+        })
+        .await
+    }
+
+    /// Sets `key` to `new` if its value is `expected` (or, with `expected`
+    /// `None`, if it does not exist). Returns whether it did.
+    pub async fn compare_and_swap(
+        &mut self,
+        key: impl Into<bytes::Bytes>,
+        expected: Option<bytes::Bytes>,
+        new: impl Into<bytes::Bytes>,
+    ) -> Result<TxnResponse, ClientError> {
+        let key = key.into();
+        let compare = match expected {
+            Some(value) => Compare {
+                key: key.clone(),
+                target: CompareTarget::Value as i32,
+                result: CompareResult::Equal as i32,
+                value,
+                number: 0,
+            },
+            None => Compare {
+                key: key.clone(),
+                target: CompareTarget::Version as i32,
+                result: CompareResult::Equal as i32,
+                value: Default::default(),
+                number: 0,
+            },
+        };
+        let req = TxnRequest {
+            compare: vec![compare],
+            success: vec![RequestOp {
+                request: Some(request_op::Request::Put(PutRequest {
+                    key: key.clone(),
+                    value: new.into(),
+                    prev_kv: false,
+                })),
+            }],
+            failure: vec![RequestOp {
+                request: Some(request_op::Request::Range(RangeRequest {
+                    key,
+                    ..Default::default()
+                })),
+            }],
+        };
+        self.txn(req).await
+    }
+
+    /// Opens a watch stream (no retry: a broken stream is the caller's to
+    /// resume from its last revision + 1).
+    pub async fn watch(
+        &mut self,
+        req: WatchRequest,
+    ) -> Result<tonic::Streaming<WatchResponse>, ClientError> {
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let mut kv = KvClient::new(self.channels[self.current].clone());
+            match kv.watch(req.clone()).await {
+                Ok(resp) => return Ok(resp.into_inner()),
+                Err(status) if retryable(&status) && attempts < self.channels.len() * 3 => {
+                    self.rotate(None);
+                    tokio::time::sleep(self.policy.initial_backoff).await;
+                }
+                Err(status) => return Err(self.final_error(status, attempts)),
+            }
+        }
+    }
+
+    /// The status of the node at endpoint `i`.
+    pub async fn status_of(&self, i: usize) -> Result<StatusResponse, ClientError> {
+        let mut c = self.cluster_at(i);
+        c.status(StatusRequest {})
+            .await
+            .map(|r| r.into_inner())
+            .map_err(|status| self.final_error(status, self.channels.len()))
+    }
+
+    /// Asks the cluster to move leadership to `ordinal`.
+    pub async fn transfer_leadership(&mut self, ordinal: u32) -> Result<(), ClientError> {
+        let deadline = Instant::now() + self.policy.budget;
+        loop {
+            let mut c = self.cluster_at(self.current);
+            match c
+                .transfer_leadership(TransferLeadershipRequest {
+                    to_ordinal: ordinal,
+                })
+                .await
+            {
+                Ok(_) => return Ok(()),
+                Err(status) if retryable(&status) && Instant::now() < deadline => {
+                    self.rotate(None);
+                    tokio::time::sleep(self.policy.initial_backoff).await;
+                }
+                Err(status) => return Err(self.final_error(status, self.channels.len())),
+            }
+        }
+    }
+
+    /// The time limit of one request.
+    pub fn request_timeout(&self) -> Duration {
+        self.request_timeout
+    }
+}
+
+/// Whether the endpoint's host is (or starts with) the node name, as in
+/// `kvstore-1.kvstore-headless.default.svc.cluster.local:7379`.
+fn host_names(endpoint: &str, node: &str) -> bool {
+    let host = endpoint.rsplit("://").next().unwrap_or(endpoint);
+    host == node || host.starts_with(&format!("{node}.")) || host.starts_with(&format!("{node}:"))
+}
+
+/// The most useful words of a connection failure, without the stack of
+/// wrapped errors.
+fn connection_reason(status: &Status) -> String {
+    let mut source: Option<&dyn std::error::Error> = std::error::Error::source(status);
+    let mut deepest = status.message().to_string();
+    while let Some(err) = source {
+        deepest = err.to_string();
+        source = err.source();
+    }
+    deepest
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A leader hint names the endpoint whose host is that pod.
+    #[test]
+    fn leader_hint_matches_pod_names() {
+        assert!(host_names(
+            "kvstore-1.kvstore-headless.default.svc.cluster.local:7379",
+            "kvstore-1"
+        ));
+        assert!(!host_names("kvstore-10.kvstore-headless:7379", "kvstore-1"));
+        assert!(host_names("http://kvstore-2:7379", "kvstore-2"));
+    }
+}

@@ -1,0 +1,153 @@
+//! Command-line flags of the `kvstore` binary. Every flag can also be set by
+//! an environment variable `KVSTORE_<FLAG>` (what a Kubernetes manifest sets).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::logging::LogFormat;
+use crate::node::{CompactionPolicy, Timing};
+use crate::server::Limits;
+
+/// kvstore: a replicated key-value store for Kubernetes StatefulSets.
+#[derive(Parser, Debug)]
+#[command(name = "kvstore", version, about, long_about = None)]
+pub struct Cli {
+    /// What to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run one node: what a StatefulSet pod runs.
+    Serve(Box<ServeArgs>),
+}
+
+/// Logging flags.
+#[derive(Args, Debug, Clone)]
+pub struct LogArgs {
+    /// Log line format: `text` for people, `json` for log collectors.
+    #[arg(long, env = "KVSTORE_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+    /// Log level or filter directives (e.g. `info`, `kvstore=debug,h2=warn`).
+    #[arg(long, env = "KVSTORE_LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+}
+
+/// Flags of `kvstore serve`.
+#[derive(Args, Debug, Clone)]
+pub struct ServeArgs {
+    /// This node's name, `<statefulset>-<ordinal>` (e.g. `kvstore-0`). Defaults
+    /// to $HOSTNAME, which a StatefulSet sets to exactly that.
+    #[arg(long, env = "KVSTORE_NODE_NAME")]
+    pub node_name: Option<String>,
+
+    /// Address for the client API (KV, Cluster, health, reflection).
+    #[arg(long, env = "KVSTORE_LISTEN", default_value = "0.0.0.0:7379")]
+    pub listen: SocketAddr,
+
+    /// Address for replication traffic between members (a separate port).
+    #[arg(long, env = "KVSTORE_PEER_LISTEN", default_value = "0.0.0.0:7380")]
+    pub peer_listen: SocketAddr,
+
+    /// The data dir: the write-ahead log and the state (the pod's volume).
+    #[arg(long, env = "KVSTORE_DATA_DIR", default_value = "data")]
+    pub data_dir: PathBuf,
+
+    /// Number of voting members: the StatefulSet's replica count. Members are
+    /// ordinals 0..replicas-1.
+    #[arg(long, env = "KVSTORE_REPLICAS", default_value_t = 1)]
+    pub replicas: u32,
+
+    /// sled's page cache in MiB. Keep it well under the pod's memory limit.
+    #[arg(long, env = "KVSTORE_CACHE_MB", default_value_t = 128)]
+    pub cache_mb: u64,
+
+    /// Longest key in bytes.
+    #[arg(long, env = "KVSTORE_MAX_KEY_BYTES", default_value_t = 4096)]
+    pub max_key_bytes: usize,
+
+    /// Longest value in bytes.
+    #[arg(long, env = "KVSTORE_MAX_VALUE_BYTES", default_value_t = 1 << 20)]
+    pub max_value_bytes: usize,
+
+    /// Time limit of one client request, in milliseconds.
+    #[arg(long, env = "KVSTORE_REQUEST_TIMEOUT_MS", default_value_t = 5000)]
+    pub request_timeout_ms: u64,
+
+    /// Revisions of change history kept for watches.
+    #[arg(long, env = "KVSTORE_HISTORY_REVISIONS", default_value_t = 100_000)]
+    pub history_revisions: u64,
+
+    /// Compact the log (behind a snapshot of the state) when it holds more
+    /// entries than this.
+    #[arg(long, env = "KVSTORE_SNAPSHOT_ENTRIES", default_value_t = 10_000)]
+    pub snapshot_entries: u64,
+
+    /// ...or more MiB of entry data than this.
+    #[arg(long, env = "KVSTORE_SNAPSHOT_MB", default_value_t = 64)]
+    pub snapshot_mb: u64,
+
+    /// Leader heartbeat interval in milliseconds.
+    #[arg(long, env = "KVSTORE_HEARTBEAT_MS", default_value_t = 50)]
+    pub heartbeat_ms: u64,
+
+    /// Base election timeout in milliseconds (silent leader failure is
+    /// detected after this; a crashed leader's reset connection much sooner).
+    #[arg(long, env = "KVSTORE_ELECTION_TIMEOUT_MS", default_value_t = 300)]
+    pub election_timeout_ms: u64,
+
+    /// Extra election timeout per ordinal, in milliseconds, so the lowest
+    /// live ordinal campaigns first.
+    #[arg(long, env = "KVSTORE_ELECTION_STAGGER_MS", default_value_t = 100)]
+    pub election_stagger_ms: u64,
+
+    /// Seconds to let in-flight requests finish on SIGTERM before exiting.
+    #[arg(long, env = "KVSTORE_SHUTDOWN_GRACE_S", default_value_t = 20)]
+    pub shutdown_grace_s: u64,
+
+    /// Logging.
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+impl ServeArgs {
+    /// The node name from the flag or $HOSTNAME.
+    pub fn node_name(&self) -> String {
+        self.node_name
+            .clone()
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .unwrap_or_default()
+    }
+
+    /// Key and value limits.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_key_bytes: self.max_key_bytes,
+            max_value_bytes: self.max_value_bytes,
+        }
+    }
+
+    /// Protocol timing.
+    pub fn timing(&self) -> Timing {
+        Timing {
+            tick: Duration::from_millis(10),
+            heartbeat: Duration::from_millis(self.heartbeat_ms.max(10)),
+            election: Duration::from_millis(self.election_timeout_ms.max(50)),
+            election_stagger: Duration::from_millis(self.election_stagger_ms.max(10)),
+        }
+    }
+
+    /// Log compaction thresholds.
+    pub fn compaction(&self) -> CompactionPolicy {
+        CompactionPolicy {
+            max_entries: self.snapshot_entries.max(16),
+            max_bytes: self.snapshot_mb.max(1) << 20,
+            keep_entries: (self.snapshot_entries / 10).clamp(8, 1000),
+        }
+    }
+}

@@ -1,0 +1,179 @@
+//! The apply thread: applies committed entries to the state in order, answers
+//! the proposals that made them, and tells watchers and readers.
+
+use std::collections::HashMap;
+use std::sync::mpsc::{Receiver, Sender};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{broadcast, oneshot, watch};
+
+use super::raft_loop::Input;
+use super::{WatchBatch, WriteResult};
+use crate::error::{Error, Result};
+use crate::raft::Entry;
+use crate::state::snapshot::{FrozenSnapshot, SnapshotWriter};
+use crate::state::{KvState, StateError};
+
+/// Work for the apply thread, in log order.
+pub enum ApplyMsg {
+    /// Committed entries to apply.
+    Entries(Vec<Entry>),
+    /// Make a received snapshot the state.
+    Install {
+        writer: SnapshotWriter,
+        done: std::sync::mpsc::Sender<Result<u64, StateError>>,
+    },
+    /// Make the applied state durable, then report the applied index.
+    Checkpoint,
+    /// Copy the state for sending as a snapshot.
+    Freeze {
+        done: oneshot::Sender<Result<FrozenSnapshot, StateError>>,
+    },
+    /// Finish: make everything durable and stop.
+    Stop,
+}
+
+/// The answer channel of one proposal.
+type Answer = oneshot::Sender<Result<WriteResult>>;
+/// index -> (term, answer).
+type ProposalMap = HashMap<u64, (u64, Answer)>;
+
+/// Proposals waiting for their entry to be applied.
+#[derive(Default)]
+pub struct Waiters {
+    proposals: Mutex<ProposalMap>,
+}
+
+impl Waiters {
+    /// Registers the proposal at (`index`, `term`).
+    pub fn insert(&self, index: u64, term: u64, done: oneshot::Sender<Result<WriteResult>>) {
+        self.lock().insert(index, (term, done));
+    }
+
+    fn take(&self, index: u64) -> Option<(u64, oneshot::Sender<Result<WriteResult>>)> {
+        self.lock().remove(&index)
+    }
+
+    /// Answers every proposal at or below `index` as of unknown outcome
+    /// (a snapshot replaced those entries).
+    fn fail_through(&self, index: u64) {
+        let mut map = self.lock();
+        let gone: Vec<u64> = map.keys().copied().filter(|&i| i <= index).collect();
+        for i in gone {
+            if let Some((_, done)) = map.remove(&i) {
+                let _ = done.send(Err(Error::OutcomeUnknown(
+                    "a snapshot replaced the log".into(),
+                )));
+            }
+        }
+    }
+
+    /// Answers every waiting proposal with `err()` (shutdown).
+    pub fn fail_all(&self, err: impl Fn() -> Error) {
+        for (_, (_, done)) in self.lock().drain() {
+            let _ = done.send(Err(err()));
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, ProposalMap> {
+        self.proposals.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The apply thread's state.
+pub struct Applier {
+    pub state: Arc<KvState>,
+    pub rx: Receiver<ApplyMsg>,
+    pub inbox: Sender<Input>,
+    pub waiters: Arc<Waiters>,
+    pub applied: watch::Sender<u64>,
+    pub events: broadcast::Sender<Arc<WatchBatch>>,
+    /// Whether the identity record already holds the cluster id.
+    pub cluster_recorded: bool,
+}
+
+impl Applier {
+    /// Runs until `Stop`. A storage failure is fatal: it is returned and the
+    /// node stops.
+    pub fn run(mut self) -> Result<(), StateError> {
+        while let Ok(msg) = self.rx.recv() {
+            match msg {
+                ApplyMsg::Entries(entries) => self.apply(entries)?,
+                ApplyMsg::Install { writer, done } => {
+                    let result = self.state.finish_install(writer).map(|meta| meta.index);
+                    if let Ok(index) = result {
+                        self.waiters.fail_through(index);
+                        self.applied.send_replace(index);
+                        let _ = self.events.send(Arc::new(WatchBatch {
+                            first_index: index,
+                            last_index: index,
+                            revisions: Vec::new(),
+                        }));
+                    }
+                    let _ = done.send(result);
+                }
+                ApplyMsg::Checkpoint => {
+                    self.state.checkpoint()?;
+                    let _ = self.inbox.send(Input::Checkpointed(self.state.applied().0));
+                }
+                ApplyMsg::Freeze { done } => {
+                    let _ = done.send(self.state.freeze_snapshot());
+                }
+                ApplyMsg::Stop => break,
+            }
+        }
+        self.state.checkpoint()
+    }
+
+    fn apply(&mut self, entries: Vec<Entry>) -> Result<(), StateError> {
+        let (Some(first), Some(last)) = (entries.first(), entries.last()) else {
+            return Ok(());
+        };
+        let (first_index, last_index) = (first.index, last.index);
+        let results = self.state.apply(&entries)?;
+        let mut revisions = Vec::new();
+        for applied in results {
+            if let Some((term, done)) = self.waiters.take(applied.index) {
+                let answer = if term == applied.term {
+                    Ok(WriteResult {
+                        revision: applied.index,
+                        output: applied.output,
+                    })
+                } else {
+                    Err(Error::NotApplied("a new leader replaced the entry".into()))
+                };
+                let _ = done.send(answer);
+            }
+            if !applied.events.is_empty() {
+                revisions.push((applied.index, applied.events));
+            }
+        }
+        self.applied.send_replace(last_index);
+        let _ = self.events.send(Arc::new(WatchBatch {
+            first_index,
+            last_index,
+            revisions,
+        }));
+        if !self.cluster_recorded {
+            self.record_cluster_id()?;
+        }
+        Ok(())
+    }
+
+    /// Copies the cluster id, once applied, into the identity record, so that
+    /// a volume can be recognised as this cluster's.
+    fn record_cluster_id(&mut self) -> Result<(), StateError> {
+        let id = self.state.cluster_id();
+        if id == 0 {
+            return Ok(());
+        }
+        if let Some(mut identity) = self.state.identity()? {
+            if identity.cluster_id != id {
+                identity.cluster_id = id;
+                self.state.set_identity(&identity)?;
+            }
+        }
+        self.cluster_recorded = true;
+        Ok(())
+    }
+}

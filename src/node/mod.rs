@@ -1,0 +1,737 @@
+//! One member at run time: the replication thread (core + write-ahead log),
+//! the apply thread (sled), and the handle the gRPC services use to write,
+//! read and watch.
+//!
+//! Write path: `NodeHandle::write` -> the leader's replication thread proposes
+//! the command -> one append and fdatasync per group -> replicated to a quorum
+//! -> committed -> the apply thread applies it (data and applied index in one
+//! sled batch) -> the proposal's waiter is answered. A follower forwards the
+//! command to the leader over the peer transport.
+
+pub mod applier;
+pub mod peers;
+pub mod raft_loop;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::sync::{broadcast, oneshot, watch};
+
+use crate::error::{Error, Result};
+use crate::identity::NodeName;
+use crate::proto::kv::Event;
+use crate::raft::{self, NodeId, RaftNode, Restored, Role, SnapshotMeta, Voting};
+use crate::state::command::Command;
+use crate::state::{Identity, KvState, StateError};
+use crate::storage::wal::{Wal, WalError};
+use crate::storage::DataDir;
+use applier::{Applier, Waiters};
+pub use peers::{NoPeers, Peers, WriteResult};
+pub use raft_loop::{CompactionPolicy, Fatal, Input};
+
+/// Timing of the protocol, in wall-clock terms.
+#[derive(Clone, Copy, Debug)]
+pub struct Timing {
+    /// One tick of the core's clock.
+    pub tick: Duration,
+    /// Leader heartbeat interval.
+    pub heartbeat: Duration,
+    /// Base election timeout (also the leader lease).
+    pub election: Duration,
+    /// Extra election timeout per ordinal.
+    pub election_stagger: Duration,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Timing {
+            tick: Duration::from_millis(10),
+            heartbeat: Duration::from_millis(50),
+            election: Duration::from_millis(300),
+            election_stagger: Duration::from_millis(100),
+        }
+    }
+}
+
+impl Timing {
+    fn ticks(&self, d: Duration) -> u32 {
+        (d.as_micros() / self.tick.as_micros().max(1)).max(1) as u32
+    }
+}
+
+/// What a node is started with.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// `<set>-<ordinal>`.
+    pub name: NodeName,
+    /// The number of voting members.
+    pub replicas: u32,
+    /// The data dir (the pod's volume).
+    pub data_dir: PathBuf,
+    /// sled's cache size.
+    pub cache_bytes: u64,
+    /// Revisions of watch history to keep.
+    pub history_revisions: u64,
+    /// Protocol timing.
+    pub timing: Timing,
+    /// When to compact the log.
+    pub compaction: CompactionPolicy,
+    /// Whether leadership returns to the lowest caught-up ordinal.
+    pub priority_return: bool,
+}
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The data dir belongs to another pod or cluster.
+    #[error("data dir {dir} belongs to {owner}, this pod is {this}: refusing to start (was a volume attached to the wrong pod?)")]
+    WrongOwner {
+        /// The data dir.
+        dir: PathBuf,
+        /// Who the identity record names.
+        owner: String,
+        /// Who we are.
+        this: String,
+    },
+    /// The ordinal is not a member.
+    #[error("{name} has ordinal {ordinal}, but --replicas is {replicas}: members are ordinals 0..={max}")]
+    OrdinalOutOfRange {
+        /// The node name.
+        name: String,
+        /// Its ordinal.
+        ordinal: u32,
+        /// The replica count.
+        replicas: u32,
+        /// The highest ordinal.
+        max: u32,
+    },
+    /// The data dir cannot be created or read.
+    #[error("data dir {0}: {1}")]
+    DataDir(PathBuf, std::io::Error),
+    /// The applied state failed to open.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// The log failed to open.
+    #[error(transparent)]
+    Wal(#[from] WalError),
+    /// The log and the applied state disagree beyond repair.
+    #[error("data dir {dir} is inconsistent: {reason}")]
+    Inconsistent {
+        /// The data dir.
+        dir: PathBuf,
+        /// What disagrees.
+        reason: String,
+    },
+}
+
+/// A peer's replication progress, as the leader sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerProgress {
+    /// The peer's ordinal.
+    pub id: NodeId,
+    /// The highest index known replicated on it.
+    pub match_index: u64,
+    /// Whether appends are pipelined to it (it is caught up to the probe).
+    pub replicating: bool,
+    /// Whether it may vote.
+    pub voter: bool,
+    /// Whether it answered recently.
+    pub reachable: bool,
+}
+
+/// The replication state, published by the replication thread.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RaftStatus {
+    /// This member's role.
+    pub role: Role,
+    /// The current term.
+    pub term: u64,
+    /// The known leader.
+    pub leader: Option<NodeId>,
+    /// The commit index.
+    pub commit: u64,
+    /// The last log index.
+    pub last_index: u64,
+    /// The first index still in the log.
+    pub first_index: u64,
+    /// Whether this member may vote.
+    pub voting: Voting,
+    /// Where leadership is being handed, if anywhere.
+    pub transferee: Option<NodeId>,
+    /// Followers' progress (leader only).
+    pub peers: Vec<PeerProgress>,
+}
+
+/// The changes of one apply batch, for watchers.
+#[derive(Debug)]
+pub struct WatchBatch {
+    /// The first index of the batch.
+    pub first_index: u64,
+    /// The last index of the batch: the applied index after it.
+    pub last_index: u64,
+    /// The revisions in the batch that changed keys, with their events.
+    pub revisions: Vec<(u64, Vec<Event>)>,
+}
+
+struct Shared {
+    name: NodeName,
+    replicas: u32,
+    inbox: std::sync::mpsc::Sender<Input>,
+    state: Arc<KvState>,
+    status: watch::Receiver<RaftStatus>,
+    applied: watch::Receiver<u64>,
+    events: broadcast::Sender<Arc<WatchBatch>>,
+    peers: Arc<dyn Peers>,
+    data_dir: PathBuf,
+    /// Set when the node starts shutting down: streams end, requests refuse.
+    stopping: watch::Sender<bool>,
+}
+
+/// A running node.
+pub struct Node {
+    handle: NodeHandle,
+    raft_thread: Option<std::thread::JoinHandle<std::result::Result<(), Fatal>>>,
+    apply_thread: Option<std::thread::JoinHandle<std::result::Result<(), StateError>>>,
+}
+
+/// How the services use the node. Cheap to clone.
+#[derive(Clone)]
+pub struct NodeHandle(Arc<Shared>);
+
+/// Where a newly started node's inputs come from, before it has a handle:
+/// the transport is built around it.
+pub struct NodeInbox {
+    tx: std::sync::mpsc::Sender<Input>,
+    rx: std::sync::mpsc::Receiver<Input>,
+}
+
+impl NodeInbox {
+    /// A new inbox.
+    pub fn new() -> Self {
+        let (tx, rx) = std::sync::mpsc::channel();
+        NodeInbox { tx, rx }
+    }
+
+    /// A sender for the transport to deliver peer messages with.
+    pub fn sender(&self) -> std::sync::mpsc::Sender<Input> {
+        self.tx.clone()
+    }
+}
+
+impl Default for NodeInbox {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn check_identity(state: &KvState, cfg: &NodeConfig) -> std::result::Result<(), StartError> {
+    let this = cfg.name.to_string();
+    match state.identity()? {
+        Some(identity) => {
+            if identity.set_name != cfg.name.set || identity.ordinal != cfg.name.ordinal {
+                return Err(StartError::WrongOwner {
+                    dir: cfg.data_dir.clone(),
+                    owner: identity.name(),
+                    this,
+                });
+            }
+        }
+        None => {
+            state.set_identity(&Identity {
+                set_name: cfg.name.set.clone(),
+                ordinal: cfg.name.ordinal,
+                cluster_id: 0,
+            })?;
+            tracing::info!(dir = %cfg.data_dir.display(), "new data dir: identity record written");
+        }
+    }
+    Ok(())
+}
+
+/// Reconciles the log with the applied state after a crash, returning what to
+/// restore the core from.
+fn restore(
+    dir: &Path,
+    wal: &mut Wal,
+    log: crate::storage::wal::WalState,
+    applied: (u64, u64),
+) -> std::result::Result<Restored, StartError> {
+    let (applied_index, applied_term) = applied;
+    let last = log.snapshot.index + log.entries.len() as u64;
+    let term_at = |i: u64| {
+        if i == log.snapshot.index {
+            Some(log.snapshot.term)
+        } else if i > log.snapshot.index && i <= last {
+            Some(log.entries[(i - log.snapshot.index - 1) as usize].term)
+        } else {
+            None
+        }
+    };
+    if applied_index < log.snapshot.index {
+        return Err(StartError::Inconsistent {
+            dir: dir.to_path_buf(),
+            reason: format!(
+                "the applied state ends at {applied_index}, before the log's compaction point {}",
+                log.snapshot.index
+            ),
+        });
+    }
+    if applied_index == 0 || term_at(applied_index) == Some(applied_term) {
+        return Ok(Restored {
+            hard_state: log.hard_state,
+            snapshot: log.snapshot,
+            entries: log.entries,
+            applied: applied_index,
+        });
+    }
+    // The state holds a snapshot the log does not know of yet (a crash
+    // between installing it and recording it): start the log at it.
+    let meta = SnapshotMeta {
+        index: applied_index,
+        term: applied_term,
+    };
+    tracing::warn!(
+        index = applied_index,
+        "the log did not record the last snapshot install; recording it now"
+    );
+    wal.compact(log.hard_state, meta, &[])?;
+    Ok(Restored {
+        hard_state: log.hard_state,
+        snapshot: meta,
+        entries: Vec::new(),
+        applied: applied_index,
+    })
+}
+
+impl Node {
+    /// Opens the data dir, checks its identity, restores the log and starts
+    /// the replication and apply threads.
+    pub fn start(
+        cfg: NodeConfig,
+        peers: Arc<dyn Peers>,
+        inbox: NodeInbox,
+    ) -> std::result::Result<Node, StartError> {
+        if cfg.name.ordinal >= cfg.replicas {
+            return Err(StartError::OrdinalOutOfRange {
+                name: cfg.name.to_string(),
+                ordinal: cfg.name.ordinal,
+                replicas: cfg.replicas,
+                max: cfg.replicas.saturating_sub(1),
+            });
+        }
+        let dirs = DataDir::new(&cfg.data_dir);
+        std::fs::create_dir_all(&dirs.root)
+            .map_err(|e| StartError::DataDir(dirs.root.clone(), e))?;
+        let state = Arc::new(KvState::open(
+            &dirs.state(),
+            cfg.cache_bytes,
+            cfg.history_revisions,
+        )?);
+        check_identity(&state, &cfg)?;
+        let (mut wal, log) = Wal::open(&dirs.wal())?;
+        let restored = restore(&dirs.root, &mut wal, log, state.applied())?;
+        let timing = cfg.timing;
+        let mut raft_cfg = raft::Config::new(cfg.name.ordinal, cfg.replicas);
+        raft_cfg.heartbeat_ticks = timing.ticks(timing.heartbeat);
+        raft_cfg.election_ticks = timing.ticks(timing.election);
+        raft_cfg.election_stagger_ticks = timing.ticks(timing.election_stagger);
+        raft_cfg.election_jitter_ticks = (raft_cfg.election_stagger_ticks / 2).max(1);
+        raft_cfg.priority_return_ticks = raft_cfg.election_ticks;
+        raft_cfg.priority_return = cfg.priority_return;
+        tracing::info!(
+            term = restored.hard_state.term,
+            applied = restored.applied,
+            last_index = restored.snapshot.index + restored.entries.len() as u64,
+            voting = ?restored.hard_state.voting,
+            "restored replication state"
+        );
+        let core = RaftNode::new(raft_cfg, restored, rand::random());
+        let initial_status = RaftStatus {
+            role: core.role(),
+            term: core.term(),
+            leader: core.leader(),
+            commit: core.log().commit(),
+            last_index: core.log().last_index(),
+            first_index: core.log().first_index(),
+            voting: core.voting(),
+            transferee: None,
+            peers: Vec::new(),
+        };
+        let (status_tx, status_rx) = watch::channel(initial_status);
+        let (applied_tx, applied_rx) = watch::channel(state.applied().0);
+        let (events_tx, _) = broadcast::channel(1024);
+        let (apply_tx, apply_rx) = std::sync::mpsc::channel();
+        let waiters = Arc::new(Waiters::default());
+        let cluster_recorded = state
+            .identity()?
+            .is_some_and(|i| i.cluster_id != 0 && i.cluster_id == state.cluster_id());
+        let applier = Applier {
+            state: state.clone(),
+            rx: apply_rx,
+            inbox: inbox.tx.clone(),
+            waiters: waiters.clone(),
+            applied: applied_tx,
+            events: events_tx.clone(),
+            cluster_recorded,
+        };
+        let span = tracing::Span::current();
+        let apply_span = span.clone();
+        let apply_thread = std::thread::Builder::new()
+            .name("apply".into())
+            .spawn(move || apply_span.in_scope(|| applier.run()))
+            .map_err(|e| StartError::DataDir(dirs.root.clone(), e))?;
+        let raft_loop = raft_loop::RaftLoop::new(
+            core,
+            wal,
+            inbox.rx,
+            apply_tx,
+            peers.clone(),
+            waiters,
+            status_tx,
+            state.clone(),
+            timing.tick,
+            cfg.compaction,
+        );
+        let raft_thread = std::thread::Builder::new()
+            .name("raft".into())
+            .spawn(move || span.in_scope(|| raft_loop.run()))
+            .map_err(|e| StartError::DataDir(dirs.root.clone(), e))?;
+        let (stopping, _) = watch::channel(false);
+        let handle = NodeHandle(Arc::new(Shared {
+            name: cfg.name,
+            replicas: cfg.replicas,
+            inbox: inbox.tx,
+            state,
+            status: status_rx,
+            applied: applied_rx,
+            events: events_tx,
+            peers,
+            data_dir: cfg.data_dir,
+            stopping,
+        }));
+        Ok(Node {
+            handle,
+            raft_thread: Some(raft_thread),
+            apply_thread: Some(apply_thread),
+        })
+    }
+
+    /// The handle for services.
+    pub fn handle(&self) -> NodeHandle {
+        self.handle.clone()
+    }
+
+    /// Stops the threads after making everything durable. Call after the
+    /// servers have drained.
+    pub async fn stop(mut self) -> std::result::Result<(), String> {
+        self.handle.0.stopping.send_replace(true);
+        let _ = self.handle.0.inbox.send(Input::Shutdown);
+        let raft = self.raft_thread.take();
+        let apply = self.apply_thread.take();
+        tokio::task::spawn_blocking(move || {
+            let mut problems = Vec::new();
+            if let Some(t) = raft {
+                match t.join() {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => problems.push(format!("replication: {e}")),
+                    Err(_) => problems.push("replication thread panicked".to_string()),
+                }
+            }
+            if let Some(t) = apply {
+                match t.join() {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => problems.push(format!("apply: {e}")),
+                    Err(_) => problems.push("apply thread panicked".to_string()),
+                }
+            }
+            if problems.is_empty() {
+                Ok(())
+            } else {
+                Err(problems.join("; "))
+            }
+        })
+        .await
+        .map_err(|e| e.to_string())?
+    }
+
+    /// Resolves if the replication or apply thread stops on its own (a fatal
+    /// storage error): the process should exit and be restarted.
+    pub async fn failed(&self) -> String {
+        loop {
+            let raft_done = self.raft_thread.as_ref().is_none_or(|t| t.is_finished());
+            let apply_done = self.apply_thread.as_ref().is_none_or(|t| t.is_finished());
+            if raft_done || apply_done {
+                return "a replication or apply thread stopped".to_string();
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+impl NodeHandle {
+    /// This node's name.
+    pub fn name(&self) -> &NodeName {
+        &self.0.name
+    }
+
+    /// The number of voting members.
+    pub fn replicas(&self) -> u32 {
+        self.0.replicas
+    }
+
+    /// The data dir.
+    pub fn data_dir(&self) -> &Path {
+        &self.0.data_dir
+    }
+
+    /// The replication state now.
+    pub fn status(&self) -> RaftStatus {
+        self.0.status.borrow().clone()
+    }
+
+    /// A receiver of replication state changes.
+    pub fn status_changes(&self) -> watch::Receiver<RaftStatus> {
+        self.0.status.clone()
+    }
+
+    /// The leader's name as this node knows it.
+    pub fn leader_name(&self) -> Option<String> {
+        self.status()
+            .leader
+            .map(|l| self.0.name.sibling(l).to_string())
+    }
+
+    /// The applied state.
+    pub fn state(&self) -> &KvState {
+        &self.0.state
+    }
+
+    /// The applied index now.
+    pub fn applied(&self) -> u64 {
+        *self.0.applied.borrow()
+    }
+
+    /// A receiver of applied-index changes.
+    pub fn applied_changes(&self) -> watch::Receiver<u64> {
+        self.0.applied.clone()
+    }
+
+    /// Subscribes to applied changes, for watches.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<WatchBatch>> {
+        self.0.events.subscribe()
+    }
+
+    /// Resolves when the node starts shutting down.
+    pub fn stopping(&self) -> watch::Receiver<bool> {
+        self.0.stopping.subscribe()
+    }
+
+    /// Whether the node is shutting down.
+    pub fn is_stopping(&self) -> bool {
+        *self.0.stopping.borrow()
+    }
+
+    /// Marks the node as shutting down (streams end, new requests refuse).
+    pub fn begin_stop(&self) {
+        self.0.stopping.send_replace(true);
+    }
+
+    /// Delivers an input to the replication thread (used by the transport).
+    pub fn deliver(&self, input: Input) {
+        let _ = self.0.inbox.send(input);
+    }
+
+    /// Waits until some leader is known, until `deadline`.
+    async fn wait_for_leader(&self, deadline: Instant) -> Result<NodeId> {
+        let mut status = self.0.status.clone();
+        loop {
+            if let Some(leader) = status.borrow_and_update().leader {
+                return Ok(leader);
+            }
+            if self.is_stopping() {
+                return Err(Error::ShuttingDown);
+            }
+            match tokio::time::timeout_at(deadline.into(), status.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return Err(Error::ShuttingDown),
+                Err(_) => return Err(Error::NoLeader),
+            }
+        }
+    }
+
+    /// Waits for the replication state to change, or a short while.
+    async fn wait_status_change(&self, deadline: Instant) {
+        let mut status = self.0.status.clone();
+        status.borrow_and_update();
+        let until = deadline.min(Instant::now() + Duration::from_millis(50));
+        let _ = tokio::time::timeout_at(until.into(), status.changed()).await;
+    }
+
+    /// Commits a command and returns its result, forwarding it to the leader
+    /// when this node does not lead. Retries internally, within `timeout`,
+    /// whatever is certain not to have been applied.
+    pub async fn write(&self, command: &Command, timeout: Duration) -> Result<WriteResult> {
+        let deadline = Instant::now() + timeout;
+        let data = command.encode();
+        loop {
+            if self.is_stopping() {
+                return Err(Error::ShuttingDown);
+            }
+            let leader = self.wait_for_leader(deadline).await?;
+            let attempt = if leader == self.0.name.ordinal {
+                self.propose_local(data.clone(), deadline).await
+            } else {
+                match tokio::time::timeout_at(
+                    deadline.into(),
+                    self.0.peers.forward_write(leader, data.clone()),
+                )
+                .await
+                {
+                    Ok(result) => result,
+                    Err(_) => Err(Error::OutcomeUnknown(
+                        "timed out waiting for the leader".into(),
+                    )),
+                }
+            };
+            match attempt {
+                // Certainly not applied: try again while time remains.
+                Err(Error::NotApplied(_))
+                | Err(Error::Unavailable { .. })
+                | Err(Error::NoLeader)
+                    if Instant::now() < deadline =>
+                {
+                    self.wait_status_change(deadline).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn propose_local(&self, data: Bytes, deadline: Instant) -> Result<WriteResult> {
+        let (done, answer) = oneshot::channel();
+        self.0
+            .inbox
+            .send(Input::Propose { data, done })
+            .map_err(|_| Error::ShuttingDown)?;
+        match tokio::time::timeout_at(deadline.into(), answer).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(Error::OutcomeUnknown(
+                "the node stopped while committing".into(),
+            )),
+            Err(_) => Err(Error::OutcomeUnknown(
+                "timed out waiting for the write to commit".into(),
+            )),
+        }
+    }
+
+    /// Confirms leadership and returns the index a linearizable read must
+    /// wait for (used locally and for followers' forwarded requests).
+    pub async fn read_index(&self, timeout: Duration) -> Result<u64> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let leader = self.wait_for_leader(deadline).await?;
+            let attempt = if leader == self.0.name.ordinal {
+                let (done, answer) = oneshot::channel();
+                self.0
+                    .inbox
+                    .send(Input::ReadIndex { done })
+                    .map_err(|_| Error::ShuttingDown)?;
+                match tokio::time::timeout_at(deadline.into(), answer).await {
+                    Ok(Ok(result)) => result,
+                    Ok(Err(_)) => Err(Error::ShuttingDown),
+                    Err(_) => Err(Error::Timeout("confirming leadership for a read".into())),
+                }
+            } else {
+                match tokio::time::timeout_at(
+                    deadline.into(),
+                    self.0.peers.forward_read_index(leader),
+                )
+                .await
+                {
+                    Ok(result) => result,
+                    Err(_) => Err(Error::Timeout("asking the leader for a read index".into())),
+                }
+            };
+            match attempt {
+                Err(Error::Unavailable { .. }) | Err(Error::NoLeader)
+                    if Instant::now() < deadline =>
+                {
+                    self.wait_status_change(deadline).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Waits until this node has applied `index`, until `timeout`.
+    pub async fn wait_applied(&self, index: u64, timeout: Duration) -> Result<()> {
+        let mut applied = self.0.applied.clone();
+        let reached = tokio::time::timeout(timeout, async {
+            applied.wait_for(|&a| a >= index).await.map(|_| ())
+        })
+        .await;
+        match reached {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(Error::ShuttingDown),
+            Err(_) => Err(Error::Unavailable {
+                reason: format!(
+                    "this node has not applied revision {index} yet (it is at {})",
+                    self.applied()
+                ),
+                leader: self.leader_name(),
+            }),
+        }
+    }
+
+    /// Asks the leader to hand leadership to `to` and waits until it has.
+    pub async fn transfer_leadership(&self, to: NodeId, timeout: Duration) -> Result<()> {
+        if to >= self.0.replicas {
+            return Err(Error::InvalidArgument(format!(
+                "no member with ordinal {to}: members are 0..={}",
+                self.0.replicas - 1
+            )));
+        }
+        let deadline = Instant::now() + timeout;
+        let leader = self.wait_for_leader(deadline).await?;
+        let fut = async {
+            if leader == self.0.name.ordinal {
+                let (done, answer) = oneshot::channel();
+                self.0
+                    .inbox
+                    .send(Input::Transfer { to, done })
+                    .map_err(|_| Error::ShuttingDown)?;
+                answer.await.map_err(|_| Error::ShuttingDown)?
+            } else {
+                self.0.peers.forward_transfer(leader, to).await
+            }
+        };
+        match tokio::time::timeout_at(deadline.into(), fut).await {
+            Ok(r) => r,
+            Err(_) => Err(Error::Timeout("waiting for the leadership transfer".into())),
+        }
+    }
+
+    /// The lowest-ordinal follower that is a voter, reachable and holds every
+    /// committed entry (leader only): the target of a graceful handover.
+    pub fn best_successor(&self) -> Option<NodeId> {
+        let status = self.status();
+        if status.role != Role::Leader {
+            return None;
+        }
+        status
+            .peers
+            .iter()
+            .filter(|p| p.voter && p.reachable && p.replicating && p.match_index >= status.commit)
+            .map(|p| p.id)
+            .min()
+    }
+
+    /// Whether this node should receive client traffic: it knows a leader
+    /// and has applied nearly everything committed.
+    pub fn is_ready(&self, max_lag: u64) -> bool {
+        let status = self.status();
+        status.leader.is_some() && self.applied() + max_lag >= status.commit && !self.is_stopping()
+    }
+}

@@ -1,0 +1,477 @@
+//! The replication thread: the one owner of the protocol core and the
+//! write-ahead log.
+//!
+//! It waits for input or the next tick, feeds everything that is waiting into
+//! the core (so concurrent proposals share one append), and then runs the
+//! Ready loop in the order the core's documentation gives: persist (one
+//! write, one fdatasync), advance, send, hand committed entries to the apply
+//! thread, answer reads. Disk I/O blocks only this thread.
+
+use std::collections::HashMap;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::sync::{oneshot, watch};
+
+use super::applier::{ApplyMsg, Waiters};
+use super::peers::Peers;
+use super::{PeerProgress, RaftStatus, WriteResult};
+use crate::error::{Error, Result};
+use crate::raft::{
+    Body, Message, NodeId, ProposeError, RaftNode, ReplicationState, Role, TransferError,
+};
+use crate::state::command::{Bootstrap, Command, Op};
+use crate::state::snapshot::SnapshotWriter;
+use crate::state::KvState;
+use crate::storage::wal::Wal;
+
+/// Input to the replication thread.
+pub enum Input {
+    /// Propose an encoded command; `done` gets its result once applied.
+    Propose {
+        data: Bytes,
+        done: oneshot::Sender<Result<WriteResult>>,
+    },
+    /// Ask for a linearizable read index (leader only).
+    ReadIndex { done: oneshot::Sender<Result<u64>> },
+    /// A message from a peer.
+    Step(Message),
+    /// The connection to a peer was reset or refused.
+    PeerDisconnected(NodeId),
+    /// A snapshot from the leader has arrived in full; `msg` is its
+    /// `Body::Snapshot` message.
+    SnapshotReceived {
+        msg: Message,
+        writer: SnapshotWriter,
+        done: oneshot::Sender<Result<()>>,
+    },
+    /// Sending a snapshot to `to` finished (`Some(index)`) or failed.
+    SnapshotSent { to: NodeId, index: Option<u64> },
+    /// Hand leadership to `to`; `done` answers once it has moved.
+    Transfer {
+        to: NodeId,
+        done: oneshot::Sender<Result<()>>,
+    },
+    /// The apply thread made the state durable up to this index.
+    Checkpointed(u64),
+    /// Stop after making everything durable.
+    Shutdown,
+}
+
+/// When to compact the log.
+#[derive(Clone, Copy, Debug)]
+pub struct CompactionPolicy {
+    /// Compact when the log holds more entries than this.
+    pub max_entries: u64,
+    /// ...or more bytes of entry data than this.
+    pub max_bytes: u64,
+    /// Entries to keep after the compaction point, for followers that are a
+    /// little behind.
+    pub keep_entries: u64,
+}
+
+/// A fatal failure of the replication thread: the node must stop.
+#[derive(Debug, thiserror::Error)]
+pub enum Fatal {
+    /// The log could not be made durable.
+    #[error(transparent)]
+    Wal(#[from] crate::storage::wal::WalError),
+    /// The applied state failed.
+    #[error(transparent)]
+    State(#[from] crate::state::StateError),
+    /// The apply thread is gone.
+    #[error("the apply thread stopped unexpectedly")]
+    ApplierGone,
+    /// A snapshot arrived that does not match what the leader announced.
+    #[error("snapshot mismatch: {0}")]
+    Snapshot(String),
+}
+
+struct PendingTransfer {
+    to: NodeId,
+    done: oneshot::Sender<Result<()>>,
+    deadline: Instant,
+}
+
+/// The replication thread's state.
+pub struct RaftLoop {
+    pub core: RaftNode,
+    pub wal: Wal,
+    pub inbox: Receiver<Input>,
+    pub apply_tx: Sender<ApplyMsg>,
+    pub peers: Arc<dyn Peers>,
+    pub waiters: Arc<Waiters>,
+    pub status_tx: watch::Sender<RaftStatus>,
+    pub state: Arc<KvState>,
+    pub tick: Duration,
+    pub compaction: CompactionPolicy,
+    /// The transfer deadline, as a wall-clock bound.
+    pub transfer_timeout: Duration,
+    reads: HashMap<u64, oneshot::Sender<Result<u64>>>,
+    next_read: u64,
+    pending_snapshot: Option<(SnapshotWriter, oneshot::Sender<Result<()>>)>,
+    transfer: Option<PendingTransfer>,
+    checkpoint_in_flight: bool,
+    /// No new checkpoint before the log reaches this index (so a log that
+    /// cannot shrink further is not checkpointed over and over).
+    checkpoint_after: u64,
+    compact_to: Option<u64>,
+    bootstrap_term: u64,
+    last_role: (Role, u64, Option<NodeId>),
+    /// `raft{ordinal, term}`: every log line of this thread carries both.
+    span: tracing::Span,
+    /// The node's span, parent of each term's span.
+    parent_span: tracing::Span,
+}
+
+/// The byte size of a write-ahead segment beyond which the log is rewritten
+/// even if it holds few entries (truncations and hard-state records).
+const MAX_WAL_SEGMENT: u64 = 256 << 20;
+
+impl RaftLoop {
+    /// Builds the loop; `run` starts it.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        core: RaftNode,
+        wal: Wal,
+        inbox: Receiver<Input>,
+        apply_tx: Sender<ApplyMsg>,
+        peers: Arc<dyn Peers>,
+        waiters: Arc<Waiters>,
+        status_tx: watch::Sender<RaftStatus>,
+        state: Arc<KvState>,
+        tick: Duration,
+        compaction: CompactionPolicy,
+    ) -> Self {
+        let transfer_timeout = tick * core.config().election_ticks * 2;
+        let last_role = (core.role(), core.term(), core.leader());
+        let span = tracing::info_span!("raft", ordinal = core.id(), term = core.term());
+        RaftLoop {
+            core,
+            wal,
+            inbox,
+            apply_tx,
+            peers,
+            waiters,
+            status_tx,
+            state,
+            tick,
+            compaction,
+            transfer_timeout,
+            reads: HashMap::new(),
+            next_read: 1,
+            pending_snapshot: None,
+            transfer: None,
+            checkpoint_in_flight: false,
+            checkpoint_after: 0,
+            compact_to: None,
+            bootstrap_term: 0,
+            span,
+            parent_span: tracing::Span::current(),
+            last_role,
+        }
+    }
+
+    /// Runs until shutdown or a fatal error. On the way out everything is
+    /// made durable and the apply thread is stopped.
+    pub fn run(mut self) -> std::result::Result<(), Fatal> {
+        let result = self.run_inner();
+        // Whatever happened, let the apply thread finish what it has and
+        // make it durable.
+        let _ = self.apply_tx.send(ApplyMsg::Stop);
+        for (_, done) in self.reads.drain() {
+            let _ = done.send(Err(Error::ShuttingDown));
+        }
+        if let Some(t) = self.transfer.take() {
+            let _ = t.done.send(Err(Error::ShuttingDown));
+        }
+        result
+    }
+
+    fn run_inner(&mut self) -> std::result::Result<(), Fatal> {
+        let mut next_tick = Instant::now() + self.tick;
+        self.publish_status();
+        loop {
+            let span = self.span.clone();
+            let _entered = span.enter();
+            let wait = next_tick.saturating_duration_since(Instant::now());
+            match self.inbox.recv_timeout(wait) {
+                Ok(input) => {
+                    if !self.handle(input) {
+                        return self.drive_ready();
+                    }
+                    // Everything already waiting goes into the same Ready:
+                    // one append, one fsync, one message per follower.
+                    for _ in 0..4096 {
+                        match self.inbox.try_recv() {
+                            Ok(input) => {
+                                if !self.handle(input) {
+                                    return self.drive_ready();
+                                }
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return self.drive_ready(),
+            }
+            let now = Instant::now();
+            if now >= next_tick {
+                self.core.tick();
+                next_tick += self.tick;
+                if next_tick < now {
+                    // Fell behind (a slow disk): do not burst ticks.
+                    next_tick = now + self.tick;
+                }
+            }
+            self.drive_ready()?;
+            self.after_ready()?;
+        }
+    }
+
+    /// Feeds one input to the core. Returns false on shutdown.
+    fn handle(&mut self, input: Input) -> bool {
+        match input {
+            Input::Propose { data, done } => match self.core.propose(data) {
+                Ok((index, term)) => self.waiters.insert(index, term, done),
+                Err(ProposeError::NotLeader { leader }) => {
+                    let _ = done.send(Err(Error::Unavailable {
+                        reason: "not the leader".into(),
+                        leader: leader.map(|l| l.to_string()),
+                    }));
+                }
+                Err(ProposeError::Transferring) => {
+                    let _ = done.send(Err(Error::Unavailable {
+                        reason: "leadership transfer in progress".into(),
+                        leader: None,
+                    }));
+                }
+            },
+            Input::ReadIndex { done } => {
+                let id = self.next_read;
+                self.next_read += 1;
+                self.reads.insert(id, done);
+                self.core.read_index(id);
+            }
+            Input::Step(msg) => self.core.step(msg),
+            Input::PeerDisconnected(peer) => self.core.peer_disconnected(peer),
+            Input::SnapshotReceived { msg, writer, done } => {
+                if !matches!(msg.body, Body::Snapshot { .. }) {
+                    let _ = done.send(Err(Error::InvalidArgument("not a snapshot message".into())));
+                    return true;
+                }
+                if let Some((old, old_done)) = self.pending_snapshot.replace((writer, done)) {
+                    let _ = self.state.abort_install(old);
+                    let _ = old_done.send(Err(Error::Unavailable {
+                        reason: "superseded by a newer snapshot".into(),
+                        leader: None,
+                    }));
+                }
+                self.core.step(msg);
+            }
+            Input::SnapshotSent { to, index } => self.core.snapshot_sent(to, index),
+            Input::Transfer { to, done } => match self.core.transfer_leadership(to) {
+                Ok(()) if self.core.leader() == Some(to) || to == self.core.id() => {
+                    let _ = done.send(Ok(()));
+                }
+                Ok(()) => {
+                    if let Some(old) = self.transfer.replace(PendingTransfer {
+                        to,
+                        done,
+                        deadline: Instant::now() + self.transfer_timeout,
+                    }) {
+                        let _ = old.done.send(Err(Error::Unavailable {
+                            reason: "superseded by another transfer".into(),
+                            leader: None,
+                        }));
+                    }
+                }
+                Err(e) => {
+                    let err = match e {
+                        TransferError::NotLeader { leader } => Error::Unavailable {
+                            reason: "not the leader".into(),
+                            leader: leader.map(|l| l.to_string()),
+                        },
+                        other => Error::InvalidArgument(other.to_string()),
+                    };
+                    let _ = done.send(Err(err));
+                }
+            },
+            Input::Checkpointed(index) => {
+                self.checkpoint_in_flight = false;
+                self.compact_to = Some(index);
+            }
+            Input::Shutdown => return false,
+        }
+        true
+    }
+
+    /// The Ready loop: persist, advance, send, apply, answer reads.
+    fn drive_ready(&mut self) -> std::result::Result<(), Fatal> {
+        while self.core.has_ready() {
+            let rd = self.core.take_ready();
+            if let Some(meta) = rd.snapshot {
+                let (writer, done) = self.pending_snapshot.take().ok_or_else(|| {
+                    Fatal::Snapshot("the core installed a snapshot that never arrived".into())
+                })?;
+                let (tx, rx) = std::sync::mpsc::channel();
+                self.apply_tx
+                    .send(ApplyMsg::Install { writer, done: tx })
+                    .map_err(|_| Fatal::ApplierGone)?;
+                let installed = rx.recv().map_err(|_| Fatal::ApplierGone)??;
+                if installed != meta.index {
+                    return Err(Fatal::Snapshot(format!(
+                        "received data ends at {installed}, the leader announced {}",
+                        meta.index
+                    )));
+                }
+                // The old log is garbage now: start a fresh segment.
+                self.wal
+                    .compact(self.core.hard_state(), meta, &rd.entries)?;
+                let _ = done.send(Ok(()));
+                tracing::info!(
+                    index = meta.index,
+                    term = meta.term,
+                    "installed a snapshot from the leader"
+                );
+            } else {
+                self.wal.append(rd.hard_state, None, &rd.entries)?;
+            }
+            self.core.advance();
+            for msg in rd.messages {
+                self.peers.send(msg);
+            }
+            for peer in rd.send_snapshots {
+                tracing::info!(peer, "follower needs a snapshot; sending one");
+                self.peers.send_snapshot(peer);
+            }
+            if !rd.committed.is_empty() {
+                self.apply_tx
+                    .send(ApplyMsg::Entries(rd.committed))
+                    .map_err(|_| Fatal::ApplierGone)?;
+            }
+            for rs in rd.read_states {
+                if let Some(done) = self.reads.remove(&rs.id) {
+                    let _ = done.send(Ok(rs.index));
+                }
+            }
+            for id in rd.dropped_reads {
+                if let Some(done) = self.reads.remove(&id) {
+                    let _ = done.send(Err(Error::Unavailable {
+                        reason: "leadership changed while confirming a read".into(),
+                        leader: self.core.leader().map(|l| l.to_string()),
+                    }));
+                }
+            }
+        }
+        // A snapshot the core did not want (it already had those entries).
+        if let Some((writer, done)) = self.pending_snapshot.take() {
+            self.state.abort_install(writer)?;
+            let _ = done.send(Ok(()));
+        }
+        Ok(())
+    }
+
+    /// Housekeeping after each round: role changes, the cluster's first
+    /// entry, leadership transfers, compaction, status.
+    fn after_ready(&mut self) -> std::result::Result<(), Fatal> {
+        let now = (self.core.role(), self.core.term(), self.core.leader());
+        if now != self.last_role {
+            if now.1 != self.last_role.1 {
+                self.span = tracing::info_span!(parent: &self.parent_span, "raft", ordinal = self.core.id(), term = now.1);
+            }
+            tracing::info!(term = now.1, role = ?now.0, leader = ?now.2, "replication role changed");
+            self.last_role = now;
+        }
+        if self.core.role() == Role::Leader
+            && self.state.cluster_id() == 0
+            && self.bootstrap_term != self.core.term()
+        {
+            self.bootstrap_term = self.core.term();
+            let cluster_id = rand::random::<u64>() | 1;
+            let data = Command::new(Op::Bootstrap(Bootstrap { cluster_id })).encode();
+            if self.core.propose(data).is_ok() {
+                tracing::info!(
+                    cluster_id = format!("{cluster_id:016x}"),
+                    "new cluster: proposing its id"
+                );
+            }
+        }
+        if let Some(t) = self.transfer.take() {
+            if self.core.leader() == Some(t.to) {
+                let _ = t.done.send(Ok(()));
+            } else if Instant::now() >= t.deadline
+                || (self.core.role() == Role::Leader && self.core.transferee().is_none())
+            {
+                let _ = t.done.send(Err(Error::Unavailable {
+                    reason: format!("leadership did not move to {} in time", t.to),
+                    leader: self.core.leader().map(|l| l.to_string()),
+                }));
+            } else {
+                self.transfer = Some(t);
+            }
+        }
+        if let Some(index) = self.compact_to.take() {
+            let before = self.core.log().snapshot().index;
+            self.core
+                .compact(index.saturating_sub(self.compaction.keep_entries));
+            let snapshot = self.core.log().snapshot();
+            if snapshot.index > before || self.wal.active_len() > MAX_WAL_SEGMENT {
+                self.wal
+                    .compact(self.core.hard_state(), snapshot, self.core.log().entries())?;
+                tracing::debug!(index = snapshot.index, "compacted the log");
+            }
+        }
+        let log = self.core.log();
+        let too_big = log.entries().len() as u64 > self.compaction.max_entries
+            || log.data_bytes() > self.compaction.max_bytes
+            || self.wal.active_len() > MAX_WAL_SEGMENT;
+        if too_big && !self.checkpoint_in_flight && log.last_index() >= self.checkpoint_after {
+            self.checkpoint_in_flight = true;
+            self.checkpoint_after = log.last_index() + (self.compaction.max_entries / 4).max(1);
+            self.apply_tx
+                .send(ApplyMsg::Checkpoint)
+                .map_err(|_| Fatal::ApplierGone)?;
+        }
+        self.publish_status();
+        Ok(())
+    }
+
+    fn publish_status(&self) {
+        let core = &self.core;
+        let heartbeat = core.config().heartbeat_ticks;
+        let peers = (0..core.config().voters)
+            .filter(|&p| p != core.id())
+            .filter_map(|p| core.progress(p).map(|pr| (p, pr)))
+            .map(|(id, pr)| PeerProgress {
+                id,
+                match_index: pr.match_index,
+                replicating: pr.state == ReplicationState::Replicate,
+                voter: pr.voter,
+                reachable: pr.silent_ticks <= 4 * heartbeat,
+            })
+            .collect();
+        let status = RaftStatus {
+            role: core.role(),
+            term: core.term(),
+            leader: core.leader(),
+            commit: core.log().commit(),
+            last_index: core.log().last_index(),
+            first_index: core.log().first_index(),
+            voting: core.voting(),
+            transferee: core.transferee(),
+            peers,
+        };
+        self.status_tx.send_if_modified(|current| {
+            if *current == status {
+                false
+            } else {
+                *current = status;
+                true
+            }
+        });
+    }
+}

@@ -1,0 +1,150 @@
+//! The `kvstore.v1.Cluster` service: status and leadership transfer.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tonic::{Request, Response, Status};
+
+use super::kv::header;
+use crate::node::NodeHandle;
+use crate::proto::kv::cluster_server::Cluster;
+use crate::proto::kv::{
+    PeerStatus, Role as ProtoRole, StatusRequest, StatusResponse, TransferLeadershipRequest,
+    TransferLeadershipResponse,
+};
+use crate::raft::{Role, Voting};
+
+/// What discovery knows of one peer.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DirectoryEntry {
+    /// The peer's ordinal.
+    pub ordinal: u32,
+    /// The DNS name it is reached at.
+    pub dns_name: String,
+    /// The address the name last resolved to.
+    pub address: Option<String>,
+    /// Whether it is listed in the SRV records now.
+    pub in_srv: bool,
+}
+
+/// Where the status view learns peers' names and addresses (discovery).
+pub trait PeerDirectory: Send + Sync + 'static {
+    /// Every peer (not this node), by ordinal.
+    fn entries(&self) -> Vec<DirectoryEntry>;
+}
+
+/// The Cluster service of one node.
+#[derive(Clone)]
+pub struct ClusterService {
+    node: NodeHandle,
+    directory: Option<Arc<dyn PeerDirectory>>,
+    timeout: Duration,
+    /// The lag (in revisions) within which a node counts as ready.
+    ready_lag: u64,
+}
+
+impl ClusterService {
+    /// The service over `node`.
+    pub fn new(
+        node: NodeHandle,
+        directory: Option<Arc<dyn PeerDirectory>>,
+        timeout: Duration,
+        ready_lag: u64,
+    ) -> Self {
+        ClusterService {
+            node,
+            directory,
+            timeout,
+            ready_lag,
+        }
+    }
+}
+
+/// The wire form of a role.
+pub fn proto_role(role: Role) -> ProtoRole {
+    match role {
+        Role::Follower => ProtoRole::Follower,
+        Role::PreCandidate => ProtoRole::PreCandidate,
+        Role::Candidate => ProtoRole::Candidate,
+        Role::Leader => ProtoRole::Leader,
+    }
+}
+
+#[tonic::async_trait]
+impl Cluster for ClusterService {
+    async fn status(
+        &self,
+        _request: Request<StatusRequest>,
+    ) -> Result<Response<StatusResponse>, Status> {
+        let node = &self.node;
+        let status = node.status();
+        let state = node.state();
+        let directory = self
+            .directory
+            .as_ref()
+            .map(|d| d.entries())
+            .unwrap_or_default();
+        let leader_last = status.last_index;
+        let peers = (0..node.replicas())
+            .filter(|&o| o != node.name().ordinal)
+            .map(|ordinal| {
+                let entry = directory.iter().find(|e| e.ordinal == ordinal);
+                let progress = status.peers.iter().find(|p| p.id == ordinal);
+                PeerStatus {
+                    name: node.name().sibling(ordinal).to_string(),
+                    ordinal,
+                    dns_name: entry.map(|e| e.dns_name.clone()).unwrap_or_default(),
+                    address: entry.and_then(|e| e.address.clone()).unwrap_or_default(),
+                    in_srv: entry.is_some_and(|e| e.in_srv),
+                    role: if status.leader == Some(ordinal) {
+                        ProtoRole::Leader as i32
+                    } else if status.role == Role::Leader {
+                        ProtoRole::Follower as i32
+                    } else {
+                        ProtoRole::Unspecified as i32
+                    },
+                    match_revision: progress.map_or(0, |p| p.match_index),
+                    lag: progress.map_or(0, |p| leader_last.saturating_sub(p.match_index)),
+                    reachable: progress.is_some_and(|p| p.reachable),
+                    voter: progress.is_none_or(|p| p.voter),
+                }
+            })
+            .collect();
+        let cluster_id = state.cluster_id();
+        Ok(Response::new(StatusResponse {
+            header: Some(header(node, node.applied())),
+            name: node.name().to_string(),
+            ordinal: node.name().ordinal,
+            set_name: node.name().set.clone(),
+            cluster_id: if cluster_id == 0 {
+                String::new()
+            } else {
+                format!("{cluster_id:016x}")
+            },
+            role: proto_role(status.role) as i32,
+            term: status.term,
+            leader: node.leader_name().unwrap_or_default(),
+            commit_revision: status.commit,
+            applied_revision: node.applied(),
+            last_revision: status.last_index,
+            data_size_bytes: crate::storage::disk_usage(node.data_dir()),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            replicas: node.replicas(),
+            peers,
+            ready: node.is_ready(self.ready_lag),
+            voter: status.voting == Voting::Enabled,
+            oldest_revision: state.history_floor(),
+        }))
+    }
+
+    async fn transfer_leadership(
+        &self,
+        request: Request<TransferLeadershipRequest>,
+    ) -> Result<Response<TransferLeadershipResponse>, Status> {
+        let to = request.into_inner().to_ordinal;
+        self.node.transfer_leadership(to, self.timeout).await?;
+        Ok(Response::new(TransferLeadershipResponse {
+            header: Some(header(&self.node, self.node.applied())),
+        }))
+    }
+}

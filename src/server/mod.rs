@@ -1,0 +1,132 @@
+//! The client-facing gRPC server: KV and Cluster, plus `grpc.health.v1`
+//! and server reflection (v1 and v1alpha) on the same port, so grpcurl and
+//! any gRPC client work without the proto files.
+
+pub mod cluster;
+pub mod kv;
+pub mod validate;
+pub mod watch;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::Server;
+use tonic_health::server::HealthReporter;
+use tonic_health::ServingStatus;
+
+use crate::node::NodeHandle;
+use crate::proto::kv::cluster_server::ClusterServer;
+use crate::proto::kv::kv_server::KvServer;
+pub use cluster::{ClusterService, DirectoryEntry, PeerDirectory};
+pub use kv::KvService;
+pub use validate::Limits;
+
+/// The encoded descriptors of `proto/`, served by reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/kvstore_descriptor.bin"));
+
+/// The health service name of the KV API.
+pub const KV_SERVICE_NAME: &str = "kvstore.v1.KV";
+
+/// How the client server behaves.
+#[derive(Clone)]
+pub struct ServeOptions {
+    /// Key and value limits.
+    pub limits: Limits,
+    /// The time limit of one request.
+    pub request_timeout: Duration,
+    /// A node is ready (SERVING) when it knows a leader and has applied to
+    /// within this many revisions of the commit index.
+    pub ready_lag: u64,
+    /// Discovery's view of the peers, for the status.
+    pub directory: Option<Arc<dyn PeerDirectory>>,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        ServeOptions {
+            limits: Limits::default(),
+            request_timeout: Duration::from_secs(5),
+            ready_lag: 100,
+            directory: None,
+        }
+    }
+}
+
+/// Serves the client API on `listener` until `shutdown` resolves; then stops
+/// accepting, lets in-flight requests finish (watch streams end when the node
+/// starts stopping) and returns.
+pub async fn serve_clients(
+    listener: TcpListener,
+    node: NodeHandle,
+    opts: ServeOptions,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), tonic::transport::Error> {
+    let (reporter, health) = tonic_health::server::health_reporter();
+    tokio::spawn(track_health(reporter, node.clone(), opts.ready_lag));
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .expect("the descriptors compiled into the binary are valid");
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .expect("the descriptors compiled into the binary are valid");
+    let limits = opts.limits;
+    let kv = KvServer::new(KvService::new(node.clone(), limits, opts.request_timeout))
+        .max_decoding_message_size(limits.max_request_bytes())
+        .max_encoding_message_size(limits.max_response_bytes());
+    let cluster = ClusterServer::new(ClusterService::new(
+        node.clone(),
+        opts.directory.clone(),
+        opts.request_timeout,
+        opts.ready_lag,
+    ));
+    Server::builder()
+        .tcp_nodelay(true)
+        .http2_keepalive_interval(Some(Duration::from_secs(10)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+        .add_service(health)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(kv)
+        .add_service(cluster)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await
+}
+
+/// Keeps the health service in step with the node: SERVING when it knows a
+/// leader and has applied close to the commit index, NOT_SERVING otherwise
+/// and once it starts stopping.
+async fn track_health(reporter: HealthReporter, node: NodeHandle, ready_lag: u64) {
+    let mut status = node.status_changes();
+    let mut applied = node.applied_changes();
+    let mut stopping = node.stopping();
+    let mut last = None;
+    loop {
+        let serving = if node.is_ready(ready_lag) {
+            ServingStatus::Serving
+        } else {
+            ServingStatus::NotServing
+        };
+        if last != Some(serving) {
+            reporter.set_service_status("", serving).await;
+            reporter.set_service_status(KV_SERVICE_NAME, serving).await;
+            tracing::info!(serving = %serving, "health changed");
+            last = Some(serving);
+        }
+        if *stopping.borrow() {
+            return;
+        }
+        tokio::select! {
+            r = status.changed() => if r.is_err() { return },
+            r = applied.changed() => if r.is_err() { return },
+            _ = stopping.changed() => {}
+        }
+    }
+}

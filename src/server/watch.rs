@@ -1,0 +1,189 @@
+//! Watch streams: history first, then live changes, every matching event
+//! exactly once and in revision order.
+//!
+//! The stream subscribes to the node's applied changes *before* reading
+//! history, and tracks the next revision it owes the client. A live batch is
+//! delivered from that revision on; a batch that starts after it (the stream
+//! fell behind, or a snapshot replaced the state) is filled in from the
+//! stored history first. So nothing is lost between history and live, and
+//! nothing is delivered twice.
+
+use std::sync::Arc;
+
+use futures::Stream;
+use tokio::sync::{broadcast, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Status;
+
+use super::kv::header;
+use crate::error::Error;
+use crate::node::{NodeHandle, WatchBatch};
+use crate::proto::kv::{Event, WatchRequest, WatchResponse};
+use crate::state::keys::KeyRange;
+
+/// Revisions of history read per step while catching up.
+const HISTORY_STEP: usize = 256;
+
+/// Starts a watch; fails at once with OUT_OF_RANGE if its start is compacted.
+pub fn watch_stream(
+    node: NodeHandle,
+    req: WatchRequest,
+) -> Result<impl Stream<Item = Result<WatchResponse, Status>>, Status> {
+    let range = KeyRange::from_request(&req.key, &req.range_end, req.prefix, true);
+    let floor = node.state().history_floor();
+    if req.start_revision != 0 && req.start_revision < floor {
+        return Err(Error::Compacted {
+            requested: req.start_revision,
+            oldest: floor,
+        }
+        .into());
+    }
+    let live = node.subscribe();
+    let next = if req.start_revision == 0 {
+        node.applied() + 1
+    } else {
+        req.start_revision
+    };
+    let (tx, rx) = mpsc::channel(16);
+    let watcher = Watcher {
+        node,
+        range,
+        prev_kv: req.prev_kv,
+        next,
+        tx,
+    };
+    tokio::spawn(watcher.run(live));
+    Ok(ReceiverStream::new(rx))
+}
+
+/// Resolves when the node starts stopping.
+pub async fn until_stopping(stopping: &mut tokio::sync::watch::Receiver<bool>) {
+    let _ = stopping.wait_for(|&s| s).await.map(|_| ());
+}
+
+struct Watcher {
+    node: NodeHandle,
+    range: KeyRange,
+    prev_kv: bool,
+    /// The next revision owed to the client.
+    next: u64,
+    tx: mpsc::Sender<Result<WatchResponse, Status>>,
+}
+
+enum Flow {
+    Continue,
+    Stop,
+}
+
+impl Watcher {
+    async fn run(mut self, mut live: broadcast::Receiver<Arc<WatchBatch>>) {
+        let mut stopping = self.node.stopping();
+        let applied = self.node.applied();
+        if let Flow::Stop = self.catch_up(applied).await {
+            return;
+        }
+        loop {
+            tokio::select! {
+                batch = live.recv() => {
+                    let flow = match batch {
+                        Ok(batch) => self.deliver(&batch).await,
+                        // Fell behind the live feed: read what was missed
+                        // from history.
+                        Err(broadcast::error::RecvError::Lagged(_)) => {
+                            let applied = self.node.applied();
+                            self.catch_up(applied).await
+                        }
+                        Err(broadcast::error::RecvError::Closed) => Flow::Stop,
+                    };
+                    if let Flow::Stop = flow {
+                        return;
+                    }
+                }
+                _ = until_stopping(&mut stopping) => return,
+                _ = self.tx.closed() => return,
+            }
+        }
+    }
+
+    async fn deliver(&mut self, batch: &WatchBatch) -> Flow {
+        if batch.last_index < self.next {
+            return Flow::Continue;
+        }
+        if batch.first_index > self.next {
+            return self.catch_up(batch.last_index).await;
+        }
+        let events: Vec<Event> = batch
+            .revisions
+            .iter()
+            .filter(|(rev, _)| *rev >= self.next)
+            .flat_map(|(_, events)| events.iter())
+            .filter_map(|e| self.matching(e))
+            .collect();
+        self.next = batch.last_index + 1;
+        self.send(events).await
+    }
+
+    /// Delivers the stored history from `next` up to `upto`.
+    async fn catch_up(&mut self, upto: u64) -> Flow {
+        while self.next <= upto {
+            let floor = self.node.state().history_floor();
+            if self.next < floor {
+                let err = Error::Compacted {
+                    requested: self.next,
+                    oldest: floor,
+                };
+                let _ = self.tx.send(Err(err.into())).await;
+                return Flow::Stop;
+            }
+            let history = match self.node.state().history(self.next, HISTORY_STEP) {
+                Ok(h) => h,
+                Err(e) => {
+                    let _ = self.tx.send(Err(Error::from(e).into())).await;
+                    return Flow::Stop;
+                }
+            };
+            // Revisions after `upto` come from the live feed.
+            let full = history.len() == HISTORY_STEP;
+            let mut events = Vec::new();
+            let mut last = None;
+            for (rev, revision_events) in history.iter().take_while(|(rev, _)| *rev <= upto) {
+                events.extend(revision_events.iter().filter_map(|e| self.matching(e)));
+                last = Some(*rev);
+            }
+            self.next = match last {
+                Some(rev) if full && rev < upto => rev + 1,
+                _ => upto + 1,
+            };
+            if let Flow::Stop = self.send(events).await {
+                return Flow::Stop;
+            }
+        }
+        Flow::Continue
+    }
+
+    fn matching(&self, event: &Event) -> Option<Event> {
+        let key = &event.kv.as_ref()?.key;
+        if !self.range.contains(key) {
+            return None;
+        }
+        let mut event = event.clone();
+        if !self.prev_kv {
+            event.prev_kv = None;
+        }
+        Some(event)
+    }
+
+    async fn send(&self, events: Vec<Event>) -> Flow {
+        if events.is_empty() {
+            return Flow::Continue;
+        }
+        let resp = WatchResponse {
+            header: Some(header(&self.node, self.node.applied())),
+            events,
+        };
+        match self.tx.send(Ok(resp)).await {
+            Ok(()) => Flow::Continue,
+            Err(_) => Flow::Stop,
+        }
+    }
+}
