@@ -1,1 +1,2 @@
+pub mod node_process;
 pub mod raft_cluster;

@@ -1,0 +1,197 @@
+//! Real `kvstore serve` processes for integration tests: each gets a temp
+//! data dir, listens on port 0 (the test reads the bound address from the
+//! node's JSON log), and is killed (SIGKILL, by its PID) when dropped.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use kvstore::client::{Client, RetryPolicy};
+
+/// The `kvstore` binary under test.
+pub fn kvstore_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_kvstore")
+}
+
+/// The `kvctl` binary under test.
+pub fn kvctl_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_kvctl")
+}
+
+/// A running node process.
+pub struct NodeProcess {
+    pub child: Option<Child>,
+    pub name: String,
+    pub data_dir: PathBuf,
+    pub log_path: PathBuf,
+    pub addr: SocketAddr,
+    pub extra_args: Vec<String>,
+}
+
+/// Sends `signal` to the process `pid`.
+pub fn signal(pid: u32, signal: i32) {
+    // SAFETY: kill(2) with a PID this test started; no memory is touched.
+    unsafe {
+        libc::kill(pid as i32, signal);
+    }
+}
+
+impl NodeProcess {
+    /// Starts `kvstore serve` as `name` on `data_dir` with `args` added.
+    pub fn start(name: &str, data_dir: &Path, args: &[&str]) -> NodeProcess {
+        let extra: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        Self::start_with(name, data_dir, extra)
+    }
+
+    fn start_with(name: &str, data_dir: &Path, extra_args: Vec<String>) -> NodeProcess {
+        let log_path = data_dir.with_extension(format!("log{}", rand_suffix()));
+        let log = std::fs::File::create(&log_path).expect("create log file");
+        let mut cmd = Command::new(kvstore_bin());
+        cmd.arg("serve")
+            .arg("--node-name")
+            .arg(name)
+            .arg("--data-dir")
+            .arg(data_dir)
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--peer-listen")
+            .arg("127.0.0.1:0")
+            .arg("--log-format")
+            .arg("json")
+            .args(&extra_args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log));
+        let child = cmd.spawn().expect("spawn kvstore");
+        let addr = wait_for_address(&log_path, Duration::from_secs(20));
+        NodeProcess {
+            child: Some(child),
+            name: name.to_string(),
+            data_dir: data_dir.to_path_buf(),
+            log_path,
+            addr,
+            extra_args,
+        }
+    }
+
+    /// The PID.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// `host:port` of the client API.
+    pub fn endpoint(&self) -> String {
+        self.addr.to_string()
+    }
+
+    /// A client for this node alone.
+    pub fn client(&self) -> Client {
+        Client::new(&[self.endpoint()], RetryPolicy::default(), Duration::from_secs(10)).expect("client")
+    }
+
+    /// Kills the process with SIGKILL (a crash) and reaps it.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Sends SIGTERM and waits (bounded) for the exit status.
+    pub fn terminate(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take()?;
+        signal(child.id(), libc::SIGTERM);
+        let deadline = Instant::now() + within;
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Starts the same node again on the same data dir (its volume).
+    pub fn restart(&mut self) {
+        self.kill();
+        let again = Self::start_with(&self.name, &self.data_dir, self.extra_args.clone());
+        *self = again;
+    }
+
+    /// The node's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_file(&self.log_path);
+    }
+}
+
+fn rand_suffix() -> String {
+    format!("{:x}", rand::random::<u32>())
+}
+
+/// Reads the node's JSON log until it reports its client address.
+pub fn wait_for_address(log_path: &Path, within: Duration) -> SocketAddr {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Ok(file) = std::fs::File::open(log_path) {
+            for line in BufReader::new(file).lines().map_while(Result::ok) {
+                let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
+                    continue;
+                };
+                if let Some(addr) = v["fields"]["client"].as_str() {
+                    if let Ok(addr) = addr.parse() {
+                        return addr;
+                    }
+                }
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the node did not report its address; log:\n{}",
+            std::fs::read_to_string(log_path).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Runs a command to completion with a time bound; returns (code, stdout,
+/// stderr).
+pub fn run_bounded(cmd: &mut Command, within: Duration) -> (i32, String, String) {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let deadline = Instant::now() + within;
+    loop {
+        if let Ok(Some(_)) = child.try_wait() {
+            break;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let out = child.wait_with_output().expect("output");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
