@@ -12,8 +12,8 @@ use bytes::Bytes;
 use kvstore::client::{Client, RetryPolicy};
 use kvstore::proto::kv::kv_client::KvClient;
 use kvstore::proto::kv::{
-    request_op, Compare, Consistency, DeleteRequest, EventType, GetRequest, PutRequest, RangeRequest, RequestOp,
-    TxnRequest, WatchRequest,
+    request_op, Compare, Consistency, DeleteRequest, EventType, GetRequest, PutRequest,
+    RangeRequest, RequestOp, TxnRequest, WatchRequest,
 };
 use support::node_process::{kvctl_bin, run_bounded, NodeProcess};
 use tonic::Code;
@@ -77,11 +77,21 @@ fn data_dir_of_another_pod_is_refused() {
     let data = dir.path().join("pv");
     {
         let mut first = NodeProcess::start("kvstore-1", &data, &["--replicas", "3"]);
-        first.terminate(Duration::from_secs(20)).expect("kvstore-1 exits");
+        first
+            .terminate(Duration::from_secs(20))
+            .expect("kvstore-1 exits");
     }
     let (code, _, stderr) = run_bounded(
         Command::new(support::node_process::kvstore_bin())
-            .args(["serve", "--node-name", "kvstore-2", "--replicas", "3", "--listen", "127.0.0.1:0"])
+            .args([
+                "serve",
+                "--node-name",
+                "kvstore-2",
+                "--replicas",
+                "3",
+                "--listen",
+                "127.0.0.1:0",
+            ])
             .args(["--peer-listen", "127.0.0.1:0", "--data-dir"])
             .arg(&data),
         Duration::from_secs(20),
@@ -99,7 +109,14 @@ fn name_without_ordinal_is_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (code, _, stderr) = run_bounded(
         Command::new(support::node_process::kvstore_bin())
-            .args(["serve", "--node-name", "kvstore", "--listen", "127.0.0.1:0", "--data-dir"])
+            .args([
+                "serve",
+                "--node-name",
+                "kvstore",
+                "--listen",
+                "127.0.0.1:0",
+                "--data-dir",
+            ])
             .arg(dir.path()),
         Duration::from_secs(20),
     );
@@ -118,7 +135,13 @@ async fn watch_from_history_into_live_exactly_once() {
     let mut expected: Vec<(u64, String, i32)> = Vec::new();
     for i in 0..200 {
         let key = format!("w/{}", i % 37);
-        let rev = client.put(key.clone(), format!("{i}")).await.expect("put").header.expect("h").revision;
+        let rev = client
+            .put(key.clone(), format!("{i}"))
+            .await
+            .expect("put")
+            .header
+            .expect("h")
+            .revision;
         expected.push((rev, key, EventType::Put as i32));
         client.put(format!("other/{i}"), "x").await.expect("put");
     }
@@ -146,10 +169,20 @@ async fn watch_from_history_into_live_exactly_once() {
                     .await
                     .expect("delete");
                 if resp.deleted > 0 {
-                    more.push((resp.header.expect("h").revision, key, EventType::Delete as i32));
+                    more.push((
+                        resp.header.expect("h").revision,
+                        key,
+                        EventType::Delete as i32,
+                    ));
                 }
             } else {
-                let rev = writer.put(key.clone(), format!("live-{i}")).await.expect("put").header.expect("h").revision;
+                let rev = writer
+                    .put(key.clone(), format!("live-{i}"))
+                    .await
+                    .expect("put")
+                    .header
+                    .expect("h")
+                    .revision;
                 more.push((rev, key, EventType::Put as i32));
             }
         }
@@ -167,7 +200,11 @@ async fn watch_from_history_into_live_exactly_once() {
             .expect("stream open");
         for ev in msg.events {
             let kv = ev.kv.expect("kv");
-            seen.push((ev.revision, String::from_utf8_lossy(&kv.key).into_owned(), ev.r#type));
+            seen.push((
+                ev.revision,
+                String::from_utf8_lossy(&kv.key).into_owned(),
+                ev.r#type,
+            ));
         }
     }
     assert_eq!(seen, expected, "every event once, in revision order");
@@ -197,7 +234,10 @@ async fn watch_from_compacted_history_is_out_of_range() {
         .err()
         .expect("compacted");
     assert_eq!(err.code(), Some(Code::OutOfRange), "{err}");
-    assert!(err.to_string().contains("oldest available revision"), "{err}");
+    assert!(
+        err.to_string().contains("oldest available revision"),
+        "{err}"
+    );
 }
 
 /// Two clients each doing 1,000 compare-and-swap increments of one counter
@@ -217,8 +257,17 @@ async fn concurrent_compare_and_swap_counter() {
             while done < 1000 {
                 attempts += 1;
                 assert!(attempts < 100_000, "no progress");
-                let current = client.get("counter", Consistency::Linearizable).await.expect("get").kv.expect("kv").value;
-                let n: u64 = std::str::from_utf8(&current).expect("utf8").parse().expect("number");
+                let current = client
+                    .get("counter", Consistency::Linearizable)
+                    .await
+                    .expect("get")
+                    .kv
+                    .expect("kv")
+                    .value;
+                let n: u64 = std::str::from_utf8(&current)
+                    .expect("utf8")
+                    .parse()
+                    .expect("number");
                 let resp = client
                     .compare_and_swap("counter", Some(current), (n + 1).to_string())
                     .await
@@ -232,7 +281,13 @@ async fn concurrent_compare_and_swap_counter() {
     for t in tasks {
         t.await.expect("client");
     }
-    let v = setup.get("counter", Consistency::Linearizable).await.expect("get").kv.expect("kv").value;
+    let v = setup
+        .get("counter", Consistency::Linearizable)
+        .await
+        .expect("get")
+        .kv
+        .expect("kv")
+        .value;
     assert_eq!(v, Bytes::from("2000"));
 }
 
@@ -258,9 +313,23 @@ async fn bad_input_is_invalid_argument_and_harmless() {
         prev_kv: false,
     };
     let checks: Vec<(&str, Result<(), tonic::Status>, &str)> = vec![
-        ("empty key", kv.put(put(Bytes::new(), Bytes::from("v"))).await.map(|_| ()), "empty"),
-        ("key over limit", kv.put(put(big_key.clone(), Bytes::new())).await.map(|_| ()), "4096 bytes"),
-        ("value over limit", kv.put(put(Bytes::from("k"), big_value)).await.map(|_| ()), "1048576 bytes"),
+        (
+            "empty key",
+            kv.put(put(Bytes::new(), Bytes::from("v")))
+                .await
+                .map(|_| ()),
+            "empty",
+        ),
+        (
+            "key over limit",
+            kv.put(put(big_key.clone(), Bytes::new())).await.map(|_| ()),
+            "4096 bytes",
+        ),
+        (
+            "value over limit",
+            kv.put(put(Bytes::from("k"), big_value)).await.map(|_| ()),
+            "1048576 bytes",
+        ),
         (
             "get with a key over limit",
             kv.get(GetRequest {
@@ -323,10 +392,16 @@ async fn bad_input_is_invalid_argument_and_harmless() {
             kv.txn(TxnRequest {
                 success: vec![
                     RequestOp {
-                        request: Some(request_op::Request::Put(put(Bytes::from("a"), Bytes::new()))),
+                        request: Some(request_op::Request::Put(put(
+                            Bytes::from("a"),
+                            Bytes::new(),
+                        ))),
                     },
                     RequestOp {
-                        request: Some(request_op::Request::Put(put(Bytes::from("a"), Bytes::new()))),
+                        request: Some(request_op::Request::Put(put(
+                            Bytes::from("a"),
+                            Bytes::new(),
+                        ))),
                     },
                 ],
                 ..Default::default()
@@ -339,11 +414,17 @@ async fn bad_input_is_invalid_argument_and_harmless() {
     for (what, result, needle) in checks {
         let status = result.expect_err(what);
         assert_eq!(status.code(), Code::InvalidArgument, "{what}: {status:?}");
-        assert!(status.message().contains(needle), "{what}: {:?} lacks {needle:?}", status.message());
+        assert!(
+            status.message().contains(needle),
+            "{what}: {:?} lacks {needle:?}",
+            status.message()
+        );
     }
     // A message far over the size limit is refused by the transport, also
     // without harm.
-    let huge = kv.put(put(Bytes::from("k"), Bytes::from(vec![0u8; 8 << 20]))).await;
+    let huge = kv
+        .put(put(Bytes::from("k"), Bytes::from(vec![0u8; 8 << 20])))
+        .await;
     assert!(huge.is_err());
     let got = kv
         .get(GetRequest {
@@ -372,7 +453,8 @@ async fn sigterm_drains_and_keeps_every_acknowledged_write() {
                 writes: false,
                 ..RetryPolicy::default()
             };
-            let mut client = Client::new(&[endpoint], policy, Duration::from_secs(5)).expect("client");
+            let mut client =
+                Client::new(&[endpoint], policy, Duration::from_secs(5)).expect("client");
             let mut acked = BTreeMap::new();
             for i in 0..100_000u32 {
                 let key = format!("t{w}/{i}");
@@ -387,18 +469,32 @@ async fn sigterm_drains_and_keeps_every_acknowledged_write() {
         }));
     }
     tokio::time::sleep(Duration::from_millis(700)).await;
-    let status = node.terminate(Duration::from_secs(30)).expect("the node exits on SIGTERM");
+    let status = node
+        .terminate(Duration::from_secs(30))
+        .expect("the node exits on SIGTERM");
     assert!(status.success(), "exit status {status:?}");
     let mut acked = BTreeMap::new();
     for w in writers {
         acked.extend(w.await.expect("writer"));
     }
-    assert!(acked.len() > 10, "the writers made progress before SIGTERM ({})", acked.len());
+    assert!(
+        acked.len() > 10,
+        "the writers made progress before SIGTERM ({})",
+        acked.len()
+    );
     node.restart();
     let mut client = node.client();
     for (key, value) in &acked {
-        let kv = client.get(key.clone(), Consistency::Serializable).await.expect("get").kv;
-        assert_eq!(kv.map(|kv| kv.value), Some(Bytes::from(value.clone())), "{key} after SIGTERM");
+        let kv = client
+            .get(key.clone(), Consistency::Serializable)
+            .await
+            .expect("get")
+            .kv;
+        assert_eq!(
+            kv.map(|kv| kv.value),
+            Some(Bytes::from(value.clone())),
+            "{key} after SIGTERM"
+        );
     }
 }
 
@@ -409,7 +505,14 @@ fn kvctl_dead_endpoint_is_one_line() {
     let addr = listener.local_addr().expect("addr");
     drop(listener);
     let (code, stdout, stderr) = run_bounded(
-        Command::new(kvctl_bin()).args(["--endpoints", &addr.to_string(), "--timeout", "2", "get", "k"]),
+        Command::new(kvctl_bin()).args([
+            "--endpoints",
+            &addr.to_string(),
+            "--timeout",
+            "2",
+            "get",
+            "k",
+        ]),
         Duration::from_secs(30),
     );
     assert_eq!(code, 3, "stdout {stdout:?} stderr {stderr:?}");
@@ -424,7 +527,9 @@ fn kvctl_commands() {
     let node = single(dir.path());
     let kvctl = |args: &[&str]| {
         run_bounded(
-            Command::new(kvctl_bin()).args(["--endpoints", &node.endpoint()]).args(args),
+            Command::new(kvctl_bin())
+                .args(["--endpoints", &node.endpoint()])
+                .args(args),
             Duration::from_secs(30),
         )
     };
@@ -439,7 +544,11 @@ fn kvctl_commands() {
     let (code, out, _) = kvctl(&["ls", "--prefix", "app/"]);
     assert_eq!((code, out.lines().count()), (0, 2), "{out}");
     assert_eq!(kvctl(&["cas", "app/a", "1", "5"]).0, 0);
-    assert_eq!(kvctl(&["cas", "app/a", "1", "6"]).0, 1, "a failed compare exits 1");
+    assert_eq!(
+        kvctl(&["cas", "app/a", "1", "6"]).0,
+        1,
+        "a failed compare exits 1"
+    );
     assert_eq!(kvctl(&["cas", "--absent", "app/c", "x"]).0, 0);
     let (code, out, _) = kvctl(&["watch", "app/a", "--rev", "1", "--count", "2"]);
     assert_eq!(code, 0);

@@ -90,7 +90,12 @@ impl NodeProcess {
 
     /// A client for this node alone.
     pub fn client(&self) -> Client {
-        Client::new(&[self.endpoint()], RetryPolicy::default(), Duration::from_secs(10)).expect("client")
+        Client::new(
+            &[self.endpoint()],
+            RetryPolicy::default(),
+            Duration::from_secs(10),
+        )
+        .expect("client")
     }
 
     /// Kills the process with SIGKILL (a crash) and reaps it.
