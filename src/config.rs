@@ -25,6 +25,69 @@ pub struct Cli {
 pub enum Command {
     /// Run one node: what a StatefulSet pod runs.
     Serve(Box<ServeArgs>),
+    /// Run a cluster in a box: an embedded DNS server and a supervisor that
+    /// runs R `kvstore serve` pods on loopback addresses, like a StatefulSet.
+    Local(LocalArgs),
+}
+
+/// Flags of `kvstore local`.
+#[derive(Args, Debug, Clone)]
+pub struct LocalArgs {
+    /// Act on a running cluster in a box instead of starting one.
+    #[command(subcommand)]
+    pub action: Option<LocalAction>,
+    /// Number of pods.
+    #[arg(long, default_value_t = 3)]
+    pub replicas: u32,
+    /// Where the pods' data dirs (their volumes), logs and the state file go.
+    #[arg(long, global = true, default_value = ".kvstore/local")]
+    pub dir: PathBuf,
+    /// Loopback address of pod 0; pod n binds this plus n.
+    #[arg(long, default_value = "127.0.0.10")]
+    pub base_ip: std::net::Ipv4Addr,
+    /// Client port of every pod.
+    #[arg(long, default_value_t = 7379)]
+    pub client_port: u16,
+    /// Peer (replication) port of every pod.
+    #[arg(long, default_value_t = 7380)]
+    pub peer_port: u16,
+    /// StatefulSet name (pods are `<set>-<n>`).
+    #[arg(long, default_value = "kvstore")]
+    pub set: String,
+    /// Headless Service name.
+    #[arg(long, default_value = "kvstore-headless")]
+    pub service: String,
+    /// Namespace.
+    #[arg(long, default_value = "default")]
+    pub namespace: String,
+    /// Milliseconds before a pod that died is restarted.
+    #[arg(long, default_value_t = 1000)]
+    pub restart_delay_ms: u64,
+    /// Delete the pods' data dirs first (a new cluster).
+    #[arg(long)]
+    pub fresh: bool,
+    /// Extra flags for every `kvstore serve`, after `--`.
+    #[arg(last = true)]
+    pub serve_args: Vec<String>,
+    /// Logging of the supervisor.
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+/// Actions on a running cluster in a box.
+#[derive(Subcommand, Debug, Clone)]
+pub enum LocalAction {
+    /// Send a signal to one pod (SIGKILL by default: a crash); the
+    /// supervisor restarts it with the same name and data dir.
+    Kill {
+        /// The pod's ordinal.
+        ordinal: u32,
+        /// KILL, TERM, STOP (freeze) or CONT (thaw).
+        #[arg(long, default_value = "KILL")]
+        signal: String,
+    },
+    /// Print the client endpoints (for `kvctl --endpoints`).
+    Endpoints,
 }
 
 /// Logging flags.
@@ -105,6 +168,39 @@ pub struct ServeArgs {
     /// live ordinal campaigns first.
     #[arg(long, env = "KVSTORE_ELECTION_STAGGER_MS", default_value_t = 100)]
     pub election_stagger_ms: u64,
+
+    /// The headless Service that gives each pod its DNS name.
+    #[arg(long, env = "KVSTORE_SERVICE", default_value = "kvstore-headless")]
+    pub service: String,
+
+    /// The namespace the pods run in (the manifest passes it from the
+    /// downward API).
+    #[arg(long, env = "KVSTORE_NAMESPACE", default_value = "default")]
+    pub namespace: String,
+
+    /// The cluster's DNS domain.
+    #[arg(long, env = "KVSTORE_CLUSTER_DOMAIN", default_value = "cluster.local")]
+    pub cluster_domain: String,
+
+    /// How a peer's DNS name is built. Placeholders: {set} {ordinal}
+    /// {service} {namespace} {domain}. A trailing dot makes it absolute.
+    /// Docker Compose, for example, uses `{set}-{ordinal}`.
+    #[arg(long, env = "KVSTORE_PEER_NAME_TEMPLATE", default_value = crate::discovery::DEFAULT_TEMPLATE)]
+    pub peer_name_template: String,
+
+    /// The port peers listen on for replication (default: the port of
+    /// --peer-listen, as every pod of a StatefulSet uses the same one).
+    #[arg(long, env = "KVSTORE_PEER_PORT")]
+    pub peer_port: Option<u16>,
+
+    /// The Service port name whose SRV records list the pods.
+    #[arg(long, env = "KVSTORE_SRV_PORT_NAME", default_value = "peer")]
+    pub srv_port_name: String,
+
+    /// Use this DNS server (HOST:PORT) instead of /etc/resolv.conf, e.g. the
+    /// embedded one of `kvstore local`.
+    #[arg(long, env = "KVSTORE_DNS_SERVER")]
+    pub dns_server: Option<String>,
 
     /// Seconds to let in-flight requests finish on SIGTERM before exiting.
     #[arg(long, env = "KVSTORE_SHUTDOWN_GRACE_S", default_value_t = 20)]

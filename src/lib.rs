@@ -4,8 +4,11 @@
 pub mod client;
 pub mod cmd;
 pub mod config;
+pub mod discovery;
+pub mod dns;
 pub mod error;
 pub mod identity;
+pub mod local;
 pub mod logging;
 pub mod node;
 pub mod raft;

@@ -1,4 +1,5 @@
-//! The `kvstore` binary: `kvstore serve` runs one node.
+//! The `kvstore` binary: `kvstore serve` runs one node; `kvstore local`
+//! runs a cluster in a box.
 
 use std::process::ExitCode;
 
@@ -9,5 +10,6 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => kvstore::cmd::serve::run(*args),
+        Command::Local(args) => kvstore::cmd::local::run(args),
     }
 }

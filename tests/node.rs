@@ -224,15 +224,17 @@ async fn watch_from_compacted_history_is_out_of_range() {
     for i in 0..1200 {
         client.put("k", format!("{i}")).await.expect("put");
     }
-    let err = client
+    let err = match client
         .watch(WatchRequest {
             key: Bytes::from("k"),
             start_revision: 1,
             ..Default::default()
         })
         .await
-        .err()
-        .expect("compacted");
+    {
+        Ok(_) => panic!("a watch from compacted history must fail"),
+        Err(e) => e,
+    };
     assert_eq!(err.code(), Some(Code::OutOfRange), "{err}");
     assert!(
         err.to_string().contains("oldest available revision"),

@@ -428,14 +428,45 @@ async fn main() -> ExitCode {
             }
         }
         Cmd::Status => {
+            // Ask every endpoint given, and every peer they report (by the
+            // client address each node resolves its peers to), so one
+            // endpoint is enough to see the whole cluster.
+            let mut queue: Vec<String> = client.endpoints().to_vec();
             let mut rows: Vec<(String, Result<StatusResponse, ClientError>)> = Vec::new();
-            for (i, e) in client.endpoints().iter().enumerate() {
-                rows.push((e.clone(), client.status_of(i).await));
+            let mut names = std::collections::BTreeSet::new();
+            let mut i = 0;
+            while i < queue.len() && i < 64 {
+                let endpoint = queue[i].clone();
+                i += 1;
+                let one = match Client::new(
+                    std::slice::from_ref(&endpoint),
+                    policy,
+                    Duration::from_secs(3),
+                ) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        rows.push((endpoint, Err(e)));
+                        continue;
+                    }
+                };
+                let result = one.status_of(0).await;
+                if let Ok(s) = &result {
+                    if !names.insert(s.name.clone()) {
+                        continue;
+                    }
+                    for p in &s.peers {
+                        if !p.client_address.is_empty() && !queue.contains(&p.client_address) {
+                            queue.push(p.client_address.clone());
+                        }
+                    }
+                }
+                rows.push((endpoint, result));
             }
             if rows.iter().all(|(_, r)| r.is_err()) {
                 let last = rows
                     .pop()
-                    .map(|(_, r)| r.err().map(|e| e.to_string()).unwrap_or_default())
+                    .and_then(|(_, r)| r.err())
+                    .map(|e| e.to_string())
                     .unwrap_or_default();
                 eprintln!(
                     "kvctl: cannot reach any endpoint ({}): {last}",
@@ -443,6 +474,12 @@ async fn main() -> ExitCode {
                 );
                 return ExitCode::from(3);
             }
+            rows.sort_by_key(|(e, r)| (r.as_ref().map_or(u32::MAX, |s| s.ordinal), e.clone()));
+            let max_commit = rows
+                .iter()
+                .filter_map(|(_, r)| r.as_ref().ok().map(|s| s.commit_revision))
+                .max()
+                .unwrap_or(0);
             if cli.json {
                 let items: Vec<Value> = rows
                     .iter()
@@ -450,12 +487,13 @@ async fn main() -> ExitCode {
                         Ok(s) => json!({
                             "endpoint": e, "name": s.name, "ordinal": s.ordinal, "role": role_name(s.role),
                             "term": s.term, "leader": s.leader, "commit": s.commit_revision,
-                            "applied": s.applied_revision, "lag": s.commit_revision.saturating_sub(s.applied_revision),
+                            "applied": s.applied_revision, "lag": max_commit.saturating_sub(s.applied_revision),
                             "ready": s.ready, "voter": s.voter, "cluster_id": s.cluster_id,
                             "data_size_bytes": s.data_size_bytes, "version": s.version,
                             "peers": s.peers.iter().map(|p| json!({
                                 "name": p.name, "ordinal": p.ordinal, "dns_name": p.dns_name, "address": p.address,
-                                "in_srv": p.in_srv, "match": p.match_revision, "lag": p.lag, "reachable": p.reachable,
+                                "client_address": p.client_address, "in_srv": p.in_srv, "match": p.match_revision,
+                                "lag": p.lag, "reachable": p.reachable, "voter": p.voter,
                             })).collect::<Vec<_>>(),
                         }),
                         Err(err) => json!({ "endpoint": e, "error": err.to_string() }),
@@ -465,10 +503,10 @@ async fn main() -> ExitCode {
             } else {
                 let _ = writeln!(
                     out,
-                    "{:<22} {:<12} {:>3} {:<10} {:>5} {:<12} {:>8} {:>8} {:>5} {:<7}",
-                    "ENDPOINT",
-                    "NAME",
+                    "{:>3} {:<12} {:<22} {:<10} {:>5} {:<12} {:>8} {:>8} {:>6} {:<7}",
                     "ORD",
+                    "NAME",
+                    "ENDPOINT",
                     "ROLE",
                     "TERM",
                     "LEADER",
@@ -482,21 +520,22 @@ async fn main() -> ExitCode {
                         Ok(s) => {
                             let _ = writeln!(
                                 out,
-                                "{:<22} {:<12} {:>3} {:<10} {:>5} {:<12} {:>8} {:>8} {:>5} {:<7}",
-                                e,
-                                s.name,
+                                "{:>3} {:<12} {:<22} {:<10} {:>5} {:<12} {:>8} {:>8} {:>6} {:<7}",
                                 s.ordinal,
+                                s.name,
+                                e,
                                 role_name(s.role),
                                 s.term,
                                 if s.leader.is_empty() { "-" } else { &s.leader },
                                 s.commit_revision,
                                 s.applied_revision,
-                                s.commit_revision.saturating_sub(s.applied_revision),
+                                max_commit.saturating_sub(s.applied_revision),
                                 if s.ready { "yes" } else { "no" }
                             );
                         }
                         Err(err) => {
-                            let _ = writeln!(out, "{e:<22} unreachable: {err}");
+                            let _ =
+                                writeln!(out, "{:>3} {:<12} {e:<22} unreachable: {err}", "-", "-");
                         }
                     }
                 }

@@ -1,5 +1,6 @@
 //! The subcommands of the `kvstore` binary.
 
+pub mod local;
 pub mod serve;
 
 /// Resolves on SIGTERM or SIGINT (Ctrl-C) and says which.

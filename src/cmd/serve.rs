@@ -14,9 +14,12 @@ use tokio::sync::watch;
 use tracing::Instrument;
 
 use crate::config::ServeArgs;
+use crate::discovery::{
+    parse_dns_server, Discovery, DiscoveryConfig, DiscoveryError, NameTemplate, NameVars,
+};
 use crate::identity::NodeName;
 use crate::node::{NoPeers, Node, NodeConfig, NodeInbox, Peers};
-use crate::server::{serve_clients, ServeOptions};
+use crate::server::{serve_clients, PeerDirectory, ServeOptions};
 
 /// Runs `kvstore serve` to completion and returns the process exit code.
 pub fn run(args: ServeArgs) -> ExitCode {
@@ -58,6 +61,14 @@ async fn serve(args: ServeArgs, name: NodeName) -> ExitCode {
         compaction: args.compaction(),
         priority_return: true,
     };
+    let discovery = match start_discovery(&args, &name) {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::error!("cannot start: {e}");
+            eprintln!("kvstore: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let inbox = NodeInbox::new();
     let peers: Arc<dyn Peers> = Arc::new(NoPeers);
     let node = match Node::start(cfg, peers, inbox) {
@@ -89,9 +100,12 @@ async fn serve(args: ServeArgs, name: NodeName) -> ExitCode {
         "kvstore {} serving",
         env!("CARGO_PKG_VERSION")
     );
+    let directory: Arc<dyn PeerDirectory> = discovery.clone();
     let opts = ServeOptions {
         limits: args.limits(),
         request_timeout: Duration::from_millis(args.request_timeout_ms),
+        directory: Some(directory),
+        client_port: args.listen.port(),
         ..ServeOptions::default()
     };
     let (stop_tx, mut stop_rx) = watch::channel(false);
@@ -145,4 +159,36 @@ async fn serve(args: ServeArgs, name: NodeName) -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// Validates the discovery flags and starts looking peers up.
+fn start_discovery(args: &ServeArgs, name: &NodeName) -> Result<Arc<Discovery>, DiscoveryError> {
+    if args.replicas == 0 {
+        return Err(DiscoveryError::NoReplicas);
+    }
+    let template = NameTemplate::parse(&args.peer_name_template)?;
+    let dns_server = args
+        .dns_server
+        .as_deref()
+        .map(parse_dns_server)
+        .transpose()?;
+    let cfg = DiscoveryConfig {
+        me: name.clone(),
+        replicas: args.replicas,
+        vars: NameVars {
+            set: name.set.clone(),
+            service: args.service.clone(),
+            namespace: args.namespace.clone(),
+            domain: args.cluster_domain.clone(),
+        },
+        template,
+        peer_port: args.peer_port.unwrap_or(args.peer_listen.port()),
+        srv_port_name: args.srv_port_name.clone(),
+        dns_server,
+    };
+    let discovery = Discovery::new(cfg)?;
+    if args.replicas > 1 {
+        discovery.spawn_refresh();
+    }
+    Ok(discovery)
 }

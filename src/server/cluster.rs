@@ -41,6 +41,8 @@ pub struct ClusterService {
     timeout: Duration,
     /// The lag (in revisions) within which a node counts as ready.
     ready_lag: u64,
+    /// The client port every pod listens on.
+    client_port: u16,
 }
 
 impl ClusterService {
@@ -50,12 +52,14 @@ impl ClusterService {
         directory: Option<Arc<dyn PeerDirectory>>,
         timeout: Duration,
         ready_lag: u64,
+        client_port: u16,
     ) -> Self {
         ClusterService {
             node,
             directory,
             timeout,
             ready_lag,
+            client_port,
         }
     }
 }
@@ -107,6 +111,11 @@ impl Cluster for ClusterService {
                     lag: progress.map_or(0, |p| leader_last.saturating_sub(p.match_index)),
                     reachable: progress.is_some_and(|p| p.reachable),
                     voter: progress.is_none_or(|p| p.voter),
+                    client_address: entry
+                        .and_then(|e| e.address.as_deref())
+                        .and_then(|a| a.parse::<std::net::SocketAddr>().ok())
+                        .map(|a| std::net::SocketAddr::new(a.ip(), self.client_port).to_string())
+                        .unwrap_or_default(),
                 }
             })
             .collect();

@@ -43,6 +43,8 @@ pub struct ServeOptions {
     pub ready_lag: u64,
     /// Discovery's view of the peers, for the status.
     pub directory: Option<Arc<dyn PeerDirectory>>,
+    /// The client port every pod listens on (for peers' client addresses).
+    pub client_port: u16,
 }
 
 impl Default for ServeOptions {
@@ -52,6 +54,7 @@ impl Default for ServeOptions {
             request_timeout: Duration::from_secs(5),
             ready_lag: 100,
             directory: None,
+            client_port: 7379,
         }
     }
 }
@@ -86,6 +89,7 @@ pub async fn serve_clients(
         opts.directory.clone(),
         opts.request_timeout,
         opts.ready_lag,
+        opts.client_port,
     ));
     Server::builder()
         .tcp_nodelay(true)

@@ -1,0 +1,511 @@
+//! The cluster in a box: an embedded DNS server that plays the headless
+//! Service, and a supervisor that plays the StatefulSet controller for R real
+//! `kvstore serve` processes on one machine.
+//!
+//! Each "pod" gets what Kubernetes would give it: the name `<set>-<n>`
+//! (as HOSTNAME), its own data dir `<dir>/<set>-<n>` (its PersistentVolume),
+//! and its own address: pod n binds loopback IP `base + n` (127.0.0.10,
+//! 127.0.0.11, … on Linux) with the same ports as every other pod, and the
+//! DNS server maps `<set>-<n>.<service>.<namespace>.svc.cluster.local` to it.
+//!
+//! The supervisor starts pods in ordinal order (each once its client port
+//! answers), restarts a pod that dies with the same name and data dir after
+//! a short delay (doubling while it keeps dying, as kubelet's back-off does),
+//! and stops them in reverse ordinal order. Pods run in their own process
+//! groups (a Ctrl-C reaches only the supervisor, which then stops them in
+//! order) and die with the supervisor if it is killed (PR_SET_PDEATHSIG).
+//!
+//! A JSON state file (`<dir>/state.json`) lists the DNS address and every
+//! pod's PID, addresses, data dir and log, for scripts and tests.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::dns::{DnsServer, HeadlessService};
+
+/// How the cluster in a box is laid out.
+#[derive(Clone, Debug)]
+pub struct LocalConfig {
+    /// Number of pods.
+    pub replicas: u32,
+    /// Where the data dirs, logs and state file live.
+    pub dir: PathBuf,
+    /// The address of pod 0; pod n gets this plus n.
+    pub base_ip: Ipv4Addr,
+    /// Client port of every pod.
+    pub client_port: u16,
+    /// Peer port of every pod.
+    pub peer_port: u16,
+    /// StatefulSet name.
+    pub set: String,
+    /// Headless Service name.
+    pub service: String,
+    /// Namespace.
+    pub namespace: String,
+    /// Delay before restarting a pod that died.
+    pub restart_delay: Duration,
+    /// Extra arguments for every `kvstore serve`.
+    pub serve_args: Vec<String>,
+    /// The `kvstore` binary to run.
+    pub binary: PathBuf,
+}
+
+/// One pod in the state file.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PodState {
+    /// `<set>-<n>`.
+    pub name: String,
+    /// n.
+    pub ordinal: u32,
+    /// The process id, while it runs.
+    pub pid: Option<u32>,
+    /// Client API address.
+    pub client: String,
+    /// Replication address.
+    pub peer: String,
+    /// DNS name.
+    pub dns_name: String,
+    /// Data dir (the pod's volume).
+    pub data_dir: PathBuf,
+    /// Log file.
+    pub log: PathBuf,
+    /// How many times the supervisor restarted it.
+    pub restarts: u32,
+}
+
+/// The machine-readable state of a running cluster in a box.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct StateFile {
+    /// The supervisor's process id.
+    pub supervisor_pid: u32,
+    /// The embedded DNS server's address.
+    pub dns: String,
+    /// Number of pods.
+    pub replicas: u32,
+    /// The pods, by ordinal.
+    pub pods: Vec<PodState>,
+}
+
+impl StateFile {
+    /// The state file's path in `dir`.
+    pub fn path(dir: &Path) -> PathBuf {
+        dir.join("state.json")
+    }
+
+    /// Reads the state file in `dir`.
+    pub fn read(dir: &Path) -> Result<StateFile, String> {
+        let path = Self::path(dir);
+        let text = fs::read_to_string(&path).map_err(|e| {
+            format!(
+                "no cluster in a box at {} ({e}); start one with `kvstore local`",
+                path.display()
+            )
+        })?;
+        serde_json::from_str(&text)
+            .map_err(|e| format!("{} is not a state file: {e}", path.display()))
+    }
+
+    /// Comma-separated client endpoints.
+    pub fn endpoints(&self) -> String {
+        self.pods
+            .iter()
+            .map(|p| p.client.clone())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
+/// Whether a process with this id exists.
+pub fn process_alive(pid: u32) -> bool {
+    // SAFETY: kill with signal 0 only checks for existence.
+    unsafe { libc::kill(pid as i32, 0) == 0 }
+}
+
+struct Pod {
+    state: PodState,
+    child: Option<Child>,
+    started: Instant,
+    restart_at: Option<Instant>,
+    backoff: Duration,
+}
+
+/// A running cluster in a box.
+pub struct Supervisor {
+    cfg: LocalConfig,
+    dns: Option<DnsServer>,
+    dns_addr: SocketAddr,
+    pods: BTreeMap<u32, Pod>,
+    runtime: tokio::runtime::Handle,
+}
+
+/// What happened to a pod during a poll.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PodEvent {
+    /// The pod's process exited.
+    Exited {
+        /// The pod.
+        name: String,
+        /// How it ended.
+        status: String,
+        /// When it will be restarted.
+        restart_in: Duration,
+    },
+    /// The pod was started again.
+    Restarted {
+        /// The pod.
+        name: String,
+        /// Its new process id.
+        pid: u32,
+    },
+}
+
+fn describe(status: ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exit code {code}"),
+        (None, Some(9)) => "killed (SIGKILL)".to_string(),
+        (None, Some(sig)) => format!("signal {sig}"),
+        _ => "unknown".to_string(),
+    }
+}
+
+impl Supervisor {
+    /// Starts the DNS server and the pods in ordinal order. Must be called
+    /// from outside the async runtime whose `runtime` handle is given.
+    pub fn start(cfg: LocalConfig, runtime: tokio::runtime::Handle) -> Result<Supervisor, String> {
+        if cfg.replicas == 0 {
+            return Err("--replicas must be at least 1".into());
+        }
+        fs::create_dir_all(&cfg.dir)
+            .map_err(|e| format!("cannot create {}: {e}", cfg.dir.display()))?;
+        if let Ok(old) = StateFile::read(&cfg.dir) {
+            if old.supervisor_pid != std::process::id() && process_alive(old.supervisor_pid) {
+                return Err(format!(
+                    "a cluster in a box is already running from {} (supervisor pid {}); stop it first or use another --dir",
+                    cfg.dir.display(),
+                    old.supervisor_pid
+                ));
+            }
+        }
+        let ip_of = |n: u32| IpAddr::V4(Ipv4Addr::from(u32::from(cfg.base_ip) + n));
+        let zone = HeadlessService {
+            domain: "cluster.local".into(),
+            namespace: cfg.namespace.clone(),
+            service: cfg.service.clone(),
+            set: cfg.set.clone(),
+            ports: vec![
+                ("grpc".into(), cfg.client_port),
+                ("peer".into(), cfg.peer_port),
+            ],
+            pods: (0..cfg.replicas).map(|n| (n, ip_of(n))).collect(),
+            ttl: 5,
+        };
+        let dns = runtime
+            .block_on(DnsServer::start(
+                "127.0.0.1:0".parse().expect("address"),
+                zone.clone(),
+            ))
+            .map_err(|e| format!("cannot start the embedded DNS server: {e}"))?;
+        let dns_addr = dns.addr();
+        let mut sup = Supervisor {
+            pods: BTreeMap::new(),
+            dns: Some(dns),
+            dns_addr,
+            runtime,
+            cfg: cfg.clone(),
+        };
+        for n in 0..cfg.replicas {
+            let name = format!("{}-{}", cfg.set, n);
+            let ip = ip_of(n);
+            let state = PodState {
+                name: name.clone(),
+                ordinal: n,
+                pid: None,
+                client: SocketAddr::new(ip, cfg.client_port).to_string(),
+                peer: SocketAddr::new(ip, cfg.peer_port).to_string(),
+                dns_name: zone.pod_name(n).trim_end_matches('.').to_string(),
+                data_dir: cfg.dir.join(&name),
+                log: cfg.dir.join(format!("{name}.log")),
+                restarts: 0,
+            };
+            sup.pods.insert(
+                n,
+                Pod {
+                    state,
+                    child: None,
+                    started: Instant::now(),
+                    restart_at: None,
+                    backoff: cfg.restart_delay,
+                },
+            );
+        }
+        // Ordered start: each pod once the one before it answers.
+        for n in 0..cfg.replicas {
+            if let Err(e) = sup
+                .spawn(n)
+                .and_then(|_| sup.wait_listening(n, Duration::from_secs(30)))
+            {
+                sup.stop(Duration::from_secs(5));
+                return Err(e);
+            }
+        }
+        sup.write_state()?;
+        Ok(sup)
+    }
+
+    fn spawn(&mut self, n: u32) -> Result<u32, String> {
+        let cfg = &self.cfg;
+        let pod = self.pods.get_mut(&n).ok_or("no such pod")?;
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&pod.state.log)
+            .map_err(|e| format!("cannot open {}: {e}", pod.state.log.display()))?;
+        let mut cmd = Command::new(&cfg.binary);
+        cmd.arg("serve")
+            .env("HOSTNAME", &pod.state.name)
+            .env_remove("KVSTORE_NODE_NAME")
+            .arg("--replicas")
+            .arg(cfg.replicas.to_string())
+            .arg("--data-dir")
+            .arg(&pod.state.data_dir)
+            .arg("--listen")
+            .arg(&pod.state.client)
+            .arg("--peer-listen")
+            .arg(&pod.state.peer)
+            .arg("--dns-server")
+            .arg(self.dns_addr.to_string())
+            .arg("--service")
+            .arg(&cfg.service)
+            .arg("--namespace")
+            .arg(&cfg.namespace)
+            .args(&cfg.serve_args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log));
+        // SAFETY: only async-signal-safe calls (setpgid, prctl) between fork
+        // and exec.
+        unsafe {
+            use std::os::unix::process::CommandExt;
+            cmd.pre_exec(|| {
+                // Own process group: the terminal's Ctrl-C reaches only the
+                // supervisor, which stops pods in reverse order.
+                libc::setpgid(0, 0);
+                // Die with the supervisor rather than linger as an orphan.
+                #[cfg(target_os = "linux")]
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let child = cmd
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", cfg.binary.display()))?;
+        let pid = child.id();
+        pod.state.pid = Some(pid);
+        pod.child = Some(child);
+        pod.started = Instant::now();
+        pod.restart_at = None;
+        Ok(pid)
+    }
+
+    fn wait_listening(&mut self, n: u32, within: Duration) -> Result<(), String> {
+        let deadline = Instant::now() + within;
+        let (addr, log): (SocketAddr, PathBuf) = {
+            let pod = &self.pods[&n];
+            (
+                pod.state
+                    .client
+                    .parse()
+                    .map_err(|e| format!("bad address: {e}"))?,
+                pod.state.log.clone(),
+            )
+        };
+        loop {
+            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+                return Ok(());
+            }
+            let pod = self.pods.get_mut(&n).ok_or("no such pod")?;
+            if let Some(child) = pod.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    pod.child = None;
+                    let tail = fs::read_to_string(&log).unwrap_or_default();
+                    let tail: Vec<&str> = tail.lines().rev().take(5).collect();
+                    return Err(format!(
+                        "{} exited at start-up ({}); last log lines:\n  {}",
+                        pod.state.name,
+                        describe(status),
+                        tail.into_iter().rev().collect::<Vec<_>>().join("\n  ")
+                    ));
+                }
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "{} did not start listening on {addr}",
+                    pod.state.name
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The state as written to the state file.
+    pub fn state(&self) -> StateFile {
+        StateFile {
+            supervisor_pid: std::process::id(),
+            dns: self.dns_addr.to_string(),
+            replicas: self.cfg.replicas,
+            pods: self.pods.values().map(|p| p.state.clone()).collect(),
+        }
+    }
+
+    fn write_state(&self) -> Result<(), String> {
+        let path = StateFile::path(&self.cfg.dir);
+        let tmp = path.with_extension("json.tmp");
+        let text = serde_json::to_string_pretty(&self.state()).map_err(|e| e.to_string())?;
+        fs::write(&tmp, text).map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
+        fs::rename(&tmp, &path).map_err(|e| format!("cannot write {}: {e}", path.display()))
+    }
+
+    /// The embedded DNS server's address.
+    pub fn dns_addr(&self) -> SocketAddr {
+        self.dns_addr
+    }
+
+    /// Points pod `n`'s DNS name at another address (the pod "moved").
+    pub fn move_pod(&self, n: u32, ip: IpAddr) {
+        if let Some(dns) = &self.dns {
+            dns.set_pod(n, ip);
+        }
+    }
+
+    /// Reaps exited pods and restarts those whose delay has passed. Call
+    /// often.
+    pub fn poll(&mut self) -> Vec<PodEvent> {
+        let mut events = Vec::new();
+        let now = Instant::now();
+        let mut to_start = Vec::new();
+        for (&n, pod) in self.pods.iter_mut() {
+            if let Some(child) = pod.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    pod.child = None;
+                    pod.state.pid = None;
+                    // Back off while a pod keeps dying soon after its start,
+                    // as kubelet does; a pod that ran a while restarts soon.
+                    let crash_looping =
+                        pod.state.restarts > 0 && pod.started.elapsed() < Duration::from_secs(10);
+                    pod.backoff = if crash_looping {
+                        (pod.backoff * 2).min(Duration::from_secs(10))
+                    } else {
+                        self.cfg.restart_delay
+                    };
+                    let delay = pod.backoff;
+                    pod.restart_at = Some(now + delay);
+                    events.push(PodEvent::Exited {
+                        name: pod.state.name.clone(),
+                        status: describe(status),
+                        restart_in: delay,
+                    });
+                }
+            }
+            if pod.child.is_none() && pod.restart_at.is_some_and(|t| t <= now) {
+                to_start.push(n);
+            }
+        }
+        for n in to_start {
+            match self.spawn(n) {
+                Ok(pid) => {
+                    let pod = self.pods.get_mut(&n).expect("exists");
+                    pod.state.restarts += 1;
+                    events.push(PodEvent::Restarted {
+                        name: pod.state.name.clone(),
+                        pid,
+                    });
+                }
+                Err(e) => {
+                    tracing::error!("restarting pod {n}: {e}");
+                    if let Some(pod) = self.pods.get_mut(&n) {
+                        pod.restart_at = Some(now + Duration::from_secs(5));
+                    }
+                }
+            }
+        }
+        if !events.is_empty() {
+            if let Err(e) = self.write_state() {
+                tracing::warn!("{e}");
+            }
+        }
+        events
+    }
+
+    /// Sends `signal` to pod `n`'s process.
+    pub fn signal(&self, n: u32, signal: i32) -> Result<u32, String> {
+        let pod = self.pods.get(&n).ok_or_else(|| format!("no pod {n}"))?;
+        let pid = pod
+            .state
+            .pid
+            .ok_or_else(|| format!("{} is not running", pod.state.name))?;
+        // SAFETY: kill(2) on a child this supervisor started.
+        unsafe {
+            libc::kill(pid as i32, signal);
+        }
+        Ok(pid)
+    }
+
+    /// Stops every pod in reverse ordinal order (SIGTERM, then SIGKILL after
+    /// `grace`), and the DNS server.
+    pub fn stop(&mut self, grace: Duration) {
+        let ordinals: Vec<u32> = self.pods.keys().rev().copied().collect();
+        for n in ordinals {
+            let Some(pod) = self.pods.get_mut(&n) else {
+                continue;
+            };
+            pod.restart_at = None;
+            let Some(mut child) = pod.child.take() else {
+                continue;
+            };
+            // SAFETY: kill(2) on our own child.
+            unsafe {
+                libc::kill(child.id() as i32, libc::SIGTERM);
+            }
+            let deadline = Instant::now() + grace;
+            loop {
+                match child.try_wait() {
+                    Ok(Some(_)) => break,
+                    Ok(None) if Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(20))
+                    }
+                    _ => {
+                        let _ = child.kill();
+                        let _ = child.wait();
+                        break;
+                    }
+                }
+            }
+            pod.state.pid = None;
+            tracing::info!("stopped {}", pod.state.name);
+        }
+        if let Some(dns) = self.dns.take() {
+            self.runtime.block_on(dns.shutdown());
+        }
+        let _ = fs::remove_file(StateFile::path(&self.cfg.dir));
+    }
+
+    /// The pods' states.
+    pub fn pods(&self) -> Vec<PodState> {
+        self.pods.values().map(|p| p.state.clone()).collect()
+    }
+}
+
+impl Drop for Supervisor {
+    fn drop(&mut self) {
+        if self.pods.values().any(|p| p.child.is_some()) {
+            self.stop(Duration::from_secs(10));
+        }
+    }
+}
