@@ -5,7 +5,13 @@ use std::{env, fs, path::PathBuf};
 
 use prost::Message;
 
-const PROTOS: &[&str] = &["proto/kvstore/v1/kv.proto"];
+const PROTOS: &[&str] = &[
+    "proto/kvstore/v1/kv.proto",
+    "proto/kvstore/peer/v1/peer.proto",
+];
+/// The files the client port's reflection service describes (not the peer
+/// API, which it does not serve).
+const CLIENT_PROTO: &str = "kvstore/v1/kv.proto";
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     for proto in PROTOS {
@@ -14,9 +20,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let descriptors = protox::compile(PROTOS, ["proto"])?;
     let out_dir = PathBuf::from(env::var("OUT_DIR")?);
     // Served by the reflection service so grpcurl needs no proto files.
+    let client_only = prost_types::FileDescriptorSet {
+        file: descriptors
+            .file
+            .iter()
+            .filter(|f| f.name() == CLIENT_PROTO)
+            .cloned()
+            .collect(),
+    };
     fs::write(
         out_dir.join("kvstore_descriptor.bin"),
-        descriptors.encode_to_vec(),
+        client_only.encode_to_vec(),
     )?;
     tonic_prost_build::configure()
         .bytes(".")

@@ -10,6 +10,9 @@ use crate::storage::wal::WalError;
 
 /// gRPC metadata key carrying the leader's name with UNAVAILABLE answers.
 pub const LEADER_METADATA: &str = "kvstore-leader";
+/// gRPC metadata key telling which kind of UNAVAILABLE an answer is, so a
+/// member that forwarded a write knows whether retrying it is safe.
+pub const KIND_METADATA: &str = "kvstore-error";
 
 /// An error answered to a client.
 #[derive(Debug, thiserror::Error)]
@@ -61,10 +64,84 @@ pub enum Error {
     Forwarded(Status),
 }
 
+impl Error {
+    /// The kind carried in [`KIND_METADATA`].
+    fn kind(&self) -> Option<&'static str> {
+        match self {
+            Error::NoLeader => Some("no-leader"),
+            Error::Unavailable { .. } => Some("unavailable"),
+            Error::OutcomeUnknown(_) => Some("outcome-unknown"),
+            Error::NotApplied(_) => Some("not-applied"),
+            Error::ShuttingDown => Some("shutting-down"),
+            _ => None,
+        }
+    }
+
+    /// Rebuilds the error a peer answered with (the inverse of the mapping to
+    /// [`Status`]). A failure to reach the peer at all means the request was
+    /// not delivered; any other transport failure leaves a write's outcome
+    /// unknown.
+    pub fn from_peer_status(status: Status) -> Error {
+        let kind = status
+            .metadata()
+            .get(KIND_METADATA)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let leader = status
+            .metadata()
+            .get(LEADER_METADATA)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let message = status.message().to_string();
+        match kind.as_deref() {
+            Some("no-leader") => Error::NoLeader,
+            Some("unavailable") => Error::Unavailable {
+                reason: message,
+                leader,
+            },
+            Some("outcome-unknown") => Error::OutcomeUnknown(message),
+            Some("not-applied") => Error::NotApplied(message),
+            Some("shutting-down") => Error::Unavailable {
+                reason: "the leader is shutting down".into(),
+                leader: None,
+            },
+            _ if status.code() == Code::Unavailable && is_connect_failure(&status) => {
+                Error::Unavailable {
+                    reason: format!("cannot reach the leader: {message}"),
+                    leader: None,
+                }
+            }
+            _ if matches!(
+                status.code(),
+                Code::Unavailable | Code::Unknown | Code::Cancelled | Code::Internal
+            ) =>
+            {
+                Error::OutcomeUnknown(format!("lost the connection to the leader: {message}"))
+            }
+            _ => Error::Forwarded(status),
+        }
+    }
+}
+
+/// Whether a transport failure happened before anything was sent (the
+/// connection could not be made).
+fn is_connect_failure(status: &Status) -> bool {
+    let mut text = status.message().to_string();
+    let mut source = std::error::Error::source(status);
+    while let Some(err) = source {
+        text.push_str(&err.to_string());
+        source = err.source();
+    }
+    text.contains("tcp connect error")
+        || text.contains("Connection refused")
+        || text.contains("connect timed out")
+}
+
 impl From<Error> for Status {
     fn from(err: Error) -> Status {
         let message = err.to_string();
-        match err {
+        let kind = err.kind();
+        let mut status = match err {
             Error::InvalidArgument(_) => Status::invalid_argument(message),
             Error::NoLeader
             | Error::ShuttingDown
@@ -80,16 +157,14 @@ impl From<Error> for Status {
             Error::Timeout(_) => Status::deadline_exceeded(message),
             Error::Compacted { .. } => Status::out_of_range(message),
             Error::State(_) | Error::Wal(_) => Status::internal(message),
-            Error::Forwarded(status) => {
-                // Keep the leader's code; a transport failure to reach the
-                // leader means the outcome of a write is unknown.
-                if status.code() == Code::Unknown || status.code() == Code::Cancelled {
-                    Status::unavailable(message)
-                } else {
-                    Status::new(status.code(), status.message().to_string())
-                }
-            }
+            Error::Forwarded(status) => Status::new(status.code(), status.message().to_string()),
+        };
+        if let Some(kind) = kind {
+            status
+                .metadata_mut()
+                .insert(KIND_METADATA, MetadataValue::from_static(kind));
         }
+        status
     }
 }
 

@@ -15,11 +15,24 @@ pub mod raft;
 pub mod server;
 pub mod state;
 pub mod storage;
+pub mod transport;
 
-/// Generated gRPC code.
+/// Generated gRPC code, in modules that mirror the protobuf packages.
 pub mod proto {
-    /// The client API, package `kvstore.v1`.
-    pub mod kv {
-        tonic::include_proto!("kvstore.v1");
+    /// Package `kvstore`.
+    pub mod kvstore {
+        /// The client API, package `kvstore.v1`.
+        pub mod v1 {
+            tonic::include_proto!("kvstore.v1");
+        }
+        /// The replication API.
+        pub mod peer {
+            /// Package `kvstore.peer.v1`.
+            pub mod v1 {
+                tonic::include_proto!("kvstore.peer.v1");
+            }
+        }
     }
+    pub use kvstore::peer::v1 as peer;
+    pub use kvstore::v1 as kv;
 }

@@ -18,8 +18,10 @@ use crate::discovery::{
     parse_dns_server, Discovery, DiscoveryConfig, DiscoveryError, NameTemplate, NameVars,
 };
 use crate::identity::NodeName;
-use crate::node::{NoPeers, Node, NodeConfig, NodeInbox, Peers};
+use crate::node::{NoPeers, Node, NodeConfig, NodeHandle, NodeInbox, Peers};
+use crate::raft::Role;
 use crate::server::{serve_clients, PeerDirectory, ServeOptions};
+use crate::transport::{serve_peers, GrpcPeers};
 
 /// Runs `kvstore serve` to completion and returns the process exit code.
 pub fn run(args: ServeArgs) -> ExitCode {
@@ -70,7 +72,12 @@ async fn serve(args: ServeArgs, name: NodeName) -> ExitCode {
         }
     };
     let inbox = NodeInbox::new();
-    let peers: Arc<dyn Peers> = Arc::new(NoPeers);
+    let grpc_peers =
+        (args.replicas > 1).then(|| GrpcPeers::new(name.ordinal, args.replicas, discovery.clone()));
+    let peers: Arc<dyn Peers> = match &grpc_peers {
+        Some(p) => Arc::new(p.clone()),
+        None => Arc::new(NoPeers),
+    };
     let node = match Node::start(cfg, peers, inbox) {
         Ok(node) => node,
         Err(e) => {
@@ -80,6 +87,30 @@ async fn serve(args: ServeArgs, name: NodeName) -> ExitCode {
         }
     };
     let handle = node.handle();
+    if let Some(p) = &grpc_peers {
+        p.attach(handle.clone());
+    }
+    let peer_listener = if args.replicas > 1 {
+        match TcpListener::bind(args.peer_listen).await {
+            Ok(l) => Some(l),
+            Err(e) => {
+                tracing::error!("cannot listen on {}: {e}", args.peer_listen);
+                eprintln!(
+                    "kvstore: cannot listen on {} (--peer-listen): {e}",
+                    args.peer_listen
+                );
+                let _ = node.stop().await;
+                return ExitCode::from(1);
+            }
+        }
+    } else {
+        None
+    };
+    let peer_addr = peer_listener
+        .as_ref()
+        .and_then(|l| l.local_addr().ok())
+        .map(|a| a.to_string())
+        .unwrap_or_default();
     let listener = match TcpListener::bind(args.listen).await {
         Ok(l) => l,
         Err(e) => {
@@ -95,6 +126,7 @@ async fn serve(args: ServeArgs, name: NodeName) -> ExitCode {
         .unwrap_or_default();
     tracing::info!(
         client = %client_addr,
+        peer = %peer_addr,
         data_dir = %args.data_dir.display(),
         replicas = args.replicas,
         "kvstore {} serving",
@@ -119,6 +151,22 @@ async fn serve(args: ServeArgs, name: NodeName) -> ExitCode {
         }
         .in_current_span(),
     );
+    let (peer_stop_tx, mut peer_stop_rx) = watch::channel(false);
+    if let Some(listener) = peer_listener {
+        let peer_handle = handle.clone();
+        let timeout = Duration::from_millis(args.request_timeout_ms);
+        tokio::spawn(
+            async move {
+                let stopped = async move {
+                    let _ = peer_stop_rx.wait_for(|&s| s).await.map(|_| ());
+                };
+                if let Err(e) = serve_peers(listener, peer_handle, timeout, stopped).await {
+                    tracing::error!("peer server: {e}");
+                }
+            }
+            .in_current_span(),
+        );
+    }
     let mut server_done = false;
     tokio::select! {
         signal = super::shutdown_signal() => {
@@ -136,6 +184,7 @@ async fn serve(args: ServeArgs, name: NodeName) -> ExitCode {
             tracing::error!("client server stopped: {result:?}");
         }
     }
+    hand_over_leadership(&handle).await;
     handle.begin_stop();
     let _ = stop_tx.send(true);
     if !server_done {
@@ -145,7 +194,9 @@ async fn serve(args: ServeArgs, name: NodeName) -> ExitCode {
             Err(_) => tracing::warn!("in-flight requests did not finish in time; stopping anyway"),
         }
     }
-    match node.stop().await {
+    let stopped = node.stop().await;
+    let _ = peer_stop_tx.send(true);
+    match stopped {
         Ok(()) => {
             tracing::info!("stopped cleanly; everything acknowledged is durable");
             if server_done {
@@ -158,6 +209,27 @@ async fn serve(args: ServeArgs, name: NodeName) -> ExitCode {
             tracing::error!("stopping: {e}");
             ExitCode::from(1)
         }
+    }
+}
+
+/// Graceful stop of a leader: hand leadership to the lowest caught-up
+/// follower first, so writes pause for a transfer, not an election.
+async fn hand_over_leadership(handle: &NodeHandle) {
+    if handle.status().role != Role::Leader || handle.replicas() < 2 {
+        return;
+    }
+    let Some(to) = handle.best_successor() else {
+        tracing::warn!("no caught-up follower to hand leadership to; stopping anyway");
+        return;
+    };
+    let started = std::time::Instant::now();
+    match handle.transfer_leadership(to, Duration::from_secs(3)).await {
+        Ok(()) => tracing::info!(
+            to,
+            took_ms = started.elapsed().as_millis() as u64,
+            "handed leadership over before stopping"
+        ),
+        Err(e) => tracing::warn!(to, error = %e, "leadership handover failed; stopping anyway"),
     }
 }
 

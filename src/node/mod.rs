@@ -626,6 +626,62 @@ impl NodeHandle {
         }
     }
 
+    /// Commits an encoded command here, only if this node leads (the
+    /// receiving end of a follower's forwarded write).
+    pub async fn write_as_leader(&self, data: Bytes, timeout: Duration) -> Result<WriteResult> {
+        if self.is_stopping() {
+            return Err(Error::ShuttingDown);
+        }
+        if self.status().leader != Some(self.0.name.ordinal) {
+            return Err(Error::Unavailable {
+                reason: "not the leader".into(),
+                leader: self.leader_name(),
+            });
+        }
+        self.propose_local(data, Instant::now() + timeout).await
+    }
+
+    /// Hands leadership to `to` (leader only; the receiving end of a
+    /// forwarded transfer).
+    pub async fn transfer_as_leader(&self, to: NodeId, timeout: Duration) -> Result<()> {
+        if to >= self.0.replicas {
+            return Err(Error::InvalidArgument(format!(
+                "no member with ordinal {to}: members are 0..={}",
+                self.0.replicas - 1
+            )));
+        }
+        let (done, answer) = oneshot::channel();
+        self.0
+            .inbox
+            .send(Input::Transfer { to, done })
+            .map_err(|_| Error::ShuttingDown)?;
+        match tokio::time::timeout(timeout, answer).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(Error::ShuttingDown),
+            Err(_) => Err(Error::Timeout("waiting for the leadership transfer".into())),
+        }
+    }
+
+    /// Confirms leadership for a follower's read (leader only).
+    pub async fn read_index_as_leader(&self, timeout: Duration) -> Result<u64> {
+        if self.status().leader != Some(self.0.name.ordinal) {
+            return Err(Error::Unavailable {
+                reason: "not the leader".into(),
+                leader: self.leader_name(),
+            });
+        }
+        let (done, answer) = oneshot::channel();
+        self.0
+            .inbox
+            .send(Input::ReadIndex { done })
+            .map_err(|_| Error::ShuttingDown)?;
+        match tokio::time::timeout(timeout, answer).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(Error::ShuttingDown),
+            Err(_) => Err(Error::Timeout("confirming leadership for a read".into())),
+        }
+    }
+
     /// Confirms leadership and returns the index a linearizable read must
     /// wait for (used locally and for followers' forwarded requests).
     pub async fn read_index(&self, timeout: Duration) -> Result<u64> {
@@ -633,16 +689,8 @@ impl NodeHandle {
         loop {
             let leader = self.wait_for_leader(deadline).await?;
             let attempt = if leader == self.0.name.ordinal {
-                let (done, answer) = oneshot::channel();
-                self.0
-                    .inbox
-                    .send(Input::ReadIndex { done })
-                    .map_err(|_| Error::ShuttingDown)?;
-                match tokio::time::timeout_at(deadline.into(), answer).await {
-                    Ok(Ok(result)) => result,
-                    Ok(Err(_)) => Err(Error::ShuttingDown),
-                    Err(_) => Err(Error::Timeout("confirming leadership for a read".into())),
-                }
+                self.read_index_as_leader(deadline.saturating_duration_since(Instant::now()))
+                    .await
             } else {
                 match tokio::time::timeout_at(
                     deadline.into(),
@@ -697,12 +745,7 @@ impl NodeHandle {
         let leader = self.wait_for_leader(deadline).await?;
         let fut = async {
             if leader == self.0.name.ordinal {
-                let (done, answer) = oneshot::channel();
-                self.0
-                    .inbox
-                    .send(Input::Transfer { to, done })
-                    .map_err(|_| Error::ShuttingDown)?;
-                answer.await.map_err(|_| Error::ShuttingDown)?
+                self.transfer_as_leader(to, timeout).await
             } else {
                 self.0.peers.forward_transfer(leader, to).await
             }

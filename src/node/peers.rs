@@ -22,9 +22,9 @@ pub struct WriteResult {
 pub trait Peers: Send + Sync + 'static {
     /// Sends a protocol message.
     fn send(&self, msg: Message);
-    /// Streams a snapshot of the applied state to `to`, then reports the
-    /// outcome to the node as `SnapshotSent`.
-    fn send_snapshot(&self, to: NodeId);
+    /// Streams a snapshot of the applied state to `to` (the leader being in
+    /// `term`), then reports the outcome to the node as `SnapshotSent`.
+    fn send_snapshot(&self, to: NodeId, term: u64);
     /// Forwards an encoded command to the leader and waits for its result.
     fn forward_write(
         &self,
@@ -50,7 +50,7 @@ fn no_peer() -> Error {
 
 impl Peers for NoPeers {
     fn send(&self, _msg: Message) {}
-    fn send_snapshot(&self, _to: NodeId) {}
+    fn send_snapshot(&self, _to: NodeId, _term: u64) {}
     fn forward_write(
         &self,
         _leader: NodeId,

@@ -346,7 +346,7 @@ impl RaftLoop {
             }
             for peer in rd.send_snapshots {
                 tracing::info!(peer, "follower needs a snapshot; sending one");
-                self.peers.send_snapshot(peer);
+                self.peers.send_snapshot(peer, self.core.term());
             }
             if !rd.committed.is_empty() {
                 self.apply_tx

@@ -1,0 +1,230 @@
+//! Conversions between the core's messages and the peer protocol's.
+
+use crate::proto::peer::{
+    self, raft_message::Body as PBody, AppendResponse as PAppendResponse, Empty, Granted,
+    LogPosition,
+};
+use crate::raft::{AppendResult, Body, Entry, EntryKind, Message};
+
+fn entry_to_proto(e: &Entry) -> peer::Entry {
+    peer::Entry {
+        index: e.index,
+        term: e.term,
+        noop: e.kind == EntryKind::Noop,
+        data: e.data.clone(),
+    }
+}
+
+fn entry_from_proto(e: peer::Entry) -> Entry {
+    Entry {
+        index: e.index,
+        term: e.term,
+        kind: if e.noop {
+            EntryKind::Noop
+        } else {
+            EntryKind::Normal
+        },
+        data: e.data,
+    }
+}
+
+/// The wire form of a core message. `None` for a snapshot message, which
+/// travels through `InstallSnapshot` instead.
+pub fn to_proto(msg: Message) -> Option<peer::RaftMessage> {
+    let body = match msg.body {
+        Body::PreVote {
+            last_index,
+            last_term,
+        } => PBody::PreVote(LogPosition {
+            last_index,
+            last_term,
+        }),
+        Body::PreVoteResponse { granted } => PBody::PreVoteResponse(Granted { granted }),
+        Body::Vote {
+            last_index,
+            last_term,
+            transfer,
+        } => PBody::Vote(peer::Vote {
+            last_index,
+            last_term,
+            transfer,
+        }),
+        Body::VoteResponse { granted } => PBody::VoteResponse(Granted { granted }),
+        Body::Append {
+            prev_index,
+            prev_term,
+            entries,
+            commit,
+        } => PBody::Append(peer::Append {
+            prev_index,
+            prev_term,
+            entries: entries.iter().map(entry_to_proto).collect(),
+            commit,
+        }),
+        Body::AppendResponse { result, voter } => PBody::AppendResponse(match result {
+            AppendResult::Accepted { match_index } => PAppendResponse {
+                accepted: true,
+                match_index,
+                voter,
+                ..Default::default()
+            },
+            AppendResult::Rejected {
+                rejected_index,
+                hint_index,
+                hint_term,
+            } => PAppendResponse {
+                accepted: false,
+                match_index: 0,
+                rejected_index,
+                hint_index,
+                hint_term,
+                voter,
+            },
+        }),
+        Body::Heartbeat { commit, read_round } => {
+            PBody::Heartbeat(peer::Heartbeat { commit, read_round })
+        }
+        Body::HeartbeatResponse { read_round, voter } => {
+            PBody::HeartbeatResponse(peer::HeartbeatResponse { read_round, voter })
+        }
+        Body::TimeoutNow => PBody::TimeoutNow(Empty {}),
+        Body::FreshProbe => PBody::FreshProbe(Empty {}),
+        Body::FreshProbeResponse { empty_log } => {
+            PBody::FreshProbeResponse(peer::FreshProbeResponse { empty_log })
+        }
+        Body::Snapshot { .. } => return None,
+    };
+    Some(peer::RaftMessage {
+        from: msg.from,
+        to: msg.to,
+        term: msg.term,
+        body: Some(body),
+    })
+}
+
+/// The core form of a wire message; `None` if it has no body (a newer
+/// version's message kind).
+pub fn from_proto(msg: peer::RaftMessage) -> Option<Message> {
+    let body = match msg.body? {
+        PBody::PreVote(p) => Body::PreVote {
+            last_index: p.last_index,
+            last_term: p.last_term,
+        },
+        PBody::PreVoteResponse(g) => Body::PreVoteResponse { granted: g.granted },
+        PBody::Vote(v) => Body::Vote {
+            last_index: v.last_index,
+            last_term: v.last_term,
+            transfer: v.transfer,
+        },
+        PBody::VoteResponse(g) => Body::VoteResponse { granted: g.granted },
+        PBody::Append(a) => Body::Append {
+            prev_index: a.prev_index,
+            prev_term: a.prev_term,
+            entries: a.entries.into_iter().map(entry_from_proto).collect(),
+            commit: a.commit,
+        },
+        PBody::AppendResponse(r) => Body::AppendResponse {
+            result: if r.accepted {
+                AppendResult::Accepted {
+                    match_index: r.match_index,
+                }
+            } else {
+                AppendResult::Rejected {
+                    rejected_index: r.rejected_index,
+                    hint_index: r.hint_index,
+                    hint_term: r.hint_term,
+                }
+            },
+            voter: r.voter,
+        },
+        PBody::Heartbeat(h) => Body::Heartbeat {
+            commit: h.commit,
+            read_round: h.read_round,
+        },
+        PBody::HeartbeatResponse(h) => Body::HeartbeatResponse {
+            read_round: h.read_round,
+            voter: h.voter,
+        },
+        PBody::TimeoutNow(_) => Body::TimeoutNow,
+        PBody::FreshProbe(_) => Body::FreshProbe,
+        PBody::FreshProbeResponse(f) => Body::FreshProbeResponse {
+            empty_log: f.empty_log,
+        },
+    };
+    Some(Message {
+        from: msg.from,
+        to: msg.to,
+        term: msg.term,
+        body,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    /// Every message kind survives the round trip.
+    #[test]
+    fn round_trip() {
+        let bodies = vec![
+            Body::PreVote {
+                last_index: 3,
+                last_term: 2,
+            },
+            Body::PreVoteResponse { granted: true },
+            Body::Vote {
+                last_index: 3,
+                last_term: 2,
+                transfer: true,
+            },
+            Body::VoteResponse { granted: false },
+            Body::Append {
+                prev_index: 1,
+                prev_term: 1,
+                entries: vec![Entry {
+                    index: 2,
+                    term: 1,
+                    kind: EntryKind::Noop,
+                    data: Bytes::from("x"),
+                }],
+                commit: 1,
+            },
+            Body::AppendResponse {
+                result: AppendResult::Rejected {
+                    rejected_index: 5,
+                    hint_index: 3,
+                    hint_term: 1,
+                },
+                voter: true,
+            },
+            Body::AppendResponse {
+                result: AppendResult::Accepted { match_index: 9 },
+                voter: false,
+            },
+            Body::Heartbeat {
+                commit: 4,
+                read_round: 7,
+            },
+            Body::HeartbeatResponse {
+                read_round: 7,
+                voter: true,
+            },
+            Body::TimeoutNow,
+            Body::FreshProbe,
+            Body::FreshProbeResponse { empty_log: true },
+        ];
+        for body in bodies {
+            let msg = Message {
+                from: 1,
+                to: 2,
+                term: 3,
+                body,
+            };
+            assert_eq!(
+                from_proto(to_proto(msg.clone()).expect("wire form")),
+                Some(msg)
+            );
+        }
+    }
+}
