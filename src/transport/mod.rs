@@ -493,7 +493,6 @@ impl Peer for PeerService {
             .ok_or_else(|| Status::invalid_argument("empty snapshot stream"))?;
         let header = first
             .header
-            .clone()
             .ok_or_else(|| Status::invalid_argument("the first snapshot chunk has no header"))?;
         self.check_cluster(header.cluster_id)?;
         let node = self.node.clone();
