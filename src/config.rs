@@ -28,6 +28,52 @@ pub enum Command {
     /// Run a cluster in a box: an embedded DNS server and a supervisor that
     /// runs R `kvstore serve` pods on loopback addresses, like a StatefulSet.
     Local(LocalArgs),
+    /// The failover demonstration: a cluster in a box under load, the leader
+    /// killed, a new one elected, pod-0 back on its data, leadership back to
+    /// it, and every acknowledged write checked.
+    Demo(DemoArgs),
+}
+
+/// Flags of `kvstore demo`.
+#[derive(Args, Debug, Clone)]
+pub struct DemoArgs {
+    /// Leader kills (SIGKILL) to do.
+    #[arg(long, default_value_t = 1)]
+    pub kills: u32,
+    /// Also do a rolling restart (SIGTERM, highest ordinal first) and report
+    /// the longest write gap.
+    #[arg(long)]
+    pub rolling_restart: bool,
+    /// Number of pods.
+    #[arg(long, default_value_t = 3)]
+    pub replicas: u32,
+    /// Concurrent writers in the load.
+    #[arg(long, default_value_t = 4)]
+    pub writers: usize,
+    /// Concurrent linearizable readers in the load.
+    #[arg(long, default_value_t = 2)]
+    pub readers: usize,
+    /// Where the pods' data dirs and logs go (emptied first).
+    #[arg(long, default_value = ".kvstore/demo")]
+    pub dir: PathBuf,
+    /// Loopback address of pod 0 (pod n binds this plus n).
+    #[arg(long, default_value = "127.0.0.20")]
+    pub base_ip: std::net::Ipv4Addr,
+    /// Client port of every pod.
+    #[arg(long, default_value_t = 7379)]
+    pub client_port: u16,
+    /// Peer port of every pod.
+    #[arg(long, default_value_t = 7380)]
+    pub peer_port: u16,
+    /// Milliseconds before the supervisor restarts a dead pod.
+    #[arg(long, default_value_t = 1000)]
+    pub restart_delay_ms: u64,
+    /// Print the report as JSON after the summary.
+    #[arg(long)]
+    pub json: bool,
+    /// Extra flags for every `kvstore serve`, after `--`.
+    #[arg(last = true)]
+    pub serve_args: Vec<String>,
 }
 
 /// Flags of `kvstore local`.

@@ -4,10 +4,12 @@
 pub mod client;
 pub mod cmd;
 pub mod config;
+pub mod demo;
 pub mod discovery;
 pub mod dns;
 pub mod error;
 pub mod identity;
+pub mod lincheck;
 pub mod local;
 pub mod logging;
 pub mod node;

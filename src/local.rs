@@ -509,3 +509,93 @@ impl Drop for Supervisor {
         }
     }
 }
+
+/// A supervisor polled by a background thread, shareable with async code:
+/// what the demo and the process-level tests drive.
+pub struct RunningSupervisor {
+    inner: std::sync::Arc<std::sync::Mutex<Supervisor>>,
+    events: std::sync::Arc<std::sync::Mutex<Vec<(Instant, PodEvent)>>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    poller: Option<std::thread::JoinHandle<()>>,
+}
+
+impl RunningSupervisor {
+    /// Starts polling `sup` every 20 ms.
+    pub fn new(sup: Supervisor) -> RunningSupervisor {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::{Arc, Mutex};
+        let inner = Arc::new(Mutex::new(sup));
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (i, e, s) = (inner.clone(), events.clone(), stop.clone());
+        let poller = std::thread::Builder::new()
+            .name("supervisor".into())
+            .spawn(move || {
+                while !s.load(Ordering::SeqCst) {
+                    let happened = i.lock().unwrap_or_else(|p| p.into_inner()).poll();
+                    if !happened.is_empty() {
+                        let now = Instant::now();
+                        e.lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .extend(happened.into_iter().map(|ev| (now, ev)));
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            })
+            .ok();
+        RunningSupervisor {
+            inner,
+            events,
+            stop,
+            poller,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Supervisor> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Sends `signal` to pod `n`; returns its PID.
+    pub fn signal(&self, n: u32, signal: i32) -> Result<u32, String> {
+        self.lock().signal(n, signal)
+    }
+
+    /// The pods now.
+    pub fn pods(&self) -> Vec<PodState> {
+        self.lock().pods()
+    }
+
+    /// The state file's contents now.
+    pub fn state(&self) -> StateFile {
+        self.lock().state()
+    }
+
+    /// Points pod `n`'s name at a new address.
+    pub fn move_pod(&self, n: u32, ip: IpAddr) {
+        self.lock().move_pod(n, ip)
+    }
+
+    /// Takes the pod events seen so far.
+    pub fn take_events(&self) -> Vec<(Instant, PodEvent)> {
+        std::mem::take(&mut *self.events.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Stops polling and every pod (reverse ordinal order). Call outside any
+    /// async runtime.
+    pub fn stop(mut self, grace: Duration) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(t) = self.poller.take() {
+            let _ = t.join();
+        }
+        self.lock().stop(grace);
+    }
+}
+
+impl Drop for RunningSupervisor {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(t) = self.poller.take() {
+            let _ = t.join();
+        }
+    }
+}

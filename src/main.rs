@@ -11,5 +11,6 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Serve(args) => kvstore::cmd::serve::run(*args),
         Command::Local(args) => kvstore::cmd::local::run(args),
+        Command::Demo(args) => kvstore::cmd::demo::run(args),
     }
 }

@@ -452,7 +452,7 @@ async fn sigterm_drains_and_keeps_every_acknowledged_write() {
         writers.push(tokio::spawn(async move {
             let policy = RetryPolicy {
                 budget: Duration::from_millis(200),
-                writes: false,
+                writes: kvstore::client::WriteRetry::Never,
                 ..RetryPolicy::default()
             };
             let mut client =

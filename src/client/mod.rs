@@ -9,17 +9,19 @@
 //! that comes back with a new IP is found by its name.
 //!
 //! Retried writes: UNAVAILABLE can mean that a write's outcome is unknown
-//! (the leader was lost mid-commit); the write may have been applied. A put
-//! of the same value is safe to repeat; a compare-and-swap that is repeated
-//! may find its own earlier success. [`RetryPolicy::writes`] lets a caller
-//! turn write retries off and handle that case itself.
+//! (the leader was lost mid-commit, or the connection broke after the request
+//! was sent); the write may have been applied. By default
+//! ([`WriteRetry::Safe`]) a write is retried only when it certainly did not
+//! apply, and an unknown outcome is returned to the caller
+//! ([`ClientError::outcome_unknown`]), who knows whether repeating it is
+//! harmless (a put of the same value) or not (a compare-and-swap).
 
 use std::time::{Duration, Instant};
 
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 
-use crate::error::LEADER_METADATA;
+use crate::error::{KIND_METADATA, LEADER_METADATA};
 use crate::proto::kv::cluster_client::ClusterClient;
 use crate::proto::kv::kv_client::KvClient;
 use crate::proto::kv::{
@@ -50,6 +52,19 @@ pub enum ClientError {
 }
 
 impl ClientError {
+    /// Whether this is a write that may or may not have been applied.
+    pub fn outcome_unknown(&self) -> bool {
+        match self {
+            ClientError::Status(s) => {
+                matches!(
+                    s.code(),
+                    Code::Unavailable | Code::Unknown | Code::Cancelled | Code::DeadlineExceeded
+                ) && !certainly_not_applied(s)
+            }
+            _ => false,
+        }
+    }
+
     /// The gRPC code, for errors the server answered.
     pub fn code(&self) -> Option<Code> {
         match self {
@@ -71,6 +86,39 @@ fn code_name(code: Code) -> &'static str {
     }
 }
 
+/// When a failed write is tried again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WriteRetry {
+    /// Only when it certainly did not apply (no leader yet, the node could not
+    /// be reached, a new leader replaced the entry).
+    Safe,
+    /// Also when its outcome is unknown: it may apply twice.
+    Always,
+    /// Never.
+    Never,
+}
+
+/// Whether a failed request certainly changed nothing.
+pub fn certainly_not_applied(status: &Status) -> bool {
+    match status
+        .metadata()
+        .get(KIND_METADATA)
+        .and_then(|v| v.to_str().ok())
+    {
+        Some("outcome-unknown") => false,
+        Some(_) => true,
+        None => status.code() == Code::Unavailable && connect_failed(status),
+    }
+}
+
+fn connect_failed(status: &Status) -> bool {
+    let text = connection_reason(status) + status.message();
+    text.contains("tcp connect error")
+        || text.contains("Connection refused")
+        || text.contains("connect timed out")
+        || text.contains("error trying to connect")
+}
+
 /// When to retry.
 #[derive(Clone, Copy, Debug)]
 pub struct RetryPolicy {
@@ -80,8 +128,8 @@ pub struct RetryPolicy {
     pub initial_backoff: Duration,
     /// The largest backoff.
     pub max_backoff: Duration,
-    /// Retry writes on UNAVAILABLE (see the module docs).
-    pub writes: bool,
+    /// Which failed writes to retry (see the module docs).
+    pub writes: WriteRetry,
 }
 
 impl Default for RetryPolicy {
@@ -90,7 +138,7 @@ impl Default for RetryPolicy {
             budget: Duration::from_secs(10),
             initial_backoff: Duration::from_millis(10),
             max_backoff: Duration::from_millis(500),
-            writes: true,
+            writes: WriteRetry::Safe,
         }
     }
 }
@@ -204,7 +252,13 @@ impl Client {
             match call(self.kv()).await {
                 Ok(resp) => return Ok(resp.into_inner()),
                 Err(status) => {
-                    let can_retry = retryable(&status) && (!write || self.policy.writes);
+                    let can_retry = retryable(&status)
+                        && (!write
+                            || match self.policy.writes {
+                                WriteRetry::Always => true,
+                                WriteRetry::Safe => certainly_not_applied(&status),
+                                WriteRetry::Never => false,
+                            });
                     if !can_retry || Instant::now() + backoff > deadline {
                         return Err(self.final_error(status, attempts));
                     }
@@ -225,12 +279,10 @@ impl Client {
     }
 
     fn final_error(&self, status: Status, attempts: usize) -> ClientError {
-        let transport = status.code() == Code::Unavailable
-            && (status.message().contains("transport error")
-                || status.message().contains("connect")
-                || status.message().contains("Connection refused")
-                || status.message().contains("tcp connect error"));
-        if transport && attempts >= self.channels.len() {
+        if status.code() == Code::Unavailable
+            && connect_failed(&status)
+            && attempts >= self.channels.len()
+        {
             ClientError::Unreachable {
                 endpoints: self.endpoints.join(","),
                 last: connection_reason(&status),

@@ -1,5 +1,6 @@
 //! The subcommands of the `kvstore` binary.
 
+pub mod demo;
 pub mod local;
 pub mod serve;
 

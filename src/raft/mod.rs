@@ -124,9 +124,12 @@
 //! quorum of ordinary votes, so a transfer cannot break election safety.
 //!
 //! *Priority return* uses it: a leader whose ordinal is above that of a
-//! follower that may vote, has been answering, and has held every committed
-//! entry for `priority_return_ticks`, hands leadership to the lowest such
-//! follower. In steady state pod-0 leads. Priority only ever moves leadership
+//! follower that may vote, is replicating, has been answering, and has
+//! trailed the commit index by at most a few hundred entries for
+//! `priority_return_ticks` (under load a healthy follower is always a few
+//! entries behind; the transfer brings it fully up to date before
+//! TimeoutNow), hands leadership to the lowest such follower. In steady
+//! state pod-0 leads. Priority only ever moves leadership
 //! downwards, so two members cannot hand it back and forth. Graceful stop and
 //! the operators' `TransferLeadership` RPC use the same mechanism.
 //!

@@ -1,0 +1,73 @@
+//! `kvstore demo`: see `crate::demo`.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::config::DemoArgs;
+use crate::demo::{run as run_demo, summary, DemoOptions};
+use crate::lincheck::Verdict;
+
+/// Runs the demonstration; exit code 0 only if nothing acknowledged was lost
+/// and the history is linearizable.
+pub fn run(args: DemoArgs) -> ExitCode {
+    let binary = match std::env::current_exe() {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("kvstore: cannot find the kvstore binary: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let opts = DemoOptions {
+        dir: args.dir,
+        base_ip: args.base_ip,
+        client_port: args.client_port,
+        peer_port: args.peer_port,
+        replicas: args.replicas,
+        kills: args.kills,
+        rolling_restart: args.rolling_restart,
+        writers: args.writers,
+        readers: args.readers,
+        restart_delay: Duration::from_millis(args.restart_delay_ms),
+        binary,
+        serve_args: args.serve_args,
+    };
+    let mut say = |line: String| println!("{line}");
+    let report = match run_demo(&opts, &mut say) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("kvstore demo: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    println!();
+    println!("{}", summary(&report));
+    if args.json {
+        let failovers: Vec<_> = report
+            .failovers
+            .iter()
+            .map(|f| {
+                json!({
+                    "killed": f.killed, "new_leader": f.new_leader, "term": f.term,
+                    "election_ms": f.election.as_millis() as u64, "write_gap_ms": f.write_gap.as_millis() as u64,
+                    "restarted_ms": f.restarted.as_millis() as u64, "catch_up_ms": f.catch_up.as_millis() as u64,
+                    "leadership_back_ms": f.leadership_back.map(|d| d.as_millis() as u64),
+                })
+            })
+            .collect();
+        let doc = json!({
+            "failovers": failovers,
+            "median_write_gap_ms": report.median_write_gap().map(|d| d.as_millis() as u64),
+            "rolling_gaps_ms": report.rolling_gaps.iter().map(|(n, g)| json!({"ordinal": n, "gap_ms": g.as_millis() as u64})).collect::<Vec<_>>(),
+            "acked": report.acked, "unknown": report.unknown, "lost": report.lost.len(),
+            "linearizable": report.linearizable == Verdict::Linearizable, "history_ops": report.history_ops,
+        });
+        println!("{doc}");
+    }
+    if report.lost.is_empty() && report.linearizable == Verdict::Linearizable {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
