@@ -265,12 +265,15 @@ impl Load {
     async fn finish(self) -> LoadLog {
         let _ = self.stop.send(true);
         for t in self.tasks {
-            let _ = tokio::time::timeout(Duration::from_secs(20), t).await;
+            let abort = t.abort_handle();
+            if tokio::time::timeout(Duration::from_secs(20), t)
+                .await
+                .is_err()
+            {
+                abort.abort();
+            }
         }
-        let log = Arc::try_unwrap(self.log)
-            .map(|m| m.into_inner().unwrap_or_else(|p| p.into_inner()))
-            .unwrap_or_default();
-        log
+        std::mem::take(&mut *self.log.lock().unwrap_or_else(|p| p.into_inner()))
     }
 }
 
