@@ -1,2 +1,3 @@
+pub mod cluster;
 pub mod node_process;
 pub mod raft_cluster;

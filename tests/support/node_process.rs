@@ -29,7 +29,32 @@ pub struct NodeProcess {
     pub data_dir: PathBuf,
     pub log_path: PathBuf,
     pub addr: SocketAddr,
+    /// The --listen and --peer-listen values.
+    pub listen: (String, String),
     pub extra_args: Vec<String>,
+}
+
+/// A random /24 inside 127.0.0.0/8 for one test's pods, so tests that bind
+/// fixed ports on per-pod loopback addresses can run in parallel.
+#[derive(Clone, Copy, Debug)]
+pub struct Subnet(u8, u8);
+
+impl Subnet {
+    /// A fresh subnet (127.64-250.x.0/24; 127.0.0.x is left to `kvstore
+    /// local` and the demo).
+    pub fn new() -> Subnet {
+        Subnet(64 + (rand::random::<u8>() % 186), rand::random::<u8>())
+    }
+
+    /// The address of host `n` in it (pods use 10 + ordinal).
+    pub fn ip(&self, n: u8) -> std::net::Ipv4Addr {
+        std::net::Ipv4Addr::new(127, self.0, self.1, n)
+    }
+
+    /// Pod `ordinal`'s address.
+    pub fn pod(&self, ordinal: u32) -> std::net::Ipv4Addr {
+        self.ip(10 + ordinal as u8)
+    }
 }
 
 /// Sends `signal` to the process `pid`.
@@ -44,10 +69,37 @@ impl NodeProcess {
     /// Starts `kvstore serve` as `name` on `data_dir` with `args` added.
     pub fn start(name: &str, data_dir: &Path, args: &[&str]) -> NodeProcess {
         let extra: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        Self::start_with(name, data_dir, extra)
+        Self::start_with(
+            name,
+            data_dir,
+            ("127.0.0.1:0".into(), "127.0.0.1:0".into()),
+            extra,
+        )
     }
 
-    fn start_with(name: &str, data_dir: &Path, extra_args: Vec<String>) -> NodeProcess {
+    /// Starts a pod of a multi-node cluster on `ip` (client port 7379, peer
+    /// port 7380, as every pod of a StatefulSet).
+    pub fn start_at(
+        name: &str,
+        data_dir: &Path,
+        ip: std::net::Ipv4Addr,
+        args: &[&str],
+    ) -> NodeProcess {
+        let extra: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        Self::start_with(
+            name,
+            data_dir,
+            (format!("{ip}:7379"), format!("{ip}:7380")),
+            extra,
+        )
+    }
+
+    fn start_with(
+        name: &str,
+        data_dir: &Path,
+        listen: (String, String),
+        extra_args: Vec<String>,
+    ) -> NodeProcess {
         let log_path = data_dir.with_extension(format!("log{}", rand_suffix()));
         let log = std::fs::File::create(&log_path).expect("create log file");
         let mut cmd = Command::new(kvstore_bin());
@@ -57,9 +109,9 @@ impl NodeProcess {
             .arg("--data-dir")
             .arg(data_dir)
             .arg("--listen")
-            .arg("127.0.0.1:0")
+            .arg(&listen.0)
             .arg("--peer-listen")
-            .arg("127.0.0.1:0")
+            .arg(&listen.1)
             .arg("--log-format")
             .arg("json")
             .args(&extra_args)
@@ -74,6 +126,7 @@ impl NodeProcess {
             data_dir: data_dir.to_path_buf(),
             log_path,
             addr,
+            listen,
             extra_args,
         }
     }
@@ -127,8 +180,21 @@ impl NodeProcess {
     /// Starts the same node again on the same data dir (its volume).
     pub fn restart(&mut self) {
         self.kill();
-        let again = Self::start_with(&self.name, &self.data_dir, self.extra_args.clone());
+        let again = Self::start_with(
+            &self.name,
+            &self.data_dir,
+            self.listen.clone(),
+            self.extra_args.clone(),
+        );
         *self = again;
+    }
+
+    /// Starts the same node again on the same data dir but at another
+    /// address: the pod was rescheduled and got a new IP.
+    pub fn move_to(&mut self, ip: std::net::Ipv4Addr) {
+        self.kill();
+        self.listen = (format!("{ip}:7379"), format!("{ip}:7380"));
+        self.restart();
     }
 
     /// The node's log so far.

@@ -1,0 +1,171 @@
+//! `kvstore local`, the cluster in a box, as a user runs it: three pods come
+//! up, kvctl sees all of them from one endpoint, a killed pod is restarted
+//! with its name and data, and Ctrl-C leaves no process behind.
+
+mod support;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use kvstore::local::{process_alive, StateFile};
+use support::node_process::{kvctl_bin, kvstore_bin, run_bounded, signal, Subnet};
+
+fn wait<T>(what: &str, within: Duration, mut probe: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(v) = probe() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+struct Local {
+    child: std::process::Child,
+    dir: std::path::PathBuf,
+}
+
+impl Local {
+    fn start(dir: &Path, net: Subnet) -> Local {
+        let out = std::fs::File::create(dir.join("supervisor.out")).expect("out");
+        let child = Command::new(kvstore_bin())
+            .args([
+                "local",
+                "--replicas",
+                "3",
+                "--base-ip",
+                &net.pod(0).to_string(),
+                "--restart-delay-ms",
+                "500",
+            ])
+            .arg("--dir")
+            .arg(dir)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().expect("clone"))
+            .stderr(out)
+            .spawn()
+            .expect("spawn kvstore local");
+        Local {
+            child,
+            dir: dir.to_path_buf(),
+        }
+    }
+}
+
+impl Drop for Local {
+    fn drop(&mut self) {
+        // Also on failure: stop the supervisor, which stops its pods.
+        signal(self.child.id(), libc::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Ok(state) = StateFile::read(&self.dir) {
+            for pod in state.pods.iter().filter_map(|p| p.pid) {
+                signal(pod, libc::SIGKILL);
+            }
+        }
+    }
+}
+
+fn kvctl(endpoint: &str, args: &[&str]) -> (i32, String, String) {
+    run_bounded(
+        Command::new(kvctl_bin())
+            .args(["--endpoints", endpoint])
+            .args(args),
+        Duration::from_secs(30),
+    )
+}
+
+/// `kvstore local` brings up three pods; kvctl status from one endpoint
+/// lists all three; a killed pod is restarted with the same name and data
+/// dir and still has its data; Ctrl-C stops every process it started.
+#[test]
+fn cluster_in_a_box() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let net = Subnet::new();
+    let local = Local::start(dir.path(), net);
+    let state = wait("the state file", Duration::from_secs(60), || {
+        StateFile::read(dir.path()).ok()
+    });
+    assert_eq!(state.pods.len(), 3);
+    let one = state.pods[1].client.clone();
+    wait("a leader", Duration::from_secs(30), || {
+        let (code, out, _) = kvctl(&one, &["status"]);
+        (code == 0 && out.contains("leader")).then_some(())
+    });
+    let (code, out, _) = kvctl(&one, &["status"]);
+    assert_eq!(code, 0);
+    for n in 0..3 {
+        assert!(
+            out.contains(&format!("kvstore-{n}")),
+            "status lists kvstore-{n}:\n{out}"
+        );
+    }
+    assert_eq!(kvctl(&one, &["put", "survives", "the-crash"]).0, 0);
+    let before = state.pods[1].clone();
+    let (code, out, err) = run_bounded(
+        Command::new(kvstore_bin())
+            .arg("local")
+            .arg("--dir")
+            .arg(dir.path())
+            .args(["kill", "1"]),
+        Duration::from_secs(10),
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let after = wait("kvstore-1 restarted", Duration::from_secs(30), || {
+        let s = StateFile::read(dir.path()).ok()?;
+        let p = s.pods[1].clone();
+        (p.restarts == 1 && p.pid.is_some() && p.pid != before.pid).then_some(p)
+    });
+    assert_eq!(after.name, "kvstore-1");
+    assert_eq!(after.data_dir, before.data_dir, "same data dir: its volume");
+    let log = wait("kvstore-1 serving again", Duration::from_secs(30), || {
+        let log = std::fs::read_to_string(&after.log).ok()?;
+        (log.matches("serving").count() >= 2).then_some(log)
+    });
+    // The second start restored a non-empty log from its own volume.
+    let restored = log
+        .lines()
+        .filter(|l| l.contains("restored replication state"))
+        .nth(1)
+        .expect("second start");
+    assert!(
+        !restored.contains("last_index=0"),
+        "its data was still there: {restored}"
+    );
+    let (code, out, _) = wait("a read on kvstore-1", Duration::from_secs(20), || {
+        let r = kvctl(
+            &after.client,
+            &["--consistency", "serializable", "get", "survives"],
+        );
+        (r.0 == 0).then_some(r)
+    });
+    assert_eq!((code, out.trim()), (0, "the-crash"));
+    // Ctrl-C: the supervisor stops everything it started.
+    let pids: Vec<u32> = StateFile::read(dir.path())
+        .expect("state")
+        .pods
+        .iter()
+        .filter_map(|p| p.pid)
+        .collect();
+    let mut local = local;
+    signal(local.child.id(), libc::SIGINT);
+    let status = wait("the supervisor to exit", Duration::from_secs(60), || {
+        local.child.try_wait().ok().flatten()
+    });
+    assert!(status.success(), "{status:?}");
+    for pid in pids {
+        assert!(
+            !process_alive(pid),
+            "pod process {pid} outlived the supervisor"
+        );
+    }
+}
