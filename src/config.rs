@@ -289,7 +289,7 @@ impl ServeArgs {
         CompactionPolicy {
             max_entries: self.snapshot_entries.max(16),
             max_bytes: self.snapshot_mb.max(1) << 20,
-            keep_entries: (self.snapshot_entries / 10).clamp(8, 1000),
+            keep_entries: (self.snapshot_entries / 2).max(8),
         }
     }
 }

@@ -21,7 +21,7 @@ use tokio::sync::watch;
 use crate::client::{Client, RetryPolicy, WriteRetry};
 use crate::lincheck::{self, Op, OpKind, Verdict};
 use crate::local::{LocalConfig, PodEvent, RunningSupervisor, Supervisor};
-use crate::proto::kv::{Consistency, RangeRequest, Role, StatusResponse};
+use crate::proto::kv::{Consistency, Role, StatusResponse};
 
 /// What the demo does.
 #[derive(Clone, Debug)]
@@ -279,13 +279,30 @@ impl Load {
 
 /// Reads every pod's status at once (unreachable pods are `None`).
 async fn statuses(endpoints: &[String]) -> Vec<Option<StatusResponse>> {
+    // One client (and connection) per endpoint for the whole demo, so that
+    // polling measures the cluster, not connection set-up.
+    static CLIENTS: std::sync::OnceLock<Mutex<BTreeMap<String, Client>>> =
+        std::sync::OnceLock::new();
     let queries = endpoints.iter().map(|e| async move {
-        let c = Client::new(
-            std::slice::from_ref(e),
-            RetryPolicy::default(),
-            Duration::from_millis(500),
-        )
-        .ok()?;
+        let c = {
+            let mut cache = CLIENTS
+                .get_or_init(|| Mutex::new(BTreeMap::new()))
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            match cache.get(e) {
+                Some(c) => c.clone(),
+                None => {
+                    let c = Client::new(
+                        std::slice::from_ref(e),
+                        RetryPolicy::default(),
+                        Duration::from_millis(500),
+                    )
+                    .ok()?;
+                    cache.insert(e.clone(), c.clone());
+                    c
+                }
+            }
+        };
         tokio::time::timeout(Duration::from_millis(500), c.status_of(0))
             .await
             .ok()
@@ -594,35 +611,25 @@ async fn verify(
     acked: &BTreeMap<String, String>,
 ) -> Result<Vec<String>, String> {
     let mut c = client(endpoints)?;
-    let mut found: BTreeMap<String, String> = BTreeMap::new();
-    let end = Bytes::from("demo/w\u{7f}");
-    let mut next = Bytes::from("demo/w");
-    loop {
-        let page = c
-            .range(RangeRequest {
-                key: next.clone(),
-                range_end: end.clone(),
-                limit: 1000,
-                consistency: Consistency::Linearizable as i32,
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| format!("reading back: {e}"))?;
-        for kv in &page.kvs {
-            found.insert(
+    let kvs = c
+        .scan(
+            Bytes::from("demo/w"),
+            Bytes::from("demo/w\u{7f}"),
+            u64::MAX,
+            Consistency::Linearizable,
+            false,
+        )
+        .await
+        .map_err(|e| format!("reading back: {e}"))?;
+    let found: BTreeMap<String, String> = kvs
+        .iter()
+        .map(|kv| {
+            (
                 String::from_utf8_lossy(&kv.key).into_owned(),
                 String::from_utf8_lossy(&kv.value).into_owned(),
-            );
-        }
-        match page.kvs.last() {
-            Some(last) if page.more => {
-                let mut after = last.key.to_vec();
-                after.push(0);
-                next = after.into();
-            }
-            _ => break,
-        }
-    }
+            )
+        })
+        .collect();
     Ok(acked
         .iter()
         .filter(|(k, v)| found.get(*k) != Some(*v))

@@ -175,21 +175,10 @@ fn check_register(ops: &[&Op], max_steps: u64) -> Option<bool> {
         if steps > max_steps {
             return None;
         }
-        if entry == usize::MAX {
-            // Walked past the end without linearizing the head: backtrack.
-            let Some((call, prev_state)) = stack.pop() else {
-                return Some(false);
-            };
-            linearized.clear(events[call].op);
-            state = prev_state;
-            let ret = events[call].matching;
-            relink(&mut events, ret);
-            relink(&mut events, call);
-            entry = events[call].next;
-            continue;
-        }
-        let e = events[entry];
-        if e.call {
+        // Every call has its return after it in the list, so the walk meets
+        // a return before the end; `usize::MAX` is only a guard.
+        let e = events.get(entry).copied().filter(|_| entry != usize::MAX);
+        if let Some(e) = e.filter(|e| e.call) {
             let (ok, next_state) = match ops[e.op].kind {
                 OpKind::Put(v) => (true, Some(v)),
                 OpKind::Get(r) => (r == state, state),
@@ -208,8 +197,8 @@ fn check_register(ops: &[&Op], max_steps: u64) -> Option<bool> {
             }
             entry = e.next;
         } else {
-            // An operation returned before it could be placed: undo the last
-            // choice.
+            // An operation returned before it could be placed (or the walk
+            // ran out): undo the last choice.
             let Some((call, prev_state)) = stack.pop() else {
                 return Some(false);
             };

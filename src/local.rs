@@ -133,6 +133,8 @@ struct Pod {
     started: Instant,
     restart_at: Option<Instant>,
     backoff: Duration,
+    /// The supervisor itself was asked to stop or kill it: not a crash loop.
+    signalled: bool,
 }
 
 /// A running cluster in a box.
@@ -242,6 +244,7 @@ impl Supervisor {
                     started: Instant::now(),
                     restart_at: None,
                     backoff: cfg.restart_delay,
+                    signalled: false,
                 },
             );
         }
@@ -397,8 +400,10 @@ impl Supervisor {
                     pod.state.pid = None;
                     // Back off while a pod keeps dying soon after its start,
                     // as kubelet does; a pod that ran a while restarts soon.
-                    let crash_looping =
-                        pod.state.restarts > 0 && pod.started.elapsed() < Duration::from_secs(10);
+                    let crash_looping = !pod.signalled
+                        && pod.state.restarts > 0
+                        && pod.started.elapsed() < Duration::from_secs(10);
+                    pod.signalled = false;
                     pod.backoff = if crash_looping {
                         (pod.backoff * 2).min(Duration::from_secs(10))
                     } else {
@@ -444,8 +449,11 @@ impl Supervisor {
     }
 
     /// Sends `signal` to pod `n`'s process.
-    pub fn signal(&self, n: u32, signal: i32) -> Result<u32, String> {
-        let pod = self.pods.get(&n).ok_or_else(|| format!("no pod {n}"))?;
+    pub fn signal(&mut self, n: u32, signal: i32) -> Result<u32, String> {
+        let pod = self.pods.get_mut(&n).ok_or_else(|| format!("no pod {n}"))?;
+        if signal == libc::SIGKILL || signal == libc::SIGTERM {
+            pod.signalled = true;
+        }
         let pid = pod
             .state
             .pid

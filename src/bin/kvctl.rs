@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use kvstore::client::{Client, ClientError, RetryPolicy};
 use kvstore::proto::kv::{
     response_op, Consistency as ProtoConsistency, DeleteRequest, EventType, GetRequest, KeyValue,
-    PutRequest, RangeRequest, Role, StatusResponse, WatchRequest,
+    PutRequest, Role, StatusResponse, WatchRequest,
 };
 
 /// kvctl: talk to a kvstore cluster.
@@ -262,49 +262,27 @@ async fn main() -> ExitCode {
             limit,
             keys_only,
         } => {
-            let mut next: Bytes = start.unwrap_or_default().into();
-            // A prefix is read as the explicit range [prefix, prefix_end), so
-            // that later pages can start after the last key.
-            let range_end: Bytes = if prefix {
-                kvstore::state::keys::prefix_end(&next)
+            let start: Bytes = start.unwrap_or_default().into();
+            // A prefix is read as the explicit range [prefix, prefix_end).
+            let end: Bytes = if prefix {
+                kvstore::state::keys::prefix_end(&start)
                     .map(Bytes::from)
                     .unwrap_or_default()
             } else {
                 end.unwrap_or_default().into()
             };
-            let mut printed = 0u64;
+            let kvs = match client.scan(start, end, limit, consistency, keys_only).await {
+                Ok(kvs) => kvs,
+                Err(e) => return fail(e),
+            };
             let mut items = Vec::new();
-            while printed < limit {
-                let req = RangeRequest {
-                    key: next.clone(),
-                    range_end: range_end.clone(),
-                    prefix: false,
-                    limit: (limit - printed).min(1000),
-                    consistency: consistency as i32,
-                    min_revision: 0,
-                    keys_only,
-                };
-                let resp = match client.range(req).await {
-                    Ok(r) => r,
-                    Err(e) => return fail(e),
-                };
-                for kv in &resp.kvs {
-                    printed += 1;
-                    if cli.json {
-                        items.push(kv_json(kv));
-                    } else if keys_only {
-                        let _ = writeln!(out, "{}", text(&kv.key));
-                    } else {
-                        let _ = writeln!(out, "{} = {}", text(&kv.key), text(&kv.value));
-                    }
-                }
-                match resp.kvs.last() {
-                    Some(last) if resp.more => {
-                        let mut after = last.key.to_vec();
-                        after.push(0);
-                        next = after.into();
-                    }
-                    _ => break,
+            for kv in &kvs {
+                if cli.json {
+                    items.push(kv_json(kv));
+                } else if keys_only {
+                    let _ = writeln!(out, "{}", text(&kv.key));
+                } else {
+                    let _ = writeln!(out, "{} = {}", text(&kv.key), text(&kv.value));
                 }
             }
             if cli.json {

@@ -26,8 +26,8 @@ use crate::proto::kv::cluster_client::ClusterClient;
 use crate::proto::kv::kv_client::KvClient;
 use crate::proto::kv::{
     request_op, Compare, CompareResult, CompareTarget, Consistency, DeleteRequest, DeleteResponse,
-    GetRequest, GetResponse, PutRequest, PutResponse, RangeRequest, RangeResponse, RequestOp,
-    StatusRequest, StatusResponse, TransferLeadershipRequest, TxnRequest, TxnResponse,
+    GetRequest, GetResponse, KeyValue, PutRequest, PutResponse, RangeRequest, RangeResponse,
+    RequestOp, StatusRequest, StatusResponse, TransferLeadershipRequest, TxnRequest, TxnResponse,
     WatchRequest, WatchResponse,
 };
 
@@ -354,6 +354,45 @@ impl Client {
             async move { kv.range(req).await }
         })
         .await
+    }
+
+    /// Reads the keys in [`start`, `end`) (`end` empty: to the end of the
+    /// keyspace), page by page, up to `limit` keys. Each page is read at its
+    /// own revision.
+    pub async fn scan(
+        &mut self,
+        start: bytes::Bytes,
+        end: bytes::Bytes,
+        limit: u64,
+        consistency: Consistency,
+        keys_only: bool,
+    ) -> Result<Vec<KeyValue>, ClientError> {
+        let mut out = Vec::new();
+        let mut next = start;
+        while (out.len() as u64) < limit {
+            let page = self
+                .range(RangeRequest {
+                    key: next.clone(),
+                    range_end: end.clone(),
+                    prefix: false,
+                    limit: (limit - out.len() as u64).min(1000),
+                    consistency: consistency as i32,
+                    min_revision: 0,
+                    keys_only,
+                })
+                .await?;
+            let more = page.more;
+            out.extend(page.kvs);
+            match out.last() {
+                Some(last) if more => {
+                    let mut after = last.key.to_vec();
+                    after.push(0);
+                    next = after.into();
+                }
+                _ => break,
+            }
+        }
+        Ok(out)
     }
 
     /// Runs a transaction.

@@ -164,6 +164,35 @@ pub struct RaftStatus {
     pub peers: Vec<PeerProgress>,
 }
 
+impl RaftStatus {
+    /// The status of `core` now.
+    pub fn of(core: &RaftNode) -> RaftStatus {
+        let heartbeat = core.config().heartbeat_ticks;
+        let peers = (0..core.config().voters)
+            .filter(|&p| p != core.id())
+            .filter_map(|p| core.progress(p).map(|pr| (p, pr)))
+            .map(|(id, pr)| PeerProgress {
+                id,
+                match_index: pr.match_index,
+                replicating: pr.state == raft::ReplicationState::Replicate,
+                voter: pr.voter,
+                reachable: pr.silent_ticks <= 4 * heartbeat,
+            })
+            .collect();
+        RaftStatus {
+            role: core.role(),
+            term: core.term(),
+            leader: core.leader(),
+            commit: core.log().commit(),
+            last_index: core.log().last_index(),
+            first_index: core.log().first_index(),
+            voting: core.voting(),
+            transferee: core.transferee(),
+            peers,
+        }
+    }
+}
+
 /// The changes of one apply batch, for watchers.
 #[derive(Debug)]
 pub struct WatchBatch {
@@ -348,18 +377,7 @@ impl Node {
             "restored replication state"
         );
         let core = RaftNode::new(raft_cfg, restored, rand::random());
-        let initial_status = RaftStatus {
-            role: core.role(),
-            term: core.term(),
-            leader: core.leader(),
-            commit: core.log().commit(),
-            last_index: core.log().last_index(),
-            first_index: core.log().first_index(),
-            voting: core.voting(),
-            transferee: None,
-            peers: Vec::new(),
-        };
-        let (status_tx, status_rx) = watch::channel(initial_status);
+        let (status_tx, status_rx) = watch::channel(RaftStatus::of(&core));
         let (applied_tx, applied_rx) = watch::channel(state.applied().0);
         let (events_tx, _) = broadcast::channel(1024);
         let (apply_tx, apply_rx) = std::sync::mpsc::channel();
@@ -609,7 +627,31 @@ impl NodeHandle {
         }
     }
 
+    /// Turns a leader hint given as an ordinal (by the replication thread)
+    /// into the pod name clients know.
+    fn name_leader(&self, err: Error) -> Error {
+        match err {
+            Error::Unavailable {
+                reason,
+                leader: Some(hint),
+            } => Error::Unavailable {
+                reason,
+                leader: Some(match hint.parse::<u32>() {
+                    Ok(ordinal) => self.0.name.sibling(ordinal).to_string(),
+                    Err(_) => hint,
+                }),
+            },
+            other => other,
+        }
+    }
+
     async fn propose_local(&self, data: Bytes, deadline: Instant) -> Result<WriteResult> {
+        self.propose_local_raw(data, deadline)
+            .await
+            .map_err(|e| self.name_leader(e))
+    }
+
+    async fn propose_local_raw(&self, data: Bytes, deadline: Instant) -> Result<WriteResult> {
         let (done, answer) = oneshot::channel();
         self.0
             .inbox
@@ -656,7 +698,7 @@ impl NodeHandle {
             .send(Input::Transfer { to, done })
             .map_err(|_| Error::ShuttingDown)?;
         match tokio::time::timeout(timeout, answer).await {
-            Ok(Ok(result)) => result,
+            Ok(Ok(result)) => result.map_err(|e| self.name_leader(e)),
             Ok(Err(_)) => Err(Error::ShuttingDown),
             Err(_) => Err(Error::Timeout("waiting for the leadership transfer".into())),
         }
@@ -676,7 +718,7 @@ impl NodeHandle {
             .send(Input::ReadIndex { done })
             .map_err(|_| Error::ShuttingDown)?;
         match tokio::time::timeout(timeout, answer).await {
-            Ok(Ok(result)) => result,
+            Ok(Ok(result)) => result.map_err(|e| self.name_leader(e)),
             Ok(Err(_)) => Err(Error::ShuttingDown),
             Err(_) => Err(Error::Timeout("confirming leadership for a read".into())),
         }

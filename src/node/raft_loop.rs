@@ -17,11 +17,9 @@ use tokio::sync::{oneshot, watch};
 
 use super::applier::{ApplyMsg, Waiters};
 use super::peers::Peers;
-use super::{PeerProgress, RaftStatus, WriteResult};
+use super::{RaftStatus, WriteResult};
 use crate::error::{Error, Result};
-use crate::raft::{
-    Body, Message, NodeId, ProposeError, RaftNode, ReplicationState, Role, TransferError,
-};
+use crate::raft::{Body, Message, NodeId, ProposeError, RaftNode, Role, TransferError};
 use crate::state::command::{Bootstrap, Command, Op};
 use crate::state::snapshot::SnapshotWriter;
 use crate::state::KvState;
@@ -125,6 +123,10 @@ pub struct RaftLoop {
     /// The node's span, parent of each term's span.
     parent_span: tracing::Span,
 }
+
+/// A follower heard from within this long keeps the entries it needs from
+/// being compacted away (within four times the compaction limits).
+const PROTECT_FOLLOWERS_HEARD_WITHIN: Duration = Duration::from_secs(30);
 
 /// The byte size of a write-ahead segment beyond which the log is rewritten
 /// even if it holds few entries (truncations and hard-state records).
@@ -416,8 +418,8 @@ impl RaftLoop {
         }
         if let Some(index) = self.compact_to.take() {
             let before = self.core.log().snapshot().index;
-            self.core
-                .compact(index.saturating_sub(self.compaction.keep_entries));
+            let target = self.compaction_target(index);
+            self.core.compact(target);
             let snapshot = self.core.log().snapshot();
             if snapshot.index > before || self.wal.active_len() > MAX_WAL_SEGMENT {
                 self.wal
@@ -440,31 +442,33 @@ impl RaftLoop {
         Ok(())
     }
 
+    /// Where to compact to, given the state is durable up to `applied`: keep
+    /// `keep_entries`, and, on a leader, keep what a follower heard from in
+    /// the last half minute still needs, so a pod that restarts catches up
+    /// from the log instead of by snapshot. Past four times the limits the
+    /// log is compacted regardless.
+    fn compaction_target(&self, applied: u64) -> u64 {
+        let target = applied.saturating_sub(self.compaction.keep_entries);
+        if self.core.role() != Role::Leader {
+            return target;
+        }
+        let log = self.core.log();
+        let oversized = log.entries().len() as u64 > 4 * self.compaction.max_entries
+            || log.data_bytes() > 4 * self.compaction.max_bytes;
+        if oversized {
+            return target;
+        }
+        let recent =
+            (PROTECT_FOLLOWERS_HEARD_WITHIN.as_millis() / self.tick.as_millis().max(1)) as u32;
+        (0..self.core.config().voters)
+            .filter_map(|p| self.core.progress(p))
+            .filter(|pr| pr.silent_ticks <= recent)
+            .map(|pr| pr.match_index)
+            .fold(target, u64::min)
+    }
+
     fn publish_status(&self) {
-        let core = &self.core;
-        let heartbeat = core.config().heartbeat_ticks;
-        let peers = (0..core.config().voters)
-            .filter(|&p| p != core.id())
-            .filter_map(|p| core.progress(p).map(|pr| (p, pr)))
-            .map(|(id, pr)| PeerProgress {
-                id,
-                match_index: pr.match_index,
-                replicating: pr.state == ReplicationState::Replicate,
-                voter: pr.voter,
-                reachable: pr.silent_ticks <= 4 * heartbeat,
-            })
-            .collect();
-        let status = RaftStatus {
-            role: core.role(),
-            term: core.term(),
-            leader: core.leader(),
-            commit: core.log().commit(),
-            last_index: core.log().last_index(),
-            first_index: core.log().first_index(),
-            voting: core.voting(),
-            transferee: core.transferee(),
-            peers,
-        };
+        let status = RaftStatus::of(&self.core);
         self.status_tx.send_if_modified(|current| {
             if *current == status {
                 false

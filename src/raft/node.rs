@@ -916,9 +916,7 @@ impl RaftNode {
         let Some(pr) = self.progress.get_mut(&from) else {
             return;
         };
-        pr.recent_active = true;
-        pr.silent_ticks = 0;
-        pr.voter = voter;
+        pr.heard_from(voter);
         match result {
             AppendResult::Accepted { match_index } => {
                 if pr.state == ReplicationState::Snapshot {
@@ -977,9 +975,7 @@ impl RaftNode {
         let Some(pr) = self.progress.get_mut(&from) else {
             return;
         };
-        pr.recent_active = true;
-        pr.silent_ticks = 0;
-        pr.voter = voter;
+        pr.heard_from(voter);
         pr.read_round = pr.read_round.max(read_round);
         if let ReplicationState::Probe { paused: true } = pr.state {
             pr.state = ReplicationState::Probe { paused: false };

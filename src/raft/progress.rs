@@ -137,6 +137,14 @@ impl Progress {
         self.stalled_ticks = 0;
     }
 
+    /// The follower answered (an append or a heartbeat); `voter` is whether
+    /// it may vote.
+    pub fn heard_from(&mut self, voter: bool) {
+        self.recent_active = true;
+        self.silent_ticks = 0;
+        self.voter = voter;
+    }
+
     /// Whether appends are in flight.
     pub fn has_inflight(&self) -> bool {
         !self.inflight.is_empty()

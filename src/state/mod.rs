@@ -128,6 +128,11 @@ pub struct KvState {
     /// batch: a scan never sees half of a transaction.
     active: RwLock<Active>,
     history_retention: u64,
+    /// Copies of `Active`'s cluster id and history floor that need no lock:
+    /// the replication thread and the transport read them on every round and
+    /// must never wait behind a snapshot copy.
+    cluster: std::sync::atomic::AtomicU64,
+    floor: std::sync::atomic::AtomicU64,
 }
 
 fn read_u64(tree: &sled::Tree, name: &str) -> Result<Option<u64>, StateError> {
@@ -183,6 +188,8 @@ impl KvState {
         Ok(KvState {
             db,
             dir: dir.to_path_buf(),
+            cluster: std::sync::atomic::AtomicU64::new(active.cluster_id),
+            floor: std::sync::atomic::AtomicU64::new(active.history_floor),
             active: RwLock::new(active),
             history_retention: history_retention.max(1),
         })
@@ -235,12 +242,19 @@ impl KvState {
 
     /// The cluster id (0 until the cluster's first entry is applied).
     pub fn cluster_id(&self) -> u64 {
-        self.read().cluster_id
+        self.cluster.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// The oldest revision a watch can start from.
     pub fn history_floor(&self) -> u64 {
-        self.read().history_floor
+        self.floor.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Publishes the lock-free copies after `active` changed.
+    fn publish(&self, active: &Active) {
+        use std::sync::atomic::Ordering;
+        self.cluster.store(active.cluster_id, Ordering::Release);
+        self.floor.store(active.history_floor, Ordering::Release);
     }
 
     /// Applies committed entries in one atomic batch and returns what each
@@ -340,6 +354,7 @@ impl KvState {
         if trim {
             active.history_floor = new_floor;
         }
+        self.publish(&active);
         Ok(results)
     }
 

@@ -131,6 +131,7 @@ impl KvState {
         let old = active.name.clone();
         self.db.insert(ACTIVE_KEY, writer.name.as_slice())?;
         *active = Self::load_active(&self.db, writer.name)?;
+        self.publish(&active);
         drop(active);
         self.checkpoint()?;
         self.db.drop_tree(old)?;

@@ -51,6 +51,9 @@ const BATCH: usize = 256;
 /// The largest message on the peer port: a batch of entries at their size
 /// limit.
 const MAX_PEER_MESSAGE: usize = 64 << 20;
+/// The longest wait between reconnection attempts: a restarted pod is
+/// reached again within this.
+const MAX_RECONNECT_BACKOFF: Duration = Duration::from_millis(250);
 /// Bytes of state per snapshot chunk.
 const SNAPSHOT_CHUNK: usize = 1 << 20;
 
@@ -361,19 +364,20 @@ impl StreamSender {
                 Ok(addr) => addr,
                 Err(_) => {
                     tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                    backoff = (backoff * 2).min(MAX_RECONNECT_BACKOFF);
                     continue;
                 }
             };
             let channel = match endpoint(addr).connect().await {
                 Ok(c) => c,
                 Err(e) => {
+                    // Only the end of an established stream is news (see
+                    // below); a peer that stays unreachable is reported once.
                     if connected_once {
                         tracing::debug!(peer = self.peer, %addr, error = %e, "cannot connect to peer");
                     }
-                    node.deliver(Input::PeerDisconnected(self.peer));
                     tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                    backoff = (backoff * 2).min(MAX_RECONNECT_BACKOFF);
                     continue;
                 }
             };
@@ -414,6 +418,8 @@ impl StreamSender {
             }
             call.abort();
             tracing::debug!(peer = self.peer, "stream to peer closed; reconnecting");
+            // The connection broke: if the peer led, its process most likely
+            // died (fast failure detection).
             node.deliver(Input::PeerDisconnected(self.peer));
         }
     }

@@ -1,0 +1,198 @@
+#!/usr/bin/env python3
+"""Checks what schemas and generic policies cannot: that a rendered kvstore
+deployment agrees with how `kvstore serve` works.
+
+Usage: check_invariants.py RENDERED.yaml
+
+Every rule below is a way the cluster breaks while every manifest is still
+valid Kubernetes: a replica count the nodes do not know about, a PDB that
+allows losing the quorum, a grace period shorter than the leadership
+handover, a liveness probe that restarts nodes during an election, a peer
+Service that hides catching-up followers. Prints one line per violation and
+exits 1 if there is any.
+"""
+
+import sys
+
+import yaml
+
+# What a stop may take besides the drain: the leadership handover (the
+# binary gives it 3 s) and a margin for the final flush.
+HANDOVER_S = 3
+FLUSH_MARGIN_S = 5
+
+
+def env_of(container):
+    """The container's plain env values (valueFrom entries map to None)."""
+    return {e["name"]: e.get("value") for e in container.get("env", [])}
+
+
+def env_source(container, name):
+    for e in container.get("env", []):
+        if e["name"] == name:
+            return e.get("valueFrom")
+    return None
+
+
+def matches(selector, labels):
+    return all(labels.get(k) == v for k, v in (selector or {}).items())
+
+
+def mebibytes(quantity):
+    units = {"Ki": 1 / 1024, "Mi": 1, "Gi": 1024, "Ti": 1024 * 1024}
+    q = str(quantity)
+    for suffix, factor in units.items():
+        if q.endswith(suffix):
+            return float(q[: -len(suffix)]) * factor
+    return float(q) / (1024 * 1024)  # plain bytes
+
+
+def check(docs):
+    errors = []
+    by_kind = {}
+    for d in docs:
+        by_kind.setdefault(d["kind"], []).append(d)
+    sets = [
+        s
+        for s in by_kind.get("StatefulSet", [])
+        if any("KVSTORE_REPLICAS" in env_of(c) for c in s["spec"]["template"]["spec"]["containers"])
+    ]
+    if not sets:
+        return ["no StatefulSet runs kvstore (no container sets KVSTORE_REPLICAS)"]
+    for sts in sets:
+        name = sts["metadata"]["name"]
+        spec = sts["spec"]
+        pod = spec["template"]["spec"]
+        labels = spec["template"]["metadata"].get("labels", {})
+        container = next(c for c in pod["containers"] if "KVSTORE_REPLICAS" in env_of(c))
+        env = env_of(container)
+        where = f"StatefulSet {name}"
+
+        replicas = spec.get("replicas", 1)
+        try:
+            members = int(env["KVSTORE_REPLICAS"])
+        except (TypeError, ValueError):
+            errors.append(f"{where}: KVSTORE_REPLICAS must be a literal number, got {env['KVSTORE_REPLICAS']!r}")
+            members = None
+        if members is not None and members != replicas:
+            errors.append(
+                f"{where}: spec.replicas is {replicas} but KVSTORE_REPLICAS is {members}; "
+                "the node's membership must equal the StatefulSet's replica count"
+            )
+        if spec.get("ordinals", {}).get("start", 0) != 0:
+            errors.append(f"{where}: spec.ordinals.start must be 0 (members are ordinals 0..replicas-1)")
+        if spec.get("podManagementPolicy") != "Parallel":
+            errors.append(
+                f"{where}: podManagementPolicy must be Parallel; OrderedReady deadlocks a new "
+                "cluster (pod 0 is not Ready until a quorum exists)"
+            )
+
+        # The peer Service.
+        svc_name = spec.get("serviceName")
+        if env.get("KVSTORE_SERVICE", "kvstore-headless") != svc_name:
+            errors.append(f"{where}: KVSTORE_SERVICE {env.get('KVSTORE_SERVICE')!r} is not serviceName {svc_name!r}")
+        svc = next((s for s in by_kind.get("Service", []) if s["metadata"]["name"] == svc_name), None)
+        if svc is None:
+            errors.append(f"{where}: its serviceName {svc_name!r} is not among the rendered Services")
+        else:
+            sspec = svc["spec"]
+            if sspec.get("clusterIP") != "None":
+                errors.append(f"Service {svc_name}: must be headless (clusterIP: None) for per-pod DNS names")
+            if sspec.get("publishNotReadyAddresses") is not True:
+                errors.append(
+                    f"Service {svc_name}: publishNotReadyAddresses must be true; a catching-up "
+                    "follower is not Ready but its peers must resolve it"
+                )
+            if not matches(sspec.get("selector"), labels):
+                errors.append(f"Service {svc_name}: its selector does not select the pods of {name}")
+            srv_port = env.get("KVSTORE_SRV_PORT_NAME", "peer")
+            if srv_port not in {p.get("name") for p in sspec.get("ports", [])}:
+                errors.append(f"Service {svc_name}: has no port named {srv_port!r} (its SRV records list the peers)")
+        ns_src = env_source(container, "KVSTORE_NAMESPACE")
+        if not (ns_src and ns_src.get("fieldRef", {}).get("fieldPath") == "metadata.namespace"):
+            errors.append(f"{where}: KVSTORE_NAMESPACE must come from the downward API (metadata.namespace)")
+        if pod.get("enableServiceLinks", True):
+            errors.append(
+                f"{where}: enableServiceLinks must be false; injected KVSTORE_* variables of a "
+                "Service named kvstore would be read as flags"
+            )
+
+        # Disruptions: the PDB keeps a quorum.
+        quorum = replicas // 2 + 1
+        pdbs = [
+            p
+            for p in by_kind.get("PodDisruptionBudget", [])
+            if matches(p["spec"].get("selector", {}).get("matchLabels"), labels)
+        ]
+        if not pdbs:
+            errors.append(f"{where}: no PodDisruptionBudget selects its pods")
+        for p in pdbs:
+            if p["spec"].get("minAvailable") != quorum:
+                errors.append(
+                    f"PodDisruptionBudget {p['metadata']['name']}: minAvailable is "
+                    f"{p['spec'].get('minAvailable')} but a quorum of {replicas} is {quorum}"
+                )
+
+        # Stopping: the grace period covers preStop, handover, drain, flush.
+        grace = int(env.get("KVSTORE_SHUTDOWN_GRACE_S") or 20)
+        pre_stop = container.get("lifecycle", {}).get("preStop", {}).get("sleep", {}).get("seconds", 0)
+        need = pre_stop + HANDOVER_S + grace + FLUSH_MARGIN_S
+        tgps = pod.get("terminationGracePeriodSeconds", 30)
+        if tgps < need:
+            errors.append(
+                f"{where}: terminationGracePeriodSeconds {tgps} is shorter than preStop {pre_stop} s + "
+                f"handover {HANDOVER_S} s + drain {grace} s + {FLUSH_MARGIN_S} s"
+            )
+
+        # Probes: readiness is the health service; liveness must not be.
+        ready = container.get("readinessProbe", {})
+        if "grpc" not in ready:
+            errors.append(f"{where}: the readiness probe must be the gRPC health service")
+        for probe in ("livenessProbe", "startupProbe"):
+            p = container.get(probe)
+            if p is None:
+                errors.append(f"{where}: no {probe}")
+            elif "grpc" in p and p["grpc"].get("service", "") in ("", "kvstore.v1.KV"):
+                errors.append(
+                    f"{where}: the {probe} asks the readiness health service, which is NOT_SERVING "
+                    "without a leader; it would restart nodes during an election"
+                )
+
+        # The data dir is a per-pod volume.
+        data_dir = env.get("KVSTORE_DATA_DIR")
+        mounts = {m["mountPath"].rstrip("/"): m["name"] for m in container.get("volumeMounts", [])}
+        claim = mounts.get((data_dir or "").rstrip("/"))
+        templates = {t["metadata"]["name"] for t in spec.get("volumeClaimTemplates", [])}
+        if claim is None:
+            errors.append(f"{where}: nothing is mounted at KVSTORE_DATA_DIR {data_dir!r}")
+        elif claim not in templates:
+            errors.append(f"{where}: the data dir volume {claim!r} is not a volumeClaimTemplate (one PVC per pod)")
+        if pod.get("securityContext", {}).get("fsGroup") is None:
+            errors.append(f"{where}: no fsGroup; a fresh volume would not be writable by the non-root user")
+
+        # Memory: the limit leaves room around sled's cache.
+        cache = int(env.get("KVSTORE_CACHE_MB") or 128)
+        limit = container.get("resources", {}).get("limits", {}).get("memory")
+        if limit is None:
+            errors.append(f"{where}: no memory limit")
+        elif mebibytes(limit) < 3 * cache:
+            errors.append(f"{where}: memory limit {limit} is under three times KVSTORE_CACHE_MB ({cache} MiB)")
+    return errors
+
+
+def main():
+    if len(sys.argv) != 2:
+        print(__doc__, file=sys.stderr)
+        return 2
+    with open(sys.argv[1], encoding="utf-8") as f:
+        docs = [d for d in yaml.safe_load_all(f) if d]
+    errors = check(docs)
+    for e in errors:
+        print(f"INVARIANT FAILED: {e}")
+    if not errors:
+        print(f"invariants hold: {sys.argv[1]}")
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,191 @@
+#!/usr/bin/env bash
+# Validates everything kvstore ships for Kubernetes, offline (PyPI is the
+# only network it uses, once, to install the pinned tools):
+#
+#   render      `kubectl kustomize` of every overlay in k8s/overlays/ and of
+#               the documented variants in .ci/k8s/fixtures/ (eks-nlb: the
+#               optional NLB component on; eks-five-members: the 5-member
+#               cluster of docs/eks.md)
+#   schema      kubernetes-validate --strict against each Kubernetes version
+#               in K8S_VERSIONS: unknown fields and wrong types fail
+#   warn        any WARN line of kubernetes-validate fails too: it exits 0
+#               for a kind it has no schema for (a typo in `kind:`)
+#   policy      checkov on the rendered manifests (skips only by annotation,
+#               each with its reason, in the manifests themselves)
+#   invariants  .ci/k8s/check_invariants.py: what kvstore itself needs
+#               (replica count = --replicas, PDB = quorum, grace period >
+#               handover + drain, readiness on gRPC health, ...)
+#   hadolint, checkov-dockerfile   on the Dockerfile (inline skips only)
+#   yamllint    on k8s/ and .ci/k8s/
+#
+# Then it feeds in the deliberately broken fixtures .ci/k8s/fixtures/broken-*
+# and exits non-zero unless each one fails at the gate its `expect` file
+# names: a validation that lets a broken manifest through is itself broken.
+#
+# Tools: kubectl (with its built-in kustomize) from the machine; the rest in
+# a venv this script makes (KVSTORE_K8S_VENV, default .ci/venv-k8s) from
+# .ci/k8s/requirements.txt. No plugin, schema or policy is downloaded at run
+# time (checkov runs with --skip-download).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+cd "$ROOT"
+VENV=${KVSTORE_K8S_VENV:-$ROOT/.ci/venv-k8s}
+REQ=$ROOT/.ci/k8s/requirements.txt
+FIXTURES=$ROOT/.ci/k8s/fixtures
+# The EKS version of k8s/eks/cluster.yaml, and the newest schemas that the
+# pinned kubernetes-validate carries (so the manifests keep validating on
+# the next upgrades).
+K8S_VERSIONS=(1.35.0 1.37.0)
+
+START=$(date +%s)
+say() { printf '[validate %3ss] %s\n' "$(( $(date +%s) - START ))" "$*"; }
+
+OUT=$(mktemp -d)
+trap 'rm -rf "$OUT"' EXIT
+
+# --- tools -----------------------------------------------------------------
+command -v kubectl >/dev/null || { echo "kubectl is not on PATH" >&2; exit 1; }
+if ! cmp -s "$REQ" "$VENV/.installed-requirements.txt" 2>/dev/null; then
+  say "installing pinned tools into $VENV"
+  rm -rf "$VENV"
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check --no-input -r "$REQ"
+  cp "$REQ" "$VENV/.installed-requirements.txt"
+fi
+BIN=$VENV/bin
+say "tools: $(kubectl version --client 2>/dev/null | head -n1), kubernetes-validate $("$BIN/kubernetes-validate" --version)," \
+  "checkov $("$BIN/checkov" --version), $("$BIN/hadolint" --version), $("$BIN/yamllint" --version)"
+# checkov must not phone home; these only matter if --skip-download were
+# ever dropped.
+export BC_SKIP_MAPPING=TRUE CHECKOV_SKIP_UPDATE_CHECK=1 LOG_LEVEL=WARNING
+
+# --- gates -----------------------------------------------------------------
+# Each gate writes $OUT/<name>.<gate>.log and, when it fails, appends the
+# gate's name to $OUT/<name>.failed.
+fail_gate() { echo "$2" >> "$OUT/$1.failed"; }
+
+gate_render() { # name dir
+  if ! kubectl kustomize "$2" > "$OUT/$1.yaml" 2> "$OUT/$1.render.log"; then
+    fail_gate "$1" render
+    return 1
+  fi
+}
+
+gate_schema() { # name
+  local v log="$OUT/$1.schema.log"
+  : > "$log"
+  for v in "${K8S_VERSIONS[@]}"; do
+    if ! "$BIN/kubernetes-validate" --strict --quiet -k "$v" "$OUT/$1.yaml" >> "$log" 2>&1; then
+      fail_gate "$1" schema
+    fi
+  done
+  if grep -q '^WARN' "$log"; then
+    cp "$log" "$OUT/$1.warn.log"
+    fail_gate "$1" warn
+  fi
+}
+
+gate_policy() { # name
+  "$BIN/checkov" --skip-download --quiet --compact --framework kubernetes \
+    -f "$OUT/$1.yaml" > "$OUT/$1.policy.log" 2>&1 || fail_gate "$1" policy
+}
+
+gate_invariants() { # name
+  "$BIN/python" "$ROOT/.ci/k8s/check_invariants.py" "$OUT/$1.yaml" \
+    > "$OUT/$1.invariants.log" 2>&1 || fail_gate "$1" invariants
+}
+
+gate_dockerfile() { # name path
+  "$BIN/hadolint" "$2" > "$OUT/$1.hadolint.log" 2>&1 || fail_gate "$1" hadolint
+  "$BIN/checkov" --skip-download --quiet --compact --framework dockerfile \
+    -f "$2" > "$OUT/$1.checkov-dockerfile.log" 2>&1 || fail_gate "$1" checkov-dockerfile
+}
+
+validate_kustomization() { # name dir
+  rm -f "$OUT/$1.failed"
+  gate_render "$1" "$2" || return 0
+  gate_schema "$1"
+  gate_policy "$1"
+  gate_invariants "$1"
+}
+
+show_failures() { # name
+  local gate
+  while read -r gate; do
+    echo "--- $1: $gate failed:"
+    if [ "$gate" = warn ]; then grep '^WARN' "$OUT/$1.warn.log"; else cat "$OUT/$1.$gate.log"; fi
+  done < <(sort -u "$OUT/$1.failed")
+}
+
+# --- what we ship must pass ------------------------------------------------
+problems=0
+passed=0
+targets=()
+for d in k8s/overlays/*/; do targets+=("overlay-$(basename "$d")=$d"); done
+# Fixtures that are not broken-* are variants we document and must pass too.
+for d in "$FIXTURES"/*/; do
+  case $(basename "$d") in broken-*) ;; *) targets+=("fixture-$(basename "$d")=$d") ;; esac
+done
+for t in "${targets[@]}"; do
+  name=${t%%=*} dir=${t#*=}
+  validate_kustomization "$name" "$dir"
+  if [ -s "$OUT/$name.failed" ]; then
+    show_failures "$name"
+    problems=$((problems + 1))
+  else
+    passed=$((passed + 1))
+    say "ok: ${dir#"$ROOT"/} ($(grep -c '^kind:' "$OUT/$name.yaml") objects; schema ${K8S_VERSIONS[*]}, policy, invariants)"
+  fi
+done
+
+rm -f "$OUT/dockerfile.failed"
+gate_dockerfile dockerfile "$ROOT/Dockerfile"
+if [ -s "$OUT/dockerfile.failed" ]; then
+  show_failures dockerfile
+  problems=$((problems + 1))
+else
+  passed=$((passed + 1))
+  say "ok: Dockerfile (hadolint, checkov)"
+fi
+
+if "$BIN/yamllint" --strict -c "$ROOT/.ci/k8s/yamllint.yaml" k8s .ci/k8s > "$OUT/yamllint.log" 2>&1; then
+  passed=$((passed + 1))
+  say "ok: yamllint k8s/ .ci/k8s/"
+else
+  echo "--- yamllint failed:"
+  cat "$OUT/yamllint.log"
+  problems=$((problems + 1))
+fi
+
+# --- what is broken must fail, at the expected gate ------------------------
+for dir in "$FIXTURES"/broken-*/; do
+  name=$(basename "$dir")
+  rm -f "$OUT/$name.failed"
+  if [ -f "$dir/kustomization.yaml" ]; then
+    validate_kustomization "$name" "$dir"
+  else
+    gate_dockerfile "$name" "$dir/Dockerfile"
+  fi
+  ok=1
+  while read -r gate expected; do
+    [ -n "$gate" ] || continue
+    if ! grep -qx "$gate" "$OUT/$name.failed" 2>/dev/null; then
+      echo "--- $name: the $gate gate did NOT fail on this deliberately broken input"
+      ok=0
+    elif ! grep -qF -- "$expected" "$OUT/$name.$gate.log"; then
+      echo "--- $name: the $gate gate failed, but without \"$expected\":"
+      cat "$OUT/$name.$gate.log"
+      ok=0
+    fi
+  done < "$dir/expect"
+  if [ "$ok" = 1 ]; then
+    passed=$((passed + 1))
+    say "ok: $name is rejected ($(sort -u "$OUT/$name.failed" | paste -sd, -))"
+  else
+    problems=$((problems + 1))
+  fi
+done
+
+say "k8s validation: $passed passed, $problems failed"
+[ "$problems" = 0 ]
