@@ -129,7 +129,7 @@ fn cluster_in_a_box() {
     assert_eq!(after.data_dir, before.data_dir, "same data dir: its volume");
     let log = wait("kvstore-1 serving again", Duration::from_secs(30), || {
         let log = std::fs::read_to_string(&after.log).ok()?;
-        (log.matches("serving").count() >= 2).then_some(log)
+        (log.matches("restored replication state").count() >= 2).then_some(log)
     });
     // The second start restored a non-empty log from its own volume.
     let restored = log

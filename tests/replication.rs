@@ -236,3 +236,52 @@ fn frozen_nodes_follow_the_quorum() {
             .expect("read");
     assert_eq!(got.kv.expect("kv").value, Bytes::from("ok"));
 }
+
+/// A watch on a follower sees every change made through the leader, in
+/// revision order.
+#[test]
+fn watch_on_a_follower_sees_the_leaders_writes() {
+    let c = BoxCluster::start(3, &[], Duration::from_millis(1000));
+    let _in = c.rt.enter();
+    c.wait("kvstore-0 to lead", Duration::from_secs(30), |c| {
+        c.leader().filter(|l| l.0 == 0)
+    });
+    let mut follower = Client::new(
+        &[c.endpoints[2].clone()],
+        RetryPolicy::default(),
+        Duration::from_secs(5),
+    )
+    .expect("client");
+    let mut stream =
+        c.rt.block_on(follower.watch(kvstore::proto::kv::WatchRequest {
+            key: Bytes::from("w/"),
+            prefix: true,
+            ..Default::default()
+        }))
+        .expect("watch on kvstore-2");
+    let mut leader = Client::new(
+        &[c.endpoints[0].clone()],
+        RetryPolicy::default(),
+        Duration::from_secs(5),
+    )
+    .expect("client");
+    let mut revisions = Vec::new();
+    for i in 0..50 {
+        let resp =
+            c.rt.block_on(leader.put(format!("w/{i}"), format!("{i}")))
+                .expect("put");
+        revisions.push(resp.header.expect("header").revision);
+    }
+    let mut seen = Vec::new();
+    while seen.len() < revisions.len() {
+        let msg =
+            c.rt.block_on(async {
+                tokio::time::timeout(Duration::from_secs(10), stream.message()).await
+            })
+            .expect("the follower's watch stalled")
+            .expect("stream")
+            .expect("stream open");
+        seen.extend(msg.events.iter().map(|e| e.revision));
+    }
+    assert_eq!(seen, revisions);
+}

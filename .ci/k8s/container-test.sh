@@ -59,18 +59,30 @@ fi
 # plugin; clients before 23 (Debian bookworm's docker.io, 20.10) have it
 # built in behind DOCKER_BUILDKIT=1. The legacy builder would run every
 # stage, including the Rust builder whose base image cannot be pulled here.
-BUILD=()
-if docker buildx version >/dev/null 2>&1; then
-  BUILD=(docker buildx build --load)
-else
+# (With buildx, the local base image is found only by a builder of the
+# "docker" driver, the default one.)
+find_builder() {
+  BUILD=()
+  if docker buildx version >/dev/null 2>&1; then
+    BUILD=(docker buildx build --load)
+    return
+  fi
+  local cli v
   for cli in docker /usr/bin/docker /usr/local/bin/docker; do
     command -v "$cli" >/dev/null 2>&1 || continue
     v=$("$cli" version --format '{{.Client.Version}}' 2>/dev/null || true)
     if [ -n "$v" ] && [ "${v%%.*}" -lt 23 ] 2>/dev/null; then
       BUILD=(env DOCKER_BUILDKIT=1 "$cli" build)
-      break
+      return
     fi
   done
+}
+find_builder
+if [ ${#BUILD[@]} -eq 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 &&
+   apt-cache show docker-buildx >/dev/null 2>&1; then
+  say "installing Debian's docker-buildx (the Dockerfile needs BuildKit)"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-buildx >/dev/null
+  find_builder
 fi
 if [ ${#BUILD[@]} -eq 0 ]; then
   die "no BuildKit builder: install the docker buildx plugin (the legacy builder cannot skip the Rust stage)"
