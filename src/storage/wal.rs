@@ -282,6 +282,9 @@ pub struct Wal {
 }
 
 const SEGMENT_SUFFIX: &str = ".wal";
+/// Larger than any record can be (an entry is at most a request message);
+/// a length beyond it is damage, not a record.
+const MAX_RECORD_BYTES: usize = 256 << 20;
 
 fn segment_name(seq: u64) -> String {
     format!("{seq:016x}{SEGMENT_SUFFIX}")
@@ -329,6 +332,10 @@ fn replay_segment(path: &Path, state: &mut WalState) -> Result<(u64, Option<Stri
         }
         let len = u32::from_le_bytes(header[..4].try_into().expect("4 bytes")) as usize;
         let crc = u32::from_le_bytes(header[4..].try_into().expect("4 bytes"));
+        if len > MAX_RECORD_BYTES {
+            // No record is this large: the header itself is damaged.
+            return Ok((offset, Some(format!("record length {len} is impossible"))));
+        }
         let mut payload = vec![0u8; len];
         if read_full(&mut reader, &mut payload).map_err(io_err(path))? < len {
             return Ok((offset, Some("torn record".into())));
