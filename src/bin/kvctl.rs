@@ -112,8 +112,14 @@ enum Cmd {
         #[arg(long, default_value_t = 0)]
         count: u64,
     },
-    /// Show every endpoint's node as a table.
-    Status,
+    /// Show every node as a table: the endpoints given, and the peers they
+    /// report (at the addresses they resolve them to).
+    Status {
+        /// Only ask the endpoints given (through a port-forward the peers'
+        /// pod addresses are not reachable).
+        #[arg(long)]
+        no_follow: bool,
+    },
     /// Move leadership to the member with this ordinal.
     TransferLeader { ordinal: u32 },
 }
@@ -405,40 +411,55 @@ async fn main() -> ExitCode {
                 }
             }
         }
-        Cmd::Status => {
-            // Ask every endpoint given, and every peer they report (by the
-            // client address each node resolves its peers to), so one
-            // endpoint is enough to see the whole cluster.
-            let mut queue: Vec<String> = client.endpoints().to_vec();
-            let mut rows: Vec<(String, Result<StatusResponse, ClientError>)> = Vec::new();
-            let mut names = std::collections::BTreeSet::new();
-            let mut i = 0;
-            while i < queue.len() && i < 64 {
-                let endpoint = queue[i].clone();
-                i += 1;
-                let one = match Client::new(
-                    std::slice::from_ref(&endpoint),
-                    policy,
-                    Duration::from_secs(3),
-                ) {
-                    Ok(c) => c,
-                    Err(e) => {
-                        rows.push((endpoint, Err(e)));
-                        continue;
-                    }
+        Cmd::Status { no_follow } => {
+            // Ask every endpoint given; then, unless told not to, every peer
+            // they report that was not seen yet (by the client address each
+            // node resolves it to), so one endpoint shows the whole cluster.
+            let query = |endpoint: String, timeout: Duration| async move {
+                let result = match Client::new(std::slice::from_ref(&endpoint), policy, timeout) {
+                    Ok(one) => one.status_of(0).await,
+                    Err(e) => Err(e),
                 };
-                let result = one.status_of(0).await;
-                if let Ok(s) = &result {
-                    if !names.insert(s.name.clone()) {
-                        continue;
-                    }
-                    for p in &s.peers {
-                        if !p.client_address.is_empty() && !queue.contains(&p.client_address) {
-                            queue.push(p.client_address.clone());
+                (endpoint, result)
+            };
+            let given = client.endpoints().to_vec();
+            let mut rows: Vec<(String, Result<StatusResponse, ClientError>)> =
+                futures::future::join_all(
+                    given
+                        .iter()
+                        .map(|e| query(e.clone(), Duration::from_secs(3))),
+                )
+                .await;
+            let mut names: std::collections::BTreeSet<String> = rows
+                .iter()
+                .filter_map(|(_, r)| r.as_ref().ok().map(|s| s.name.clone()))
+                .collect();
+            if !no_follow {
+                let mut follow = Vec::new();
+                for (_, r) in &rows {
+                    if let Ok(s) = r {
+                        for p in &s.peers {
+                            if !names.contains(&p.name)
+                                && !p.client_address.is_empty()
+                                && !follow.contains(&p.client_address)
+                            {
+                                follow.push(p.client_address.clone());
+                            }
                         }
                     }
                 }
-                rows.push((endpoint, result));
+                let followed = futures::future::join_all(
+                    follow.into_iter().map(|e| query(e, Duration::from_secs(1))),
+                )
+                .await;
+                for (e, r) in followed {
+                    if let Ok(s) = &r {
+                        if !names.insert(s.name.clone()) {
+                            continue;
+                        }
+                    }
+                    rows.push((e, r));
+                }
             }
             if rows.iter().all(|(_, r)| r.is_err()) {
                 let last = rows

@@ -117,6 +117,8 @@ fn connect_failed(status: &Status) -> bool {
         || text.contains("Connection refused")
         || text.contains("connect timed out")
         || text.contains("error trying to connect")
+        || text.contains("dns error")
+        || text.contains("failed to lookup address")
 }
 
 /// When to retry.
@@ -164,7 +166,7 @@ fn normalize(endpoint: &str) -> String {
 fn retryable(status: &Status) -> bool {
     matches!(
         status.code(),
-        Code::Unavailable | Code::Unknown | Code::Cancelled
+        Code::Unavailable | Code::Unknown | Code::Cancelled | Code::DeadlineExceeded
     ) || (status.code() == Code::Internal && status.message().contains("transport"))
 }
 
@@ -249,7 +251,13 @@ impl Client {
         let mut attempts = 0usize;
         loop {
             attempts += 1;
-            match call(self.kv()).await {
+            // Bound each attempt as a whole: a name lookup is not covered by
+            // the channel's own timeouts.
+            let attempt = match tokio::time::timeout(self.request_timeout, call(self.kv())).await {
+                Ok(result) => result,
+                Err(_) => Err(Status::deadline_exceeded("the request timed out")),
+            };
+            match attempt {
                 Ok(resp) => return Ok(resp.into_inner()),
                 Err(status) => {
                     let can_retry = retryable(&status)

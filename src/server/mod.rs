@@ -28,8 +28,13 @@ pub use validate::Limits;
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/kvstore_descriptor.bin"));
 
-/// The health service name of the KV API.
+/// The health service name of the KV API: SERVING when the node knows a
+/// leader and has applied close to the commit index (readiness).
 pub const KV_SERVICE_NAME: &str = "kvstore.v1.KV";
+/// A health service name that is SERVING whenever the process serves at all
+/// (liveness and start-up probes): an election or a quorum loss must not get
+/// pods restarted.
+pub const LIVENESS_SERVICE_NAME: &str = "kvstore.liveness";
 
 /// How the client server behaves.
 #[derive(Clone)]
@@ -69,6 +74,9 @@ pub async fn serve_clients(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
     let (reporter, health) = tonic_health::server::health_reporter();
+    reporter
+        .set_service_status(LIVENESS_SERVICE_NAME, ServingStatus::Serving)
+        .await;
     tokio::spawn(track_health(reporter, node.clone(), opts.ready_lag));
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
