@@ -18,7 +18,7 @@ mod support;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use kvstore::raft::{Config, NodeId};
+use kvstore::raft::{Config, NodeId, Voting};
 use support::raft_cluster::{Cluster, NetConfig};
 
 /// Ticks of random schedule per seed, before the final convergence.
@@ -48,10 +48,29 @@ fn run_schedule(voters: u32, seed: u64, trace: bool) -> (usize, u64) {
         "seed {seed}: {voters} members, {:?}, fault rate {fault_rate}",
         c.netcfg
     ));
-    let f = (voters - 1) / 2;
+    c.snapshot_failure = [0.0, 0.2][c.rng.below(2) as usize];
     for _ in 0..SCHEDULE_TICKS {
         c.tick();
-        c.deliver_all();
+        // Deliver one message at a time, and let faults strike between any
+        // two deliveries, not only between ticks.
+        let mut delivered = 0;
+        while delivered < 10_000 && c.deliver_next() {
+            delivered += 1;
+            if let Some(n) = c.crash_leader_after {
+                if n == 0 {
+                    c.crash_leader_after = None;
+                    if let Some(l) = c.leader() {
+                        c.log(format!("t{}: crash leader {l}", c.now));
+                        c.crash(l, true);
+                    }
+                } else {
+                    c.crash_leader_after = Some(n - 1);
+                }
+            }
+            if c.chance(fault_rate / 8.0) {
+                inject_fault(&mut c, voters);
+            }
+        }
         // Client load.
         let proposals = c.rng.below(4);
         for _ in 0..proposals {
@@ -68,72 +87,98 @@ fn run_schedule(voters: u32, seed: u64, trace: bool) -> (usize, u64) {
             }
         }
         c.deliver_all();
-        if !c.chance(fault_rate) {
-            continue;
-        }
-        let down: Vec<NodeId> = (0..voters).filter(|&i| !c.is_up(i)).collect();
-        let pick = c.rng.below(u64::from(voters)) as NodeId;
-        match c.rng.below(9) {
-            0 | 1 => {
-                if (down.len() as u32) < f || c.chance(0.2) {
-                    let notice = c.chance(0.7);
-                    c.log(format!("t{}: crash {pick}", c.now));
-                    c.crash(pick, notice);
-                }
-            }
-            2 => {
-                if let Some(&d) = down.first() {
-                    c.log(format!("t{}: restart {d}", c.now));
-                    c.restart(d);
-                }
-            }
-            3 => {
-                // Lose a volume only while every other member is a voter and
-                // up, so that the cluster can still recover it.
-                let others_ok = (0..voters).all(|i| {
-                    i == pick
-                        || (c.is_up(i)
-                            && !c.nodes[i as usize].wiped
-                            && c.core(i).voting() == kvstore::raft::Voting::Enabled)
-                });
-                if others_ok && !c.nodes[pick as usize].wiped {
-                    c.log(format!("t{}: wipe {pick}", c.now));
-                    c.wipe(pick);
-                }
-            }
-            4 => {
-                c.log(format!("t{}: isolate {pick}", c.now));
-                c.isolate(pick);
-            }
-            5 => {
-                let other = (pick + 1 + c.rng.below(u64::from(voters - 1)) as NodeId) % voters;
-                c.log(format!("t{}: partition {{{pick}, {other}}}", c.now));
-                c.partition(&[pick, other]);
-            }
-            6 => {
-                c.log(format!("t{}: heal", c.now));
-                c.heal();
-            }
-            7 => {
-                if let Some(l) = c.leader() {
-                    c.log(format!("t{}: transfer {l} -> {pick}", c.now));
-                    let core = c.nodes[l as usize].core.as_mut().expect("leader is up");
-                    let _ = core.transfer_leadership(pick);
-                    c.process_ready(l);
-                }
-            }
-            _ => {
-                for id in 0..voters {
-                    if c.is_up(id) && c.core(id).log().entries().len() > 24 {
-                        c.compact(id);
-                    }
-                }
-            }
+        if c.chance(fault_rate) {
+            inject_fault(&mut c, voters);
         }
     }
     c.log(format!("t{}: converge", c.now));
     c.converge_and_check(3_000);
     (c.acked.len(), c.reads_served)
+}
+
+/// One random fault: a crash (peers may or may not see the reset), a
+/// restart, a lost volume, a partition, a heal, a spurious connection reset,
+/// a leadership transfer, or log compaction.
+fn inject_fault(c: &mut Cluster, voters: u32) {
+    let f = (voters - 1) / 2;
+    let down: Vec<NodeId> = (0..voters).filter(|&i| !c.is_up(i)).collect();
+    let pick = c.rng.below(u64::from(voters)) as NodeId;
+    match c.rng.below(10) {
+        0 | 1 => {
+            if (down.len() as u32) < f || c.chance(0.2) {
+                let notice = c.chance(0.7);
+                c.log(format!("t{}: crash {pick}", c.now));
+                c.crash(pick, notice);
+            }
+        }
+        2 => {
+            if let Some(&d) = down.first() {
+                c.log(format!("t{}: restart {d}", c.now));
+                c.restart(d);
+            }
+        }
+        3 => {
+            // Lose a volume only while every other member is a voter and up,
+            // so that the cluster can still recover it.
+            let others_ok = (0..voters).all(|i| {
+                i == pick
+                    || (c.is_up(i)
+                        && !c.nodes[i as usize].wiped
+                        && c.core(i).voting() == Voting::Enabled)
+            });
+            if others_ok && !c.nodes[pick as usize].wiped {
+                c.log(format!("t{}: wipe {pick}", c.now));
+                c.wipe(pick);
+                // Often crash the leader soon after, while the wiped member is
+                // still catching up: the moment its vote must not count yet.
+                if c.chance(0.5) {
+                    c.crash_leader_after = Some(1 + c.rng.below(40) as u32);
+                }
+            }
+        }
+        4 => {
+            if c.chance(0.5) {
+                c.log(format!("t{}: isolate {pick}", c.now));
+                c.isolate(pick);
+            } else {
+                // One direction only: the member falls behind but can still
+                // answer (and be asked).
+                let from = c.leader().unwrap_or(pick);
+                if from != pick {
+                    c.block(from, pick);
+                }
+            }
+        }
+        5 => {
+            let other = (pick + 1 + c.rng.below(u64::from(voters - 1)) as NodeId) % voters;
+            c.log(format!("t{}: partition {{{pick}, {other}}}", c.now));
+            c.partition(&[pick, other]);
+        }
+        6 => {
+            c.log(format!("t{}: heal", c.now));
+            c.heal();
+        }
+        7 => {
+            let peer = (pick + 1 + c.rng.below(u64::from(voters - 1)) as NodeId) % voters;
+            c.log(format!("t{}: spurious reset {pick} -x- {peer}", c.now));
+            c.spurious_disconnect(pick, peer);
+        }
+        8 => {
+            if let Some(l) = c.leader() {
+                c.log(format!("t{}: transfer {l} -> {pick}", c.now));
+                let core = c.nodes[l as usize].core.as_mut().expect("leader is up");
+                let _ = core.transfer_leadership(pick);
+                c.process_ready(l);
+            }
+        }
+        _ => {
+            for id in 0..voters {
+                if c.is_up(id) && c.core(id).log().entries().len() > 24 {
+                    c.compact(id);
+                }
+            }
+        }
+    }
 }
 
 fn seeds() -> u64 {

@@ -11,7 +11,7 @@ use super::raft_loop::Input;
 use super::{WatchBatch, WriteResult};
 use crate::error::{Error, Result};
 use crate::raft::Entry;
-use crate::state::snapshot::{FrozenSnapshot, SnapshotWriter};
+use crate::state::snapshot::SnapshotWriter;
 use crate::state::{KvState, StateError};
 
 /// Work for the apply thread, in log order.
@@ -21,14 +21,11 @@ pub enum ApplyMsg {
     /// Make a received snapshot the state.
     Install {
         writer: SnapshotWriter,
+        expected: crate::raft::SnapshotMeta,
         done: std::sync::mpsc::Sender<Result<u64, StateError>>,
     },
     /// Make the applied state durable, then report the applied index.
     Checkpoint,
-    /// Copy the state for sending as a snapshot.
-    Freeze {
-        done: oneshot::Sender<Result<FrozenSnapshot, StateError>>,
-    },
     /// Finish: make everything durable and stop.
     Stop,
 }
@@ -99,8 +96,15 @@ impl Applier {
         while let Ok(msg) = self.rx.recv() {
             match msg {
                 ApplyMsg::Entries(entries) => self.apply(entries)?,
-                ApplyMsg::Install { writer, done } => {
-                    let result = self.state.finish_install(writer).map(|meta| meta.index);
+                ApplyMsg::Install {
+                    writer,
+                    expected,
+                    done,
+                } => {
+                    let result = self
+                        .state
+                        .finish_install(writer, expected)
+                        .map(|meta| meta.index);
                     if let Ok(index) = result {
                         self.waiters.fail_through(index);
                         self.applied.send_replace(index);
@@ -108,6 +112,7 @@ impl Applier {
                             first_index: index,
                             last_index: index,
                             revisions: Vec::new(),
+                            reset: true,
                         }));
                     }
                     let _ = done.send(result);
@@ -115,9 +120,6 @@ impl Applier {
                 ApplyMsg::Checkpoint => {
                     self.state.checkpoint()?;
                     let _ = self.inbox.send(Input::Checkpointed(self.state.applied().0));
-                }
-                ApplyMsg::Freeze { done } => {
-                    let _ = done.send(self.state.freeze_snapshot());
                 }
                 ApplyMsg::Stop => break,
             }
@@ -153,6 +155,7 @@ impl Applier {
             first_index,
             last_index,
             revisions,
+            reset: false,
         }));
         if !self.cluster_recorded {
             self.record_cluster_id()?;

@@ -202,6 +202,9 @@ pub struct WatchBatch {
     pub last_index: u64,
     /// The revisions in the batch that changed keys, with their events.
     pub revisions: Vec<(u64, Vec<Event>)>,
+    /// A snapshot replaced the state: its changes are only in the stored
+    /// history, and watchers must read them from there.
+    pub reset: bool,
 }
 
 struct Shared {

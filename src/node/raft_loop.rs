@@ -321,7 +321,11 @@ impl RaftLoop {
                 })?;
                 let (tx, rx) = std::sync::mpsc::channel();
                 self.apply_tx
-                    .send(ApplyMsg::Install { writer, done: tx })
+                    .send(ApplyMsg::Install {
+                        writer,
+                        expected: meta,
+                        done: tx,
+                    })
                     .map_err(|_| Fatal::ApplierGone)?;
                 let installed = rx.recv().map_err(|_| Fatal::ApplierGone)??;
                 if installed != meta.index {
@@ -448,11 +452,25 @@ impl RaftLoop {
     /// from the log instead of by snapshot. Past four times the limits the
     /// log is compacted regardless.
     fn compaction_target(&self, applied: u64) -> u64 {
-        let target = applied.saturating_sub(self.compaction.keep_entries);
+        let log = self.core.log();
+        // Keep at most `keep_entries` entries and half the byte limit of
+        // entry data after the compaction point (large values would
+        // otherwise keep gigabytes in memory).
+        let mut kept_bytes = 0u64;
+        let mut byte_bound = log.snapshot().index;
+        for e in log.entries().iter().rev() {
+            kept_bytes += e.data.len() as u64;
+            if kept_bytes > self.compaction.max_bytes / 2 {
+                byte_bound = e.index;
+                break;
+            }
+        }
+        let target = applied
+            .saturating_sub(self.compaction.keep_entries)
+            .max(byte_bound.min(applied));
         if self.core.role() != Role::Leader {
             return target;
         }
-        let log = self.core.log();
         let oversized = log.entries().len() as u64 > 4 * self.compaction.max_entries
             || log.data_bytes() > 4 * self.compaction.max_bytes;
         if oversized {

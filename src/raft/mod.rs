@@ -70,12 +70,16 @@
 //! * **Fast failure detection.** When a leader's process dies, the kernel
 //!   resets its connections at once. The transport reports that as
 //!   [`RaftNode::peer_disconnected`]; a follower whose *leader's* connection
-//!   reset forgets the leader (dropping the lease) and campaigns after
-//!   `1 + n * fast_election_stagger_ticks` ticks instead of a whole timeout.
-//!   This is safe because it still goes through pre-vote: if the leader is
-//!   in fact alive, the peers that still hear it refuse. A silent failure (a
-//!   partition, a frozen process) resets nothing and falls back to the
-//!   election timeout.
+//!   reset forgets the leader (dropping the lease) and, for one election
+//!   timeout, is in *fast mode*: it campaigns after
+//!   `1 + n * fast_election_stagger_ticks` ticks instead of a whole timeout
+//!   (and again as soon if its pre-vote fails), and it refuses the pre-vote
+//!   of a higher ordinal whose log is no further ahead than its own, so that
+//!   the lowest live ordinal is the one that wins. This is safe because it
+//!   still goes through pre-vote and ordinary votes: if the leader is in fact
+//!   alive, the peers that still hear it refuse; and refusing a pre-vote
+//!   changes no state. A silent failure (a partition, a frozen process)
+//!   resets nothing and falls back to the election timeout.
 //! * **Voting** (§5.2, §5.4.1). A member grants at most one vote per term,
 //!   only to a candidate whose log is at least as up to date as its own
 //!   (higher last term, or same last term and at least as long). The vote is
@@ -145,11 +149,15 @@
 //!
 //! * If **all** logs are empty, nothing was ever committed: this is a new
 //!   cluster and the member may vote.
-//! * Otherwise it waits ([`Voting::AwaitingLeader`]) until it holds a
-//!   committed entry of the current leader's term, that term being at least
-//!   the highest term any peer reported. That leader holds every entry
-//!   committed before its term (leader completeness), so by then the member's
-//!   log holds every entry it could have acknowledged before the loss.
+//! * Otherwise it waits ([`Voting::AwaitingLeader`]) for a leader whose term
+//!   is at least the highest term any peer reported, and votes again once
+//!   its commit index has reached (a) the commit index that leader announced
+//!   to it (in an append or heartbeat) and (b) an entry of that leader's
+//!   term. (b) covers every entry committed before that term (leader
+//!   completeness); (a) covers entries committed in that term with this
+//!   member's acknowledgement before the loss, which the leader's commit
+//!   index already included. By then the member's log holds every entry it
+//!   could have helped commit.
 //! * In both cases the member records a vote for itself in the highest
 //!   reported term. Every term in which it could have voted before the loss
 //!   is known to the candidate it voted for, so it is at most that highest
@@ -181,7 +189,11 @@
 //!   more simultaneous volume losses than the rules above can absorb (a
 //!   majority of volumes lost loses data, as in any Raft).
 //! * Byzantine peers. Peers are trusted; the transport rejects messages from
-//!   another cluster, nothing more.
+//!   another cluster, nothing more. (Messages that could only come from a
+//!   broken peer — appends with non-contiguous entries, a second leader in
+//!   one term — are dropped rather than allowed to bring a member down.)
+//! * A TimeoutNow that arrives after its transfer was abandoned still makes
+//!   the target campaign; that costs an election, never safety.
 
 mod log;
 mod node;

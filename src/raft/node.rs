@@ -129,6 +129,15 @@ pub struct RaftNode {
     transferee: Option<(NodeId, u32)>,
     /// Replies to our fresh probes (term, empty log), while awaiting peers.
     fresh_replies: BTreeMap<NodeId, (Term, bool)>,
+    /// While awaiting a leader: the highest commit index a leader of a
+    /// recent enough term told us in an append. Our log must reach it before
+    /// we vote: it covers every entry committed with our help before the
+    /// volume was lost.
+    fresh_catch_up: Option<Index>,
+    /// Ticks left in fast-failover mode (the leader's connection reset):
+    /// campaign after a short, ordinal-staggered delay, and leave the field to
+    /// a lower ordinal with a log at least as up to date.
+    fast_election: u32,
     probe_elapsed: u32,
     read_round: u64,
     reads_unassigned: Vec<u64>,
@@ -173,6 +182,8 @@ impl RaftNode {
             quorum_elapsed: 0,
             transferee: None,
             fresh_replies: BTreeMap::new(),
+            fresh_catch_up: None,
+            fast_election: 0,
             probe_elapsed: 0,
             read_round: 0,
             reads_unassigned: Vec::new(),
@@ -274,6 +285,7 @@ impl RaftNode {
             Role::Leader => self.tick_leader(),
             _ => {
                 self.election_elapsed += 1;
+                self.fast_election = self.fast_election.saturating_sub(1);
                 if self.voting == Voting::Enabled && self.election_elapsed >= self.election_timeout
                 {
                     self.pre_campaign();
@@ -434,8 +446,9 @@ impl RaftNode {
         match self.role {
             Role::Follower if self.leader == Some(peer) && self.voting == Voting::Enabled => {
                 self.leader = None;
+                self.fast_election = self.cfg.election_ticks;
                 self.election_elapsed = 0;
-                self.election_timeout = 1 + self.cfg.id * self.cfg.fast_election_stagger_ticks;
+                self.reset_election_timeout();
             }
             Role::Leader => {
                 if let Some(pr) = self.progress.get_mut(&peer) {
@@ -542,6 +555,17 @@ impl RaftNode {
             return;
         }
 
+        let from_a_leader = matches!(
+            msg.body,
+            Body::Append { .. } | Body::Heartbeat { .. } | Body::Snapshot { .. }
+        );
+        if from_a_leader && self.role == Role::Leader {
+            // Another leader in our term: impossible in Raft (the simulation
+            // checks it never happens). A message claiming it is a bug or a
+            // misdirected peer; it must not bring this member down.
+            return;
+        }
+
         match msg.body {
             Body::PreVote {
                 last_index,
@@ -582,11 +606,24 @@ impl RaftNode {
                 entries,
                 commit,
             } => {
+                let contiguous = entries
+                    .iter()
+                    .enumerate()
+                    .all(|(i, e)| e.index == prev_index + 1 + i as Index);
+                if !contiguous {
+                    // Malformed: never sent by a correct leader.
+                    return;
+                }
                 self.follow(msg.from);
                 self.on_append(msg.from, prev_index, prev_term, &entries, commit);
             }
-            Body::Heartbeat { commit, read_round } => {
+            Body::Heartbeat {
+                commit,
+                leader_commit,
+                read_round,
+            } => {
                 self.follow(msg.from);
+                self.note_leader_commit(leader_commit);
                 let last = self.log.last_index();
                 self.log.commit_to(commit.min(last));
                 let voter = self.check_caught_up();
@@ -736,6 +773,10 @@ impl RaftNode {
     }
 
     fn reset_election_timeout(&mut self) {
+        if self.fast_election > 0 {
+            self.election_timeout = 1 + self.cfg.id * self.cfg.fast_election_stagger_ticks;
+            return;
+        }
         let jitter = self
             .rng
             .below(u64::from(self.cfg.election_jitter_ticks) + 1) as u32;
@@ -764,13 +805,7 @@ impl RaftNode {
 
     /// A leader of our term spoke: follow it.
     fn follow(&mut self, leader: NodeId) {
-        assert!(
-            self.role != Role::Leader,
-            "two leaders in term {}: {} and {}",
-            self.term,
-            self.cfg.id,
-            leader
-        );
+        self.fast_election = 0;
         if self.role != Role::Follower || self.leader != Some(leader) {
             let term = self.term;
             self.become_follower(term, Some(leader));
@@ -832,9 +867,20 @@ impl RaftNode {
     }
 
     fn on_pre_vote(&mut self, from: NodeId, term: Term, last_index: Index, last_term: Term) {
+        // Just after the leader's connection reset, a lower ordinal that
+        // could win as well leaves the field to itself: the lowest live
+        // ordinal leads. (Bounded by `fast_election`; pre-votes change no
+        // state, so this only decides who wins.)
+        let candidate_ahead = last_term > self.log.last_term()
+            || (last_term == self.log.last_term() && last_index > self.log.last_index());
+        let defer_to_self = self.fast_election > 0
+            && from > self.cfg.id
+            && self.voting == Voting::Enabled
+            && !candidate_ahead;
         let grant = term > self.term
             && self.voting == Voting::Enabled
             && !self.in_lease()
+            && !defer_to_self
             && self.log.is_up_to_date(last_index, last_term);
         let reply_term = if grant { term } else { self.term };
         self.send(from, reply_term, Body::PreVoteResponse { granted: grant });
@@ -856,6 +902,7 @@ impl RaftNode {
     }
 
     fn become_leader(&mut self) {
+        self.fast_election = 0;
         self.role = Role::Leader;
         self.leader = Some(self.cfg.id);
         self.votes.clear();
@@ -885,6 +932,7 @@ impl RaftNode {
         commit: Index,
     ) {
         let term = self.term;
+        self.note_leader_commit(commit);
         let result = if prev_index < self.log.commit() {
             AppendResult::Accepted {
                 match_index: self.log.commit(),
@@ -1050,6 +1098,7 @@ impl RaftNode {
                 term,
                 Body::Heartbeat {
                     commit: capped,
+                    leader_commit: commit,
                     read_round: round,
                 },
             );
@@ -1136,17 +1185,35 @@ impl RaftNode {
         self.fresh_replies.clear();
     }
 
-    /// A member awaiting a leader may vote once it holds a committed entry of
-    /// the current leader's term: then it holds every entry committed before
-    /// that term, including any it acknowledged before its volume was lost.
+    /// Records, while awaiting a leader, the commit index a leader of a recent
+    /// enough term announced.
+    fn note_leader_commit(&mut self, leader_commit: Index) {
+        if let Voting::AwaitingLeader { min_term } = self.voting {
+            if self.term >= min_term {
+                self.fresh_catch_up = Some(
+                    self.fresh_catch_up
+                        .map_or(leader_commit, |c| c.max(leader_commit)),
+                );
+            }
+        }
+    }
+
+    /// A member awaiting a leader may vote once its commit index has reached
+    /// the commit index a leader (of a term at least `min_term`) announced in
+    /// an append, and is an entry of the current term. The first covers
+    /// entries committed with this member's acknowledgement in that leader's
+    /// own term; the second every entry committed before the current term.
     /// Returns whether this member may vote.
     fn check_caught_up(&mut self) -> bool {
         if let Voting::AwaitingLeader { min_term } = self.voting {
+            let commit = self.log.commit();
             if self.leader.is_some()
                 && self.term >= min_term
-                && self.log.term(self.log.commit()) == Some(self.term)
+                && self.fresh_catch_up.is_some_and(|c| commit >= c)
+                && self.log.term(commit) == Some(self.term)
             {
                 self.voting = Voting::Enabled;
+                self.fresh_catch_up = None;
             }
         }
         self.voting == Voting::Enabled

@@ -60,7 +60,9 @@ impl Progress {
             stalled_ticks: 0,
             silent_ticks: 0,
             sent_commit: 0,
-            voter: true,
+            // Unknown until it answers: no leadership is handed to a member
+            // that has not said it may vote.
+            voter: false,
             healthy_ticks: 0,
             read_round: 0,
         }

@@ -151,6 +151,9 @@ pub enum Body {
     Heartbeat {
         /// min(leader commit, follower's match index).
         commit: Index,
+        /// The leader's own commit index (not to commit by: a member with a
+        /// new data dir must catch up to it before it votes).
+        leader_commit: Index,
         /// The read-index round this heartbeat confirms (0: none).
         read_round: u64,
     },

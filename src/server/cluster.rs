@@ -82,6 +82,10 @@ impl Cluster for ClusterService {
     ) -> Result<Response<StatusResponse>, Status> {
         let node = &self.node;
         let status = node.status();
+        let dir = node.data_dir().to_path_buf();
+        let data_size = tokio::task::spawn_blocking(move || crate::storage::disk_usage(&dir))
+            .await
+            .unwrap_or(0);
         let state = node.state();
         let directory = self
             .directory
@@ -136,7 +140,7 @@ impl Cluster for ClusterService {
             commit_revision: status.commit,
             applied_revision: node.applied(),
             last_revision: status.last_index,
-            data_size_bytes: crate::storage::disk_usage(node.data_dir()),
+            data_size_bytes: data_size,
             version: env!("CARGO_PKG_VERSION").to_string(),
             replicas: node.replicas(),
             peers,

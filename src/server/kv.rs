@@ -67,6 +67,18 @@ pub fn header(node: &NodeHandle, revision: u64) -> ResponseHeader {
     }
 }
 
+/// Runs a read of the state on a blocking thread: a snapshot being copied
+/// holds the state for a while, and must not stall the async workers that
+/// carry replication traffic.
+async fn off_the_runtime<T: Send + 'static>(
+    read: impl FnOnce() -> Result<T, crate::state::StateError> + Send + 'static,
+) -> Result<T, Status> {
+    match tokio::task::spawn_blocking(read).await {
+        Ok(result) => result.map_err(|e| Error::from(e).into()),
+        Err(e) => Err(Status::internal(format!("read task failed: {e}"))),
+    }
+}
+
 fn unexpected(output: &Output) -> Status {
     Status::internal(format!(
         "the write produced an unexpected result: {output:?}"
@@ -93,7 +105,8 @@ impl Kv for KvService {
         validate::key(&self.limits, &req.key)?;
         let consistency = validate::consistency(req.consistency)?;
         self.read_barrier(consistency, req.min_revision).await?;
-        let (kv, revision) = self.node.state().get(&req.key).map_err(Error::from)?;
+        let node = self.node.clone();
+        let (kv, revision) = off_the_runtime(move || node.state().get(&req.key)).await?;
         Ok(Response::new(GetResponse {
             header: Some(header(&self.node, revision)),
             kv,
@@ -123,7 +136,8 @@ impl Kv for KvService {
         let req = request.into_inner();
         let consistency = validate::range(&self.limits, &req)?;
         self.read_barrier(consistency, req.min_revision).await?;
-        let (mut resp, revision) = self.node.state().range(&req).map_err(Error::from)?;
+        let node = self.node.clone();
+        let (mut resp, revision) = off_the_runtime(move || node.state().range(&req)).await?;
         resp.header = Some(header(&self.node, revision));
         Ok(Response::new(resp))
     }

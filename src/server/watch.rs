@@ -109,7 +109,7 @@ impl Watcher {
         if batch.last_index < self.next {
             return Flow::Continue;
         }
-        if batch.first_index > self.next {
+        if batch.reset || batch.first_index > self.next {
             return self.catch_up(batch.last_index).await;
         }
         let events: Vec<Event> = batch
@@ -126,7 +126,21 @@ impl Watcher {
     /// Delivers the stored history from `next` up to `upto`.
     async fn catch_up(&mut self, upto: u64) -> Flow {
         while self.next <= upto {
-            let floor = self.node.state().history_floor();
+            // Read off the async workers: a snapshot copy can hold the state
+            // for a while.
+            let node = self.node.clone();
+            let from = self.next;
+            let read = tokio::task::spawn_blocking(move || {
+                let history = node.state().history(from, HISTORY_STEP);
+                // The floor is read after the history: if history below
+                // `from` was trimmed meanwhile, this sees it.
+                (history, node.state().history_floor())
+            })
+            .await;
+            let (history, floor) = match read {
+                Ok(r) => r,
+                Err(_) => return Flow::Stop,
+            };
             if self.next < floor {
                 let err = Error::Compacted {
                     requested: self.next,
@@ -135,7 +149,7 @@ impl Watcher {
                 let _ = self.tx.send(Err(err.into())).await;
                 return Flow::Stop;
             }
-            let history = match self.node.state().history(self.next, HISTORY_STEP) {
+            let history = match history {
                 Ok(h) => h,
                 Err(e) => {
                     let _ = self.tx.send(Err(Error::from(e).into())).await;

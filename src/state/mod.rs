@@ -184,6 +184,13 @@ impl KvState {
                 name
             }
         };
+        // Trees left by a crash in the middle of a snapshot install or send.
+        for other in db.tree_names() {
+            let is_state_tree = other.starts_with(b"kv-") || other.as_ref() == b"snapshot-out";
+            if is_state_tree && other.as_ref() != name.as_slice() {
+                db.drop_tree(&other)?;
+            }
+        }
         let active = Self::load_active(&db, name)?;
         Ok(KvState {
             db,
@@ -590,7 +597,7 @@ mod tests {
         for chunk in frozen.chunks(256) {
             writer.write(chunk.expect("chunk")).expect("write");
         }
-        let meta = b.finish_install(writer).expect("install");
+        let meta = b.finish_install(writer, frozen.meta).expect("install");
         assert_eq!(meta.index, 50);
         assert_eq!(b.applied(), (50, 1));
         assert!(b.get(b"stale").expect("get").0.is_none());

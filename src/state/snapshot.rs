@@ -111,21 +111,40 @@ impl KvState {
 
     /// Starts receiving a snapshot into a new tree.
     pub fn begin_install(&self) -> Result<SnapshotWriter, StateError> {
-        let current = self.read().name.clone();
-        let n: u64 = std::str::from_utf8(&current)
-            .ok()
-            .and_then(|s| s.strip_prefix("kv-"))
-            .and_then(|s| s.parse().ok())
+        // A name no tree has had: the highest state tree number plus one.
+        let highest = self
+            .db
+            .tree_names()
+            .iter()
+            .filter_map(|name| {
+                std::str::from_utf8(name)
+                    .ok()?
+                    .strip_prefix("kv-")?
+                    .parse::<u64>()
+                    .ok()
+            })
+            .max()
             .unwrap_or(1);
-        let name = format!("kv-{}", n + 1).into_bytes();
-        self.db.drop_tree(&name)?;
+        let name = format!("kv-{}", highest + 1).into_bytes();
         let tree = self.db.open_tree(&name)?;
         Ok(SnapshotWriter { tree, name })
     }
 
     /// Makes a fully received snapshot the state, durably.
-    pub fn finish_install(&self, writer: SnapshotWriter) -> Result<SnapshotMeta, StateError> {
+    pub fn finish_install(
+        &self,
+        writer: SnapshotWriter,
+        expected: SnapshotMeta,
+    ) -> Result<SnapshotMeta, StateError> {
         let meta = writer.meta()?;
+        if meta != expected {
+            let reason = format!("the snapshot data ends at {meta:?}, not at {expected:?}");
+            self.abort_install(writer)?;
+            return Err(StateError::Corrupt {
+                key: "applied".into(),
+                reason,
+            });
+        }
         writer.tree.flush()?;
         let mut active = self.write();
         let old = active.name.clone();

@@ -26,7 +26,7 @@
 //! anywhere else is corruption and refuses start-up.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufReader, Read, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
@@ -317,67 +317,93 @@ fn frame(buf: &mut Vec<u8>, record: Record) {
     buf.extend_from_slice(&payload);
 }
 
-/// Reads one segment into `state`. Returns the length of its valid prefix,
-/// and whether it ended in a torn or bad record.
-fn replay_segment(path: &Path, state: &mut WalState) -> Result<(u64, Option<String>), WalError> {
-    let file = File::open(path).map_err(io_err(path))?;
-    let mut reader = BufReader::new(file);
-    let mut offset = 0u64;
-    let mut header = [0u8; 8];
-    loop {
-        match read_full(&mut reader, &mut header).map_err(io_err(path))? {
-            0 => return Ok((offset, None)),
-            n if n < header.len() => return Ok((offset, Some("torn record header".into()))),
-            _ => {}
-        }
-        let len = u32::from_le_bytes(header[..4].try_into().expect("4 bytes")) as usize;
-        let crc = u32::from_le_bytes(header[4..].try_into().expect("4 bytes"));
-        if len > MAX_RECORD_BYTES {
-            // No record is this large: the header itself is damaged.
-            return Ok((offset, Some(format!("record length {len} is impossible"))));
-        }
-        let mut payload = vec![0u8; len];
-        if read_full(&mut reader, &mut payload).map_err(io_err(path))? < len {
-            return Ok((offset, Some("torn record".into())));
-        }
-        if crc32fast::hash(&payload) != crc {
-            return Ok((offset, Some("checksum mismatch".into())));
-        }
-        let record = WalRecord::decode(payload.as_slice())
-            .ok()
-            .and_then(|r| r.record)
-            .ok_or_else(|| WalError::Corrupt {
-                path: path.to_path_buf(),
-                offset,
-                reason: "record does not decode".into(),
-            })?;
-        state.apply(record).map_err(|reason| WalError::Corrupt {
-            path: path.to_path_buf(),
-            offset,
-            reason,
-        })?;
-        offset += 8 + len as u64;
-    }
+/// Whether an intact record (plausible length, matching checksum) starts at
+/// `off`.
+fn intact_record_at(data: &[u8], off: usize) -> bool {
+    let Some(header) = data.get(off..off + 8) else {
+        return false;
+    };
+    let len = u32::from_le_bytes(header[..4].try_into().expect("4 bytes")) as usize;
+    let crc = u32::from_le_bytes(header[4..].try_into().expect("4 bytes"));
+    len > 0
+        && len <= MAX_RECORD_BYTES
+        && data
+            .get(off + 8..off + 8 + len)
+            .is_some_and(|payload| crc32fast::hash(payload) == crc)
 }
 
-/// Reads until `buf` is full or the file ends; returns the bytes read.
-fn read_full(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
-    let mut read = 0;
-    while read < buf.len() {
-        match reader.read(&mut buf[read..]) {
-            Ok(0) => break,
-            Ok(n) => read += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
+/// Reads one segment into `state`. Returns the length of its valid prefix,
+/// and, if it ends in a torn write, why.
+///
+/// A damaged record counts as a torn write (a batch whose write never
+/// completed, so was never acknowledged) only if nothing intact follows it:
+/// it runs past the end of the file, the rest of the file is zeros, or its
+/// checksum fails and no intact record follows. Damage followed by intact
+/// records is corruption, and refuses start-up rather than silently drop
+/// durable votes or entries.
+fn replay_segment(path: &Path, state: &mut WalState) -> Result<(u64, Option<String>), WalError> {
+    let data = fs::read(path).map_err(io_err(path))?;
+    let corrupt = |offset: usize, reason: String| WalError::Corrupt {
+        path: path.to_path_buf(),
+        offset: offset as u64,
+        reason,
+    };
+    let mut off = 0usize;
+    loop {
+        if off == data.len() {
+            return Ok((off as u64, None));
         }
+        if data.len() - off < 8 {
+            return Ok((off as u64, Some("torn record header".into())));
+        }
+        let len = u32::from_le_bytes(data[off..off + 4].try_into().expect("4 bytes")) as usize;
+        let crc = u32::from_le_bytes(data[off + 4..off + 8].try_into().expect("4 bytes"));
+        if len == 0 {
+            // No record is empty (each holds one kind of record).
+            if data[off..].iter().all(|&b| b == 0) {
+                return Ok((off as u64, Some("zero-filled tail".into())));
+            }
+            return Err(corrupt(off, "an empty record before more data".into()));
+        }
+        let end = off + 8 + len;
+        if len > MAX_RECORD_BYTES || end > data.len() {
+            return Ok((
+                off as u64,
+                Some("a record that runs past the end of the file".into()),
+            ));
+        }
+        let payload = &data[off + 8..end];
+        if crc32fast::hash(payload) != crc {
+            if intact_record_at(&data, end) {
+                return Err(corrupt(
+                    off,
+                    "checksum mismatch before intact records".into(),
+                ));
+            }
+            return Ok((
+                off as u64,
+                Some("checksum mismatch in the last write".into()),
+            ));
+        }
+        let record = WalRecord::decode(payload)
+            .ok()
+            .and_then(|r| r.record)
+            .ok_or_else(|| corrupt(off, "record does not decode".into()))?;
+        state.apply(record).map_err(|reason| corrupt(off, reason))?;
+        off = end;
     }
-    Ok(read)
 }
 
 impl Wal {
     /// Opens (or creates) the log in `dir` and replays it.
     pub fn open(dir: &Path) -> Result<(Wal, WalState), WalError> {
         fs::create_dir_all(dir).map_err(io_err(dir))?;
+        // A compaction that crashed before its rename left a temporary file.
+        for item in fs::read_dir(dir).map_err(io_err(dir))?.flatten() {
+            if item.file_name().to_string_lossy().ends_with(".tmp") {
+                fs::remove_file(item.path()).map_err(io_err(dir))?;
+            }
+        }
         let segments = list_segments(dir)?;
         let mut state = WalState::new();
         let last = segments.len().saturating_sub(1);
@@ -587,6 +613,34 @@ mod tests {
             state.entries.iter().map(|e| e.index).collect::<Vec<_>>(),
             vec![8, 9, 10, 11]
         );
+    }
+
+    /// A zero-filled tail (a crash while the file grew) is cut off; damage
+    /// followed by intact records is corruption, not a torn write.
+    #[test]
+    fn zero_tail_is_torn_but_damage_before_intact_records_is_corrupt() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let (mut wal, _) = Wal::open(dir.path()).expect("open");
+            wal.append(None, None, &[entry(1, 1, "a")]).expect("append");
+        }
+        let seg = dir.path().join(segment_name(1));
+        let mut bytes = fs::read(&seg).expect("read");
+        bytes.extend_from_slice(&[0u8; 64]);
+        fs::write(&seg, &bytes).expect("write");
+        let (mut wal, state) = Wal::open(dir.path()).expect("a zero tail is torn");
+        assert_eq!(state.entries.len(), 1);
+        wal.append(None, None, &[entry(2, 1, "b"), entry(3, 1, "c")])
+            .expect("append");
+        drop(wal);
+        // Flip a byte inside the first record's payload: intact records follow.
+        let mut bytes = fs::read(&seg).expect("read");
+        bytes[10] ^= 0xff;
+        fs::write(&seg, &bytes).expect("write");
+        match Wal::open(dir.path()) {
+            Err(WalError::Corrupt { .. }) => {}
+            other => panic!("expected corruption, got {other:?}"),
+        }
     }
 
     /// Damage before the end of the log refuses start-up.

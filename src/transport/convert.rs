@@ -81,9 +81,15 @@ pub fn to_proto(msg: Message) -> Option<peer::RaftMessage> {
                 voter,
             },
         }),
-        Body::Heartbeat { commit, read_round } => {
-            PBody::Heartbeat(peer::Heartbeat { commit, read_round })
-        }
+        Body::Heartbeat {
+            commit,
+            leader_commit,
+            read_round,
+        } => PBody::Heartbeat(peer::Heartbeat {
+            commit,
+            read_round,
+            leader_commit,
+        }),
         Body::HeartbeatResponse { read_round, voter } => {
             PBody::HeartbeatResponse(peer::HeartbeatResponse { read_round, voter })
         }
@@ -139,6 +145,7 @@ pub fn from_proto(msg: peer::RaftMessage) -> Option<Message> {
         },
         PBody::Heartbeat(h) => Body::Heartbeat {
             commit: h.commit,
+            leader_commit: h.leader_commit,
             read_round: h.read_round,
         },
         PBody::HeartbeatResponse(h) => Body::HeartbeatResponse {
@@ -204,6 +211,7 @@ mod tests {
             },
             Body::Heartbeat {
                 commit: 4,
+                leader_commit: 9,
                 read_round: 7,
             },
             Body::HeartbeatResponse {

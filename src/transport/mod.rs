@@ -21,7 +21,7 @@ pub mod convert;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
@@ -54,6 +54,10 @@ const MAX_PEER_MESSAGE: usize = 64 << 20;
 /// The longest wait between reconnection attempts: a restarted pod is
 /// reached again within this.
 const MAX_RECONNECT_BACKOFF: Duration = Duration::from_millis(250);
+/// The longest a whole snapshot transfer may take.
+const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(600);
+/// The longest a follower waits for the next chunk of a snapshot.
+const SNAPSHOT_CHUNK_TIMEOUT: Duration = Duration::from_secs(60);
 /// Bytes of state per snapshot chunk.
 const SNAPSHOT_CHUNK: usize = 1 << 20;
 
@@ -85,6 +89,8 @@ pub struct GrpcPeers {
     runtime: tokio::runtime::Handle,
     /// One snapshot is frozen and sent at a time.
     snapshot_lock: Arc<tokio::sync::Mutex<()>>,
+    /// Per follower: when the next snapshot may start, and the last backoff.
+    snapshot_retry: Mutex<BTreeMap<NodeId, (Instant, Duration)>>,
 }
 
 impl GrpcPeers {
@@ -112,6 +118,7 @@ impl GrpcPeers {
             channels: Mutex::new(BTreeMap::new()),
             runtime: tokio::runtime::Handle::current(),
             snapshot_lock: Arc::new(tokio::sync::Mutex::new(())),
+            snapshot_retry: Mutex::new(BTreeMap::new()),
         })
     }
 
@@ -199,15 +206,31 @@ impl Peers for Arc<GrpcPeers> {
             let Some(node) = me.node.get().cloned() else {
                 return;
             };
+            // A follower that keeps failing (down, crash-looping) is not sent
+            // a full copy of the state every second: back off.
+            let wait = me
+                .snapshot_backoff(to)
+                .saturating_duration_since(Instant::now());
+            tokio::time::sleep(wait).await;
             let _guard = me.snapshot_lock.lock().await;
-            let result = me.stream_snapshot(&node, to, term).await;
+            let result =
+                tokio::time::timeout(SNAPSHOT_TIMEOUT, me.stream_snapshot(&node, to, term))
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(Error::Unavailable {
+                            reason: format!("the transfer took longer than {SNAPSHOT_TIMEOUT:?}"),
+                            leader: None,
+                        })
+                    });
             let index = match result {
                 Ok(index) => {
                     tracing::info!(peer = to, index, "snapshot sent");
+                    me.snapshot_done(to, true);
                     Some(index)
                 }
                 Err(e) => {
                     tracing::warn!(peer = to, error = %e, "sending a snapshot failed; will retry");
+                    me.snapshot_done(to, false);
                     None
                 }
             };
@@ -277,19 +300,62 @@ impl Peers for Arc<GrpcPeers> {
 }
 
 impl GrpcPeers {
+    /// When the next snapshot to `to` may start.
+    fn snapshot_backoff(&self, to: NodeId) -> Instant {
+        let backoff = self
+            .snapshot_retry
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        backoff.get(&to).map_or_else(Instant::now, |(at, _)| *at)
+    }
+
+    fn snapshot_done(&self, to: NodeId, ok: bool) {
+        let mut backoff = self
+            .snapshot_retry
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if ok {
+            backoff.remove(&to);
+        } else {
+            let delay = backoff
+                .get(&to)
+                .map_or(Duration::from_millis(500), |(_, d)| {
+                    (*d * 2).min(Duration::from_secs(30))
+                });
+            backoff.insert(to, (Instant::now() + delay, delay));
+        }
+    }
+
     async fn stream_snapshot(
         self: &Arc<Self>,
         node: &NodeHandle,
         to: NodeId,
         term: u64,
     ) -> Result<u64> {
+        let task_error = |e: tokio::task::JoinError| Error::Unavailable {
+            reason: format!("snapshot task: {e}"),
+            leader: None,
+        };
+        // Reach the follower before copying the state for it.
+        let addr = self
+            .discovery
+            .resolve(to)
+            .await
+            .map_err(|e| Error::Unavailable {
+                reason: e.to_string(),
+                leader: None,
+            })?;
+        let channel = endpoint(addr)
+            .connect()
+            .await
+            .map_err(|e| Error::Unavailable {
+                reason: format!("cannot reach {addr}: {e}"),
+                leader: None,
+            })?;
         let freezer = node.clone();
         let frozen = tokio::task::spawn_blocking(move || freezer.state().freeze_snapshot())
             .await
-            .map_err(|e| Error::Unavailable {
-                reason: format!("snapshot task: {e}"),
-                leader: None,
-            })??;
+            .map_err(task_error)??;
         let meta = frozen.meta;
         let header = SnapshotHeader {
             cluster_id: node.state().cluster_id(),
@@ -302,39 +368,39 @@ impl GrpcPeers {
         let (tx, rx) = mpsc::channel::<SnapshotChunk>(4);
         let producer = tokio::task::spawn_blocking(move || -> Result<()> {
             let mut header = Some(header);
+            let mut total = 0u64;
             for chunk in frozen.chunks(SNAPSHOT_CHUNK) {
-                let pairs = chunk?
+                let pairs: Vec<Pair> = chunk?
                     .into_iter()
                     .map(|(key, value)| Pair {
                         key: key.into(),
                         value: value.into(),
                     })
                     .collect();
+                total += pairs.len() as u64;
                 let msg = SnapshotChunk {
                     header: header.take(),
                     pairs,
+                    last: false,
+                    total_pairs: 0,
                 };
                 if tx.blocking_send(msg).is_err() {
                     return Ok(());
                 }
             }
-            if let Some(header) = header {
-                let _ = tx.blocking_send(SnapshotChunk {
-                    header: Some(header),
-                    pairs: Vec::new(),
-                });
-            }
+            // Only a stream that ends with this chunk is complete.
+            let _ = tx.blocking_send(SnapshotChunk {
+                header: header.take(),
+                pairs: Vec::new(),
+                last: true,
+                total_pairs: total,
+            });
             Ok(())
         });
-        let channel = self.channel(to).await?;
         let sent = client(channel)
             .install_snapshot(ReceiverStream::new(rx))
             .await;
-        let produced = producer.await.map_err(|e| Error::Unavailable {
-            reason: format!("snapshot task: {e}"),
-            leader: None,
-        })?;
-        produced?;
+        producer.await.map_err(task_error)??;
         sent.map_err(|status| self.peer_error(to, status))?;
         Ok(meta.index)
     }
@@ -425,10 +491,26 @@ impl StreamSender {
     }
 }
 
+/// The next chunk of a snapshot stream, waiting at most
+/// [`SNAPSHOT_CHUNK_TIMEOUT`].
+async fn next_chunk(
+    stream: &mut tonic::Streaming<SnapshotChunk>,
+) -> std::result::Result<Option<SnapshotChunk>, Status> {
+    match tokio::time::timeout(SNAPSHOT_CHUNK_TIMEOUT, stream.message()).await {
+        Ok(r) => r,
+        Err(_) => Err(Status::deadline_exceeded("no snapshot chunk for a minute")),
+    }
+}
+
 /// The peer gRPC service of one node.
 pub struct PeerService {
     node: NodeHandle,
     timeout: Duration,
+    /// One snapshot is received at a time.
+    receiving: tokio::sync::Mutex<()>,
+    /// Per peer, the number of its latest inbound stream: only the end of
+    /// the latest one means the peer is gone.
+    streams: Mutex<BTreeMap<NodeId, u64>>,
 }
 
 impl PeerService {
@@ -456,7 +538,8 @@ impl Peer for PeerService {
     ) -> std::result::Result<Response<StreamEnd>, Status> {
         let mut stream = request.into_inner();
         let me = self.node.name().ordinal;
-        let mut from = None;
+        // (peer, the number of this stream among the peer's streams)
+        let mut from: Option<(NodeId, u64)> = None;
         let mut stopping = self.node.stopping();
         loop {
             let next = tokio::select! {
@@ -474,16 +557,31 @@ impl Peer for PeerService {
                         if msg.to != me {
                             continue;
                         }
-                        from = Some(msg.from);
+                        if from.is_none() {
+                            let mut streams =
+                                self.streams.lock().unwrap_or_else(|e| e.into_inner());
+                            let n = streams.entry(msg.from).or_insert(0);
+                            *n += 1;
+                            from = Some((msg.from, *n));
+                        }
                         self.node.deliver(Input::Step(msg));
                     }
                 }
                 Ok(None) | Err(_) => break,
             }
         }
-        if let Some(peer) = from {
+        if let Some((peer, n)) = from {
             // The peer's connection ended: if it led, it is most likely gone.
-            self.node.deliver(Input::PeerDisconnected(peer));
+            // An older stream replaced by a reconnection says nothing.
+            let latest = self
+                .streams
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&peer)
+                .copied();
+            if latest == Some(n) {
+                self.node.deliver(Input::PeerDisconnected(peer));
+            }
         }
         Ok(Response::new(StreamEnd {}))
     }
@@ -492,9 +590,11 @@ impl Peer for PeerService {
         &self,
         request: Request<tonic::Streaming<SnapshotChunk>>,
     ) -> std::result::Result<Response<SnapshotAck>, Status> {
+        let Ok(_receiving) = self.receiving.try_lock() else {
+            return Err(Status::unavailable("a snapshot is already being received"));
+        };
         let mut stream = request.into_inner();
-        let first = stream
-            .message()
+        let first = next_chunk(&mut stream)
             .await?
             .ok_or_else(|| Status::invalid_argument("empty snapshot stream"))?;
         let header = first
@@ -507,11 +607,12 @@ impl Peer for PeerService {
             .map_err(|e| Status::internal(e.to_string()))?
             .map_err(|e| Status::internal(e.to_string()))?;
         let mut next = Some(first);
-        let mut pairs_total = 0usize;
+        let mut pairs_total = 0u64;
+        let mut complete = None;
         loop {
             let chunk = match next.take() {
                 Some(c) => c,
-                None => match stream.message().await {
+                None => match next_chunk(&mut stream).await {
                     Ok(Some(c)) => c,
                     Ok(None) => break,
                     Err(status) => {
@@ -520,7 +621,10 @@ impl Peer for PeerService {
                     }
                 },
             };
-            pairs_total += chunk.pairs.len();
+            pairs_total += chunk.pairs.len() as u64;
+            if chunk.last {
+                complete = Some(chunk.total_pairs);
+            }
             let pairs: Vec<(Vec<u8>, Vec<u8>)> = chunk
                 .pairs
                 .into_iter()
@@ -530,6 +634,31 @@ impl Peer for PeerService {
                 .await
                 .map_err(|e| Status::internal(e.to_string()))?
                 .map_err(|e| Status::internal(e.to_string()))?;
+            if complete.is_some() {
+                break;
+            }
+        }
+        let meta = SnapshotMeta {
+            index: header.index,
+            term: header.index_term,
+        };
+        // Only a complete stream whose data ends where its header says is
+        // handed on; anything else is thrown away, the state untouched.
+        let verified = match complete {
+            Some(total) if total == pairs_total => match writer.meta() {
+                Ok(found) if found == meta => Ok(()),
+                Ok(found) => Err(format!(
+                    "the data ends at {found:?}, the header says {meta:?}"
+                )),
+                Err(e) => Err(e.to_string()),
+            },
+            Some(total) => Err(format!("{pairs_total} pairs arrived of {total}")),
+            None => Err("the stream ended before its last chunk".to_string()),
+        };
+        if let Err(reason) = verified {
+            let _ = self.node.state().abort_install(writer);
+            tracing::warn!(from = header.from, %reason, "discarding an incomplete snapshot");
+            return Err(Status::data_loss(format!("incomplete snapshot: {reason}")));
         }
         tracing::info!(
             from = header.from,
@@ -541,12 +670,7 @@ impl Peer for PeerService {
             from: header.from,
             to: self.node.name().ordinal,
             term: header.term,
-            body: Body::Snapshot {
-                meta: SnapshotMeta {
-                    index: header.index,
-                    term: header.index_term,
-                },
-            },
+            body: Body::Snapshot { meta },
         };
         let (done, answer) = oneshot::channel();
         self.node
@@ -597,9 +721,14 @@ pub async fn serve_peers(
     timeout: Duration,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> std::result::Result<(), tonic::transport::Error> {
-    let service = PeerServer::new(PeerService { node, timeout })
-        .max_decoding_message_size(MAX_PEER_MESSAGE)
-        .max_encoding_message_size(MAX_PEER_MESSAGE);
+    let service = PeerServer::new(PeerService {
+        node,
+        timeout,
+        receiving: tokio::sync::Mutex::new(()),
+        streams: Mutex::new(BTreeMap::new()),
+    })
+    .max_decoding_message_size(MAX_PEER_MESSAGE)
+    .max_encoding_message_size(MAX_PEER_MESSAGE);
     Server::builder()
         .tcp_nodelay(true)
         .http2_keepalive_interval(Some(Duration::from_secs(1)))

@@ -132,6 +132,8 @@ pub struct Cluster {
     committed: BTreeMap<Index, Term>,
     /// index -> state-machine hash after applying it, as first observed.
     applied: BTreeMap<Index, u64>,
+    /// index -> term of the entry applied there, as first observed.
+    applied_terms: BTreeMap<Index, Term>,
     checked_commit: Vec<Index>,
     pub acked: Vec<Acked>,
     /// read id -> (leader, highest commit anywhere when the read was asked).
@@ -141,6 +143,10 @@ pub struct Cluster {
     next_proposal: u64,
     pub trace: Vec<String>,
     pub trace_to_stdout: bool,
+    /// Probability that sending a snapshot fails.
+    pub snapshot_failure: f64,
+    /// Crash the leader after this many more deliveries (a fault schedule).
+    pub crash_leader_after: Option<u32>,
 }
 
 impl Cluster {
@@ -164,6 +170,7 @@ impl Cluster {
             leaders: BTreeMap::new(),
             committed: BTreeMap::new(),
             applied: BTreeMap::new(),
+            applied_terms: BTreeMap::new(),
             checked_commit: vec![0; n as usize],
             acked: Vec::new(),
             reads: BTreeMap::new(),
@@ -172,6 +179,8 @@ impl Cluster {
             next_proposal: 0,
             trace: Vec::new(),
             trace_to_stdout: false,
+            snapshot_failure: 0.0,
+            crash_leader_after: None,
         };
         for id in 0..n {
             let core = c.make_core(id, Restored::fresh(), 0);
@@ -306,12 +315,16 @@ impl Cluster {
                     },
                 },
             };
-            self.enqueue(msg, Some(sm));
+            // A transfer can fail (the stream breaks); the leader must cope.
+            let failed = self.snapshot_failure > 0.0 && self.chance(self.snapshot_failure);
+            if !failed {
+                self.enqueue(msg, Some(sm));
+            }
             self.nodes[id as usize]
                 .core
                 .as_mut()
                 .expect("up")
-                .snapshot_sent(peer, Some(sm.index));
+                .snapshot_sent(peer, (!failed).then_some(sm.index));
             self.log(format!("  {id} sends snapshot at {} to {peer}", sm.index));
         }
         // 5. apply
@@ -354,6 +367,7 @@ impl Cluster {
             ),
             None => {
                 self.applied.insert(e.index, hash);
+                self.applied_terms.insert(e.index, e.term);
             }
         }
         if let Some(data) = acked {
@@ -415,6 +429,19 @@ impl Cluster {
             self.deliver_one(pick);
             delivered += 1;
         }
+    }
+
+    /// Delivers one due message, chosen at random; false if none is due.
+    pub fn deliver_next(&mut self) -> bool {
+        let due: Vec<usize> = (0..self.net.len())
+            .filter(|&i| self.net[i].deliver_at <= self.now)
+            .collect();
+        if due.is_empty() {
+            return false;
+        }
+        let pick = due[self.rng.below(due.len() as u64) as usize];
+        self.deliver_one(pick);
+        true
     }
 
     fn deliver_one(&mut self, i: usize) {
@@ -531,6 +558,15 @@ impl Cluster {
         }
     }
 
+    /// Tells `at` that its connection to `peer` reset although `peer` is
+    /// alive (a network blip).
+    pub fn spurious_disconnect(&mut self, at: NodeId, peer: NodeId) {
+        if let Some(core) = self.nodes[at as usize].core.as_mut() {
+            core.peer_disconnected(peer);
+            self.process_ready(at);
+        }
+    }
+
     /// Restarts a crashed member from its disk.
     pub fn restart(&mut self, id: NodeId) {
         if self.is_up(id) {
@@ -596,6 +632,12 @@ impl Cluster {
             }
         }
         self.log(format!("  partition {group:?} from the rest"));
+    }
+
+    /// Drops messages from `a` to `b` (one direction only).
+    pub fn block(&mut self, a: NodeId, b: NodeId) {
+        self.blocked.insert((a, b));
+        self.log(format!("  block {a} -> {b}"));
     }
 
     /// Heals every partition.
@@ -747,13 +789,28 @@ impl Cluster {
                 "acknowledged index {} is beyond the final state",
                 a.index
             );
-            assert_eq!(
-                self.committed.get(&a.index),
-                Some(&a.term),
-                "acknowledged entry {} (term {}) was lost",
-                a.index,
-                a.term
-            );
+            // Every member's final log (or the snapshot it holds instead)
+            // has the acknowledged entry.
+            for (i, n) in self.nodes.iter().enumerate() {
+                let log = n.core.as_ref().expect("restarted").log();
+                if a.index > log.snapshot().index {
+                    assert_eq!(
+                        log.term(a.index),
+                        Some(a.term),
+                        "acknowledged entry {} (term {}) is not in member {i}'s log",
+                        a.index,
+                        a.term
+                    );
+                } else {
+                    assert_eq!(
+                        self.applied_terms.get(&a.index),
+                        Some(&a.term),
+                        "acknowledged entry {} (term {}) is not what was applied",
+                        a.index,
+                        a.term
+                    );
+                }
+            }
         }
     }
 }
