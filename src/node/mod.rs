@@ -31,6 +31,10 @@ use applier::{Applier, Waiters};
 pub use peers::{NoPeers, Peers, WriteResult};
 pub use raft_loop::{CompactionPolicy, Fatal, Input};
 
+/// How far (in entries) a follower may trail the commit index and still be
+/// chosen to take over leadership on a graceful stop.
+const SUCCESSOR_LAG: u64 = 256;
+
 /// Timing of the protocol, in wall-clock terms.
 #[derive(Clone, Copy, Debug)]
 pub struct Timing {
@@ -801,8 +805,8 @@ impl NodeHandle {
         }
     }
 
-    /// The lowest-ordinal follower that is a voter, reachable and holds every
-    /// committed entry (leader only): the target of a graceful handover.
+    /// The lowest-ordinal follower that is a voter, reachable and (nearly)
+    /// caught up (leader only): the target of a graceful handover.
     pub fn best_successor(&self) -> Option<NodeId> {
         let status = self.status();
         if status.role != Role::Leader {
@@ -811,7 +815,14 @@ impl NodeHandle {
         status
             .peers
             .iter()
-            .filter(|p| p.voter && p.reachable && p.replicating && p.match_index >= status.commit)
+            // Under load a healthy follower trails the commit index by a few
+            // entries; the transfer brings it fully up to date first.
+            .filter(|p| {
+                p.voter
+                    && p.reachable
+                    && p.replicating
+                    && p.match_index + SUCCESSOR_LAG >= status.commit
+            })
             .map(|p| p.id)
             .min()
     }
