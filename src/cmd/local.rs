@@ -30,16 +30,9 @@ pub fn run(args: LocalArgs) -> ExitCode {
         eprintln!("kvstore: {e}");
         return ExitCode::from(2);
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    let runtime = match super::runtime(Some(2)) {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("kvstore: cannot start the async runtime: {e}");
-            return ExitCode::from(1);
-        }
+        Err(code) => return code,
     };
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();

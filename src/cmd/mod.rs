@@ -4,6 +4,19 @@ pub mod demo;
 pub mod local;
 pub mod serve;
 
+/// A multi-threaded async runtime (`workers` threads, or one per core), or
+/// the exit code after saying why there is none.
+pub fn runtime(workers: Option<usize>) -> Result<tokio::runtime::Runtime, std::process::ExitCode> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = workers {
+        builder.worker_threads(n);
+    }
+    builder.enable_all().build().map_err(|e| {
+        eprintln!("kvstore: cannot start the async runtime: {e}");
+        std::process::ExitCode::from(1)
+    })
+}
+
 /// Resolves on SIGTERM or SIGINT (Ctrl-C) and says which.
 pub async fn shutdown_signal() -> &'static str {
     #[cfg(unix)]

@@ -38,15 +38,9 @@ pub fn run(args: ServeArgs) -> ExitCode {
         eprintln!("kvstore: {e}");
         return ExitCode::from(2);
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match super::runtime(None) {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("kvstore: cannot start the async runtime: {e}");
-            return ExitCode::from(1);
-        }
+        Err(code) => return code,
     };
     let span = tracing::info_span!("node", ordinal = name.ordinal);
     runtime.block_on(serve(args, name).instrument(span))
