@@ -276,20 +276,6 @@ impl DnsServer {
             .insert(ordinal, ip);
     }
 
-    /// Removes pod `ordinal` (it no longer exists).
-    pub fn remove_pod(&self, ordinal: u32) {
-        self.zone
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .pods
-            .remove(&ordinal);
-    }
-
-    /// A copy of the zone.
-    pub fn zone(&self) -> HeadlessService {
-        self.zone.read().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
     /// Stops serving.
     pub async fn shutdown(mut self) {
         let _ = self.server.shutdown_gracefully().await;

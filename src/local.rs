@@ -380,13 +380,6 @@ impl Supervisor {
         self.dns_addr
     }
 
-    /// Points pod `n`'s DNS name at another address (the pod "moved").
-    pub fn move_pod(&self, n: u32, ip: IpAddr) {
-        if let Some(dns) = &self.dns {
-            dns.set_pod(n, ip);
-        }
-    }
-
     /// Reaps exited pods and restarts those whose delay has passed. Call
     /// often.
     pub fn poll(&mut self) -> Vec<PodEvent> {
@@ -576,11 +569,6 @@ impl RunningSupervisor {
     /// The state file's contents now.
     pub fn state(&self) -> StateFile {
         self.lock().state()
-    }
-
-    /// Points pod `n`'s name at a new address.
-    pub fn move_pod(&self, n: u32, ip: IpAddr) {
-        self.lock().move_pod(n, ip)
     }
 
     /// Takes the pod events seen so far.

@@ -210,11 +210,6 @@ impl Client {
         &self.endpoints
     }
 
-    /// The retry policy.
-    pub fn policy_mut(&mut self) -> &mut RetryPolicy {
-        &mut self.policy
-    }
-
     fn kv(&self) -> KvClient<Channel> {
         KvClient::new(self.channels[self.current].clone())
             .max_decoding_message_size(64 << 20)
@@ -505,11 +500,6 @@ impl Client {
                 Err(status) => return Err(self.final_error(status, self.channels.len())),
             }
         }
-    }
-
-    /// The time limit of one request.
-    pub fn request_timeout(&self) -> Duration {
-        self.request_timeout
     }
 }
 

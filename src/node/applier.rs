@@ -65,13 +65,6 @@ impl Waiters {
         }
     }
 
-    /// Answers every waiting proposal with `err()` (shutdown).
-    pub fn fail_all(&self, err: impl Fn() -> Error) {
-        for (_, (_, done)) in self.lock().drain() {
-            let _ = done.send(Err(err()));
-        }
-    }
-
     fn lock(&self) -> std::sync::MutexGuard<'_, ProposalMap> {
         self.proposals.lock().unwrap_or_else(|e| e.into_inner())
     }

@@ -249,11 +249,6 @@ impl NodeInbox {
         let (tx, rx) = std::sync::mpsc::channel();
         NodeInbox { tx, rx }
     }
-
-    /// A sender for the transport to deliver peer messages with.
-    pub fn sender(&self) -> std::sync::mpsc::Sender<Input> {
-        self.tx.clone()
-    }
 }
 
 impl Default for NodeInbox {
@@ -418,6 +413,7 @@ impl Node {
             state.clone(),
             timing.tick,
             cfg.compaction,
+            cfg.name.clone(),
         );
         let raft_thread = std::thread::Builder::new()
             .name("raft".into())
@@ -634,31 +630,7 @@ impl NodeHandle {
         }
     }
 
-    /// Turns a leader hint given as an ordinal (by the replication thread)
-    /// into the pod name clients know.
-    fn name_leader(&self, err: Error) -> Error {
-        match err {
-            Error::Unavailable {
-                reason,
-                leader: Some(hint),
-            } => Error::Unavailable {
-                reason,
-                leader: Some(match hint.parse::<u32>() {
-                    Ok(ordinal) => self.0.name.sibling(ordinal).to_string(),
-                    Err(_) => hint,
-                }),
-            },
-            other => other,
-        }
-    }
-
     async fn propose_local(&self, data: Bytes, deadline: Instant) -> Result<WriteResult> {
-        self.propose_local_raw(data, deadline)
-            .await
-            .map_err(|e| self.name_leader(e))
-    }
-
-    async fn propose_local_raw(&self, data: Bytes, deadline: Instant) -> Result<WriteResult> {
         let (done, answer) = oneshot::channel();
         self.0
             .inbox
@@ -705,7 +677,7 @@ impl NodeHandle {
             .send(Input::Transfer { to, done })
             .map_err(|_| Error::ShuttingDown)?;
         match tokio::time::timeout(timeout, answer).await {
-            Ok(Ok(result)) => result.map_err(|e| self.name_leader(e)),
+            Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(Error::ShuttingDown),
             Err(_) => Err(Error::Timeout("waiting for the leadership transfer".into())),
         }
@@ -725,7 +697,7 @@ impl NodeHandle {
             .send(Input::ReadIndex { done })
             .map_err(|_| Error::ShuttingDown)?;
         match tokio::time::timeout(timeout, answer).await {
-            Ok(Ok(result)) => result.map_err(|e| self.name_leader(e)),
+            Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(Error::ShuttingDown),
             Err(_) => Err(Error::Timeout("confirming leadership for a read".into())),
         }

@@ -19,6 +19,7 @@ use super::applier::{ApplyMsg, Waiters};
 use super::peers::Peers;
 use super::{RaftStatus, WriteResult};
 use crate::error::{Error, Result};
+use crate::identity::NodeName;
 use crate::raft::{Body, Message, NodeId, ProposeError, RaftNode, Role, TransferError};
 use crate::state::command::{Bootstrap, Command, Op};
 use crate::state::snapshot::SnapshotWriter;
@@ -120,6 +121,8 @@ pub struct RaftLoop {
     last_role: (Role, u64, Option<NodeId>),
     /// `raft{ordinal, term}`: every log line of this thread carries both.
     span: tracing::Span,
+    /// This node's name (leader hints are given as pod names).
+    name: NodeName,
     /// The node's span, parent of each term's span.
     parent_span: tracing::Span,
 }
@@ -146,6 +149,7 @@ impl RaftLoop {
         state: Arc<KvState>,
         tick: Duration,
         compaction: CompactionPolicy,
+        name: NodeName,
     ) -> Self {
         let transfer_timeout = tick * core.config().election_ticks * 2;
         let last_role = (core.role(), core.term(), core.leader());
@@ -172,6 +176,7 @@ impl RaftLoop {
             bootstrap_term: 0,
             span,
             parent_span: tracing::Span::current(),
+            name,
             last_role,
         }
     }
@@ -242,7 +247,7 @@ impl RaftLoop {
                 Err(ProposeError::NotLeader { leader }) => {
                     let _ = done.send(Err(Error::Unavailable {
                         reason: "not the leader".into(),
-                        leader: leader.map(|l| l.to_string()),
+                        leader: self.leader_name(leader),
                     }));
                 }
                 Err(ProposeError::Transferring) => {
@@ -295,7 +300,7 @@ impl RaftLoop {
                     let err = match e {
                         TransferError::NotLeader { leader } => Error::Unavailable {
                             reason: "not the leader".into(),
-                            leader: leader.map(|l| l.to_string()),
+                            leader: self.leader_name(leader),
                         },
                         other => Error::InvalidArgument(other.to_string()),
                     };
@@ -368,7 +373,7 @@ impl RaftLoop {
                 if let Some(done) = self.reads.remove(&id) {
                     let _ = done.send(Err(Error::Unavailable {
                         reason: "leadership changed while confirming a read".into(),
-                        leader: self.core.leader().map(|l| l.to_string()),
+                        leader: self.leader_name(self.core.leader()),
                     }));
                 }
             }
@@ -414,7 +419,7 @@ impl RaftLoop {
             {
                 let _ = t.done.send(Err(Error::Unavailable {
                     reason: format!("leadership did not move to {} in time", t.to),
-                    leader: self.core.leader().map(|l| l.to_string()),
+                    leader: self.leader_name(self.core.leader()),
                 }));
             } else {
                 self.transfer = Some(t);
@@ -444,6 +449,11 @@ impl RaftLoop {
         }
         self.publish_status();
         Ok(())
+    }
+
+    /// The pod name of a leader hint.
+    fn leader_name(&self, leader: Option<NodeId>) -> Option<String> {
+        leader.map(|l| self.name.sibling(l).to_string())
     }
 
     /// Where to compact to, given the state is durable up to `applied`: keep

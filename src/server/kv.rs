@@ -62,7 +62,10 @@ pub fn header(node: &NodeHandle, revision: u64) -> ResponseHeader {
     ResponseHeader {
         revision,
         node: node.name().to_string(),
-        leader: node.leader_name().unwrap_or_default(),
+        leader: status
+            .leader
+            .map(|l| node.name().sibling(l).to_string())
+            .unwrap_or_default(),
         term: status.term,
     }
 }

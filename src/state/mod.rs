@@ -28,7 +28,7 @@ use prost::Message as _;
 
 use crate::proto::kv::{Event, KeyValue, RangeRequest, RangeResponse};
 use crate::raft::{Entry, EntryKind};
-use crate::storage::{disk_usage, fsync_tree};
+use crate::storage::fsync_tree;
 use command::{Applied, Command, Op, Output};
 use keys::{data_key, history_key, history_revision, meta_key, HISTORY};
 
@@ -83,6 +83,16 @@ pub struct StoredEvents {
     /// The events, in the order they happened.
     #[prost(message, repeated, tag = "1")]
     pub events: Vec<Event>,
+}
+
+/// The stored form of a revision's events: the encoding of
+/// [`StoredEvents`], written without copying the events into one.
+fn encode_events(events: &[Event]) -> Vec<u8> {
+    let mut buf = Vec::new();
+    for e in events {
+        prost::encoding::message::encode(1, e, &mut buf);
+    }
+    buf
 }
 
 /// Who a data dir belongs to.
@@ -274,7 +284,7 @@ impl KvState {
         let mut overlay = apply::Overlay::new(&tree);
         let mut results = Vec::with_capacity(entries.len());
         let mut cluster_id = None;
-        let known_cluster = self.read().cluster_id;
+        let known_cluster = self.cluster_id();
         for entry in entries {
             let mut events = Vec::new();
             let output = match entry.kind {
@@ -325,10 +335,7 @@ impl KvState {
         }
         for r in &results {
             if !r.events.is_empty() {
-                let stored = StoredEvents {
-                    events: r.events.clone(),
-                };
-                batch.insert(&history_key(r.index)[..], stored.encode_to_vec());
+                batch.insert(&history_key(r.index)[..], encode_events(&r.events));
             }
         }
         batch.insert(
@@ -338,7 +345,7 @@ impl KvState {
         if let Some(id) = cluster_id {
             batch.insert(meta_key("cluster"), &id.to_be_bytes()[..]);
         }
-        let floor = self.read().history_floor;
+        let floor = self.history_floor();
         let new_floor = (last.index + 1)
             .saturating_sub(self.history_retention)
             .max(floor);
@@ -422,11 +429,6 @@ impl KvState {
         self.db.flush()?;
         fsync_tree(&self.dir)?;
         Ok(())
-    }
-
-    /// Bytes the state uses on disk.
-    pub fn size_on_disk(&self) -> u64 {
-        disk_usage(&self.dir)
     }
 }
 
@@ -560,6 +562,20 @@ mod tests {
         assert_eq!(out[0].events.len(), 5);
         let (all, _) = s.range(&RangeRequest::default()).expect("range");
         assert_eq!(all.kvs.len(), 1);
+    }
+
+    /// The events are stored exactly as `StoredEvents` encodes them.
+    #[test]
+    fn stored_events_encoding() {
+        let events = vec![Event {
+            revision: 3,
+            ..Default::default()
+        }];
+        let expected = StoredEvents {
+            events: events.clone(),
+        }
+        .encode_to_vec();
+        assert_eq!(encode_events(&events), expected);
     }
 
     /// History is kept per revision and survives a reopen with the applied
