@@ -441,7 +441,20 @@ mod tests {
     };
 
     fn open(dir: &Path) -> KvState {
-        KvState::open(dir, 8 << 20, 10_000).expect("open state")
+        // sled releases its file lock from a background thread after the
+        // previous handle is dropped: a reopen in the same process may have
+        // to wait for it (a restarted pod is a new process and never does).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            match KvState::open(dir, 8 << 20, 10_000) {
+                Ok(state) => return state,
+                Err(e) if std::time::Instant::now() < deadline => {
+                    let _ = e;
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(e) => panic!("open state: {e}"),
+            }
+        }
     }
 
     fn entry(index: u64, op: Op) -> Entry {
