@@ -3,6 +3,7 @@
 //! any gRPC client work without the proto files.
 
 pub mod cluster;
+pub mod incoming;
 pub mod kv;
 pub mod validate;
 pub mod watch;
@@ -12,7 +13,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::Server;
 use tonic_health::server::HealthReporter;
 use tonic_health::ServingStatus;
@@ -100,7 +100,6 @@ pub async fn serve_clients(
         opts.client_port,
     ));
     Server::builder()
-        .tcp_nodelay(true)
         .http2_keepalive_interval(Some(Duration::from_secs(10)))
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))
         .add_service(health)
@@ -108,7 +107,7 @@ pub async fn serve_clients(
         .add_service(reflection_v1alpha)
         .add_service(kv)
         .add_service(cluster)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(incoming::accepted(listener), shutdown)
         .await
 }
 

@@ -1,3 +1,4 @@
 pub mod cluster;
+pub mod in_process;
 pub mod node_process;
 pub mod raft_cluster;
