@@ -288,6 +288,7 @@ fn restore(
     wal: &mut Wal,
     log: crate::storage::wal::WalState,
     applied: (u64, u64),
+    installed: Option<(u64, u64)>,
 ) -> std::result::Result<Restored, StartError> {
     let (applied_index, applied_term) = applied;
     let last = log.snapshot.index + log.entries.len() as u64;
@@ -315,6 +316,22 @@ fn restore(
             snapshot: log.snapshot,
             entries: log.entries,
             applied: applied_index,
+        });
+    }
+    // The state is ahead of the log, or disagrees with it. That is
+    // legitimate only if the state was installed from a snapshot at exactly
+    // this point and the crash came before the log recorded it; anything
+    // else means the log lost entries the state had applied.
+    if installed != Some(applied) {
+        return Err(StartError::Inconsistent {
+            dir: dir.to_path_buf(),
+            reason: format!(
+                "the applied state is at index {applied_index} (term {applied_term}) but the write-ahead log ends at {last}{}, and the state was not installed from a snapshot there: the log has lost entries. To recover, empty this pod's data dir: it rejoins as a member whose volume was lost and is brought back by a snapshot from the leader",
+                match term_at(applied_index) {
+                    Some(t) => format!(" and holds index {applied_index} with term {t}"),
+                    None => String::new(),
+                }
+            ),
         });
     }
     // The state holds a snapshot the log does not know of yet (a crash
@@ -362,7 +379,13 @@ impl Node {
         )?);
         check_identity(&state, &cfg)?;
         let (mut wal, log) = Wal::open(&dirs.wal())?;
-        let restored = restore(&dirs.root, &mut wal, log, state.applied())?;
+        let restored = restore(
+            &dirs.root,
+            &mut wal,
+            log,
+            state.applied(),
+            state.installed_snapshot()?,
+        )?;
         let timing = cfg.timing;
         let mut raft_cfg = raft::Config::new(cfg.name.ordinal, cfg.replicas);
         raft_cfg.heartbeat_ticks = timing.ticks(timing.heartbeat);
@@ -804,5 +827,51 @@ impl NodeHandle {
     pub fn is_ready(&self, max_lag: u64) -> bool {
         let status = self.status();
         status.leader.is_some() && self.applied() + max_lag >= status.commit && !self.is_stopping()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::raft::{Entry, EntryKind};
+
+    fn log_of(last: u64) -> (tempfile::TempDir, Wal, crate::storage::wal::WalState) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut wal, _) = Wal::open(dir.path()).expect("open");
+        let entries: Vec<Entry> = (1..=last)
+            .map(|index| Entry {
+                index,
+                term: 1,
+                kind: EntryKind::Normal,
+                data: Bytes::from_static(b"x"),
+            })
+            .collect();
+        wal.append(None, None, &entries).expect("append");
+        drop(wal);
+        let (wal, state) = Wal::open(dir.path()).expect("reopen");
+        (dir, wal, state)
+    }
+
+    /// An applied state ahead of the log is accepted only when it was
+    /// installed from a snapshot at exactly that point; otherwise the log
+    /// lost entries, and start-up is refused with what to do.
+    #[test]
+    fn state_ahead_of_the_log_needs_a_recorded_install() {
+        let (dir, mut wal, state) = log_of(5);
+        match restore(dir.path(), &mut wal, state, (8, 2), None) {
+            Err(StartError::Inconsistent { reason, .. }) => {
+                assert!(reason.contains("log ends at 5"), "{reason}");
+                assert!(reason.contains("empty this pod's data dir"), "{reason}");
+            }
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+        let (dir, mut wal, state) = log_of(5);
+        let restored =
+            restore(dir.path(), &mut wal, state, (8, 2), Some((8, 2))).expect("an install");
+        assert_eq!(restored.snapshot, SnapshotMeta { index: 8, term: 2 });
+        assert!(restored.entries.is_empty());
+        let (dir, mut wal, state) = log_of(5);
+        let restored = restore(dir.path(), &mut wal, state, (4, 1), None).expect("in the log");
+        assert_eq!((restored.applied, restored.entries.len()), (4, 5));
     }
 }

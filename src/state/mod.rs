@@ -118,6 +118,8 @@ impl Identity {
 }
 
 const IDENTITY_KEY: &[u8] = b"identity";
+/// Metadata name of the snapshot point the active tree was installed from.
+const INSTALLED: &str = "installed";
 const ACTIVE_KEY: &[u8] = b"active";
 
 /// The parts of the active tree readers and the applier share.
@@ -159,14 +161,19 @@ fn read_u64(tree: &sled::Tree, name: &str) -> Result<Option<u64>, StateError> {
 }
 
 fn read_applied(tree: &sled::Tree) -> Result<(u64, u64), StateError> {
-    match tree.get(meta_key("applied"))? {
+    Ok(read_index_term(tree, "applied")?.unwrap_or((0, 0)))
+}
+
+/// A stored (index, term) pair.
+fn read_index_term(tree: &sled::Tree, name: &str) -> Result<Option<(u64, u64)>, StateError> {
+    match tree.get(meta_key(name))? {
         Some(raw) if raw.len() == 16 => {
             let index = u64::from_be_bytes(raw[..8].try_into().expect("8 bytes"));
             let term = u64::from_be_bytes(raw[8..].try_into().expect("8 bytes"));
-            Ok((index, term))
+            Ok(Some((index, term)))
         }
-        Some(_) => Err(StateError::corrupt(b"applied", "not 16 bytes")),
-        None => Ok((0, 0)),
+        Some(_) => Err(StateError::corrupt(name.as_bytes(), "not 16 bytes")),
+        None => Ok(None),
     }
 }
 
@@ -255,6 +262,12 @@ impl KvState {
     pub fn applied(&self) -> (u64, u64) {
         let a = self.read();
         (a.applied_index, a.applied_term)
+    }
+
+    /// The snapshot point the state was installed from, if it came from a
+    /// leader's snapshot.
+    pub fn installed_snapshot(&self) -> Result<Option<(u64, u64)>, StateError> {
+        read_index_term(&self.read().tree, INSTALLED)
     }
 
     /// The cluster id (0 until the cluster's first entry is applied).
@@ -634,5 +647,10 @@ mod tests {
         drop(b);
         let b = open(b_dir.path());
         assert_eq!(b.applied(), (50, 1), "the install is durable");
+        assert_eq!(
+            b.installed_snapshot().expect("read"),
+            Some((50, 1)),
+            "the install point is recorded for start-up's check"
+        );
     }
 }

@@ -10,7 +10,8 @@
 //! insert and drops the old one. An interrupted transfer leaves the old state
 //! untouched.
 
-use super::{read_applied, KvState, StateError, ACTIVE_KEY};
+use super::keys::meta_key;
+use super::{applied_value, read_applied, KvState, StateError, ACTIVE_KEY, INSTALLED};
 use crate::raft::SnapshotMeta;
 
 const FROZEN_TREE: &[u8] = b"snapshot-out";
@@ -145,6 +146,14 @@ impl KvState {
                 reason,
             });
         }
+        // Marks the state as installed from a snapshot at this point: at
+        // start-up, an applied index the log does not hold is legitimate
+        // only if it is exactly this one (a crash between the install and
+        // the log recording it).
+        writer.tree.insert(
+            meta_key(INSTALLED),
+            &applied_value(meta.index, meta.term)[..],
+        )?;
         writer.tree.flush()?;
         let mut active = self.write();
         let old = active.name.clone();

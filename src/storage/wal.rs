@@ -49,7 +49,7 @@ pub enum WalError {
     },
     /// A record that is not at the torn end of the log fails its checksum or
     /// does not decode.
-    #[error("write-ahead log {path} is corrupt at byte {offset}: {reason}")]
+    #[error("write-ahead log {path} is corrupt at byte {offset}: {reason}. The node will not start on a damaged log: entries and votes after that point would be lost silently. To recover, empty this pod's data dir (or delete its PersistentVolumeClaim): the pod then rejoins as a member whose volume was lost, votes only once it has caught up, and is brought back by a snapshot from the leader")]
     Corrupt {
         /// The segment.
         path: PathBuf,
@@ -317,8 +317,12 @@ fn frame(buf: &mut Vec<u8>, record: Record) {
     buf.extend_from_slice(&payload);
 }
 
-/// Whether an intact record (plausible length, matching checksum) starts at
-/// `off`.
+/// The first byte of every payload: the protobuf tag of one of
+/// [`WalRecord`]'s fields 1 to 3, length-delimited.
+const RECORD_TAGS: [u8; 3] = [0x0a, 0x12, 0x1a];
+
+/// Whether an intact record (plausible length, a record's first byte,
+/// matching checksum) starts at `off`.
 fn intact_record_at(data: &[u8], off: usize) -> bool {
     let Some(header) = data.get(off..off + 8) else {
         return false;
@@ -327,20 +331,25 @@ fn intact_record_at(data: &[u8], off: usize) -> bool {
     let crc = u32::from_le_bytes(header[4..].try_into().expect("4 bytes"));
     len > 0
         && len <= MAX_RECORD_BYTES
-        && data
-            .get(off + 8..off + 8 + len)
-            .is_some_and(|payload| crc32fast::hash(payload) == crc)
+        && data.get(off + 8..off + 8 + len).is_some_and(|payload| {
+            RECORD_TAGS.contains(&payload[0]) && crc32fast::hash(payload) == crc
+        })
+}
+
+/// The offset of the first intact record after `off`, if any. A damaged
+/// length hides where the next record starts, so every offset is tried.
+fn intact_record_after(data: &[u8], off: usize) -> Option<usize> {
+    (off + 1..data.len().saturating_sub(8)).find(|&at| intact_record_at(data, at))
 }
 
 /// Reads one segment into `state`. Returns the length of its valid prefix,
 /// and, if it ends in a torn write, why.
 ///
 /// A damaged record counts as a torn write (a batch whose write never
-/// completed, so was never acknowledged) only if nothing intact follows it:
-/// it runs past the end of the file, the rest of the file is zeros, or its
-/// checksum fails and no intact record follows. Damage followed by intact
-/// records is corruption, and refuses start-up rather than silently drop
-/// durable votes or entries.
+/// completed, so was never acknowledged) only if no intact record follows it
+/// anywhere in the file: a bad length, a bad checksum or a zero header with
+/// an intact record after it is corruption, and refuses start-up rather than
+/// silently drop durable votes or entries.
 fn replay_segment(path: &Path, state: &mut WalState) -> Result<(u64, Option<String>), WalError> {
     let data = fs::read(path).map_err(io_err(path))?;
     let corrupt = |offset: usize, reason: String| WalError::Corrupt {
@@ -358,32 +367,29 @@ fn replay_segment(path: &Path, state: &mut WalState) -> Result<(u64, Option<Stri
         }
         let len = u32::from_le_bytes(data[off..off + 4].try_into().expect("4 bytes")) as usize;
         let crc = u32::from_le_bytes(data[off + 4..off + 8].try_into().expect("4 bytes"));
+        // Only the final record may be torn: damage with an intact record
+        // anywhere after it is corruption.
+        let torn_or_corrupt = |what: &str| match intact_record_after(&data, off) {
+            Some(at) => Err(corrupt(
+                off,
+                format!("{what}, followed by an intact record at byte {at}"),
+            )),
+            None => Ok((off as u64, Some(what.to_string()))),
+        };
         if len == 0 {
             // No record is empty (each holds one kind of record).
             if data[off..].iter().all(|&b| b == 0) {
                 return Ok((off as u64, Some("zero-filled tail".into())));
             }
-            return Err(corrupt(off, "an empty record before more data".into()));
+            return torn_or_corrupt("an empty record before more data");
         }
         let end = off + 8 + len;
         if len > MAX_RECORD_BYTES || end > data.len() {
-            return Ok((
-                off as u64,
-                Some("a record that runs past the end of the file".into()),
-            ));
+            return torn_or_corrupt("a record that runs past the end of the file");
         }
         let payload = &data[off + 8..end];
         if crc32fast::hash(payload) != crc {
-            if intact_record_at(&data, end) {
-                return Err(corrupt(
-                    off,
-                    "checksum mismatch before intact records".into(),
-                ));
-            }
-            return Ok((
-                off as u64,
-                Some("checksum mismatch in the last write".into()),
-            ));
+            return torn_or_corrupt("checksum mismatch");
         }
         let record = WalRecord::decode(payload)
             .ok()
@@ -641,6 +647,38 @@ mod tests {
             Err(WalError::Corrupt { .. }) => {}
             other => panic!("expected corruption, got {other:?}"),
         }
+    }
+
+    /// A damaged length in the first of three records hides where the next
+    /// one starts; the intact records after it make it corruption, not a
+    /// torn tail, and start-up is refused naming the file and offset.
+    #[test]
+    fn damaged_length_before_intact_records_is_corrupt() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let (mut wal, _) = Wal::open(dir.path()).expect("open");
+            for i in 1..=3 {
+                wal.append(None, None, &[entry(i, 1, "payload")])
+                    .expect("append");
+            }
+        }
+        let seg = dir.path().join(segment_name(1));
+        let mut bytes = fs::read(&seg).expect("read");
+        bytes[..4].copy_from_slice(&0xFFFF_FF00u32.to_le_bytes());
+        fs::write(&seg, &bytes).expect("write");
+        match Wal::open(dir.path()) {
+            Err(e @ WalError::Corrupt { offset: 0, .. }) => {
+                let text = e.to_string();
+                assert!(text.contains(&seg.display().to_string()), "{text}");
+                assert!(text.contains("empty this pod's data dir"), "{text}");
+            }
+            other => panic!("expected corruption at byte 0, got {other:?}"),
+        }
+        assert_eq!(
+            fs::read(&seg).expect("read"),
+            bytes,
+            "nothing is cut off a corrupt log"
+        );
     }
 
     /// Damage before the end of the log refuses start-up.
