@@ -255,6 +255,16 @@ pub struct ServeArgs {
     /// Logging.
     #[command(flatten)]
     pub log: LogArgs,
+
+    /// Fault injection for tests: sleep this many milliseconds after every
+    /// fdatasync of the write-ahead log, as a slow disk would.
+    #[arg(
+        long,
+        env = "KVSTORE_FAULT_FSYNC_DELAY_MS",
+        default_value_t = 0,
+        hide = true
+    )]
+    pub fault_fsync_delay_ms: u64,
 }
 
 impl ServeArgs {

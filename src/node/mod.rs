@@ -84,6 +84,9 @@ pub struct NodeConfig {
     pub compaction: CompactionPolicy,
     /// Whether leadership returns to the lowest caught-up ordinal.
     pub priority_return: bool,
+    /// Added after every fdatasync of the log: zero, except in tests that
+    /// play a slow disk.
+    pub wal_sync_delay: Duration,
 }
 
 /// Why a node could not start.
@@ -379,6 +382,7 @@ impl Node {
         )?);
         check_identity(&state, &cfg)?;
         let (mut wal, log) = Wal::open(&dirs.wal())?;
+        wal.set_sync_delay(cfg.wal_sync_delay);
         let restored = restore(
             &dirs.root,
             &mut wal,

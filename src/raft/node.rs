@@ -773,7 +773,11 @@ impl RaftNode {
     }
 
     fn reset_election_timeout(&mut self) {
-        if self.fast_election > 0 {
+        // A candidate has raised its term and waits for votes that its peers
+        // answer only after their disks have made them durable: the fast
+        // delay (one tick for ordinal 0) would give up on them and raise the
+        // term again, over and over. Only pre-campaigning is fast.
+        if self.fast_election > 0 && self.role != Role::Candidate {
             self.election_timeout = 1 + self.cfg.id * self.cfg.fast_election_stagger_ticks;
             return;
         }

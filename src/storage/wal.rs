@@ -279,6 +279,8 @@ pub struct Wal {
     /// Bytes in the active segment.
     active_len: u64,
     buf: Vec<u8>,
+    /// Slept after every sync (a slow disk, for tests).
+    sync_delay: std::time::Duration,
 }
 
 const SEGMENT_SUFFIX: &str = ".wal";
@@ -453,6 +455,7 @@ impl Wal {
             active_seq,
             active_len,
             buf: Vec::new(),
+            sync_delay: std::time::Duration::ZERO,
         };
         Ok((wal, state))
     }
@@ -480,6 +483,7 @@ impl Wal {
         let path = self.active_path();
         self.active.write_all(&self.buf).map_err(io_err(&path))?;
         self.active.sync_data().map_err(io_err(&path))?;
+        self.slow_disk();
         self.active_len += self.buf.len() as u64;
         Ok(())
     }
@@ -505,6 +509,7 @@ impl Wal {
             let mut f = File::create(&tmp).map_err(io_err(&tmp))?;
             f.write_all(&self.buf).map_err(io_err(&tmp))?;
             f.sync_all().map_err(io_err(&tmp))?;
+            self.slow_disk();
         }
         fs::rename(&tmp, &path).map_err(io_err(&path))?;
         fsync_dir(&self.dir).map_err(io_err(&self.dir))?;
@@ -521,6 +526,17 @@ impl Wal {
         }
         fsync_dir(&self.dir).map_err(io_err(&self.dir))?;
         Ok(())
+    }
+
+    /// Plays a slow disk: every sync takes `delay` longer (tests only).
+    pub fn set_sync_delay(&mut self, delay: std::time::Duration) {
+        self.sync_delay = delay;
+    }
+
+    fn slow_disk(&self) {
+        if !self.sync_delay.is_zero() {
+            std::thread::sleep(self.sync_delay);
+        }
     }
 
     /// Bytes in the active segment.

@@ -101,6 +101,9 @@ pub struct NetConfig {
     /// Probability that a message is delayed by 1..=max_delay ticks.
     pub delay: f64,
     pub max_delay: u64,
+    /// Extra ticks before every vote and pre-vote answer arrives: a voter's
+    /// disk takes that long to make its vote durable.
+    pub vote_response_delay: u64,
 }
 
 impl NetConfig {
@@ -110,6 +113,7 @@ impl NetConfig {
             duplicate: 0.0,
             delay: 0.0,
             max_delay: 0,
+            vote_response_delay: 0,
         }
     }
 }
@@ -385,11 +389,17 @@ impl Cluster {
     }
 
     fn enqueue(&mut self, msg: Message, snapshot: Option<SmState>) {
-        let delay = if self.netcfg.delay > 0.0 && self.chance(self.netcfg.delay) {
+        let mut delay = if self.netcfg.delay > 0.0 && self.chance(self.netcfg.delay) {
             1 + self.rng.below(self.netcfg.max_delay.max(1))
         } else {
             0
         };
+        if matches!(
+            msg.body,
+            Body::VoteResponse { .. } | Body::PreVoteResponse { .. }
+        ) {
+            delay += self.netcfg.vote_response_delay;
+        }
         self.net.push(InFlight {
             msg,
             snapshot,
@@ -596,6 +606,13 @@ impl Cluster {
             self.nodes[id as usize].sm.index
         ));
         self.process_ready(id);
+    }
+
+    /// Restarts every member that is down.
+    pub fn restart_all_down(&mut self) {
+        for id in 0..self.size() {
+            self.restart(id);
+        }
     }
 
     /// Crashes member `id` and restarts it with an empty data dir: its volume
