@@ -206,7 +206,7 @@ impl RaftLoop {
             let wait = next_tick.saturating_duration_since(Instant::now());
             match self.inbox.recv_timeout(wait) {
                 Ok(input) => {
-                    if !self.handle(input) {
+                    if !self.handle(input)? {
                         return self.drive_ready();
                     }
                     // Everything already waiting goes into the same Ready:
@@ -214,7 +214,7 @@ impl RaftLoop {
                     for _ in 0..4096 {
                         match self.inbox.try_recv() {
                             Ok(input) => {
-                                if !self.handle(input) {
+                                if !self.handle(input)? {
                                     return self.drive_ready();
                                 }
                             }
@@ -240,7 +240,7 @@ impl RaftLoop {
     }
 
     /// Feeds one input to the core. Returns false on shutdown.
-    fn handle(&mut self, input: Input) -> bool {
+    fn handle(&mut self, input: Input) -> std::result::Result<bool, Fatal> {
         match input {
             Input::Propose { data, done } => match self.core.propose(data) {
                 Ok((index, term)) => self.waiters.insert(index, term, done),
@@ -268,15 +268,15 @@ impl RaftLoop {
             Input::SnapshotReceived { msg, writer, done } => {
                 if !matches!(msg.body, Body::Snapshot { .. }) {
                     let _ = done.send(Err(Error::InvalidArgument("not a snapshot message".into())));
-                    return true;
+                    return Ok(true);
                 }
-                if let Some((old, old_done)) = self.pending_snapshot.replace((writer, done)) {
-                    let _ = self.state.abort_install(old);
-                    let _ = old_done.send(Err(Error::Unavailable {
-                        reason: "superseded by a newer snapshot".into(),
-                        leader: None,
-                    }));
+                // One snapshot per Ready: the core's answer (install this
+                // point, or not) then always concerns the data received
+                // with it, whatever order the snapshots arrive in.
+                if self.pending_snapshot.is_some() {
+                    self.drive_ready()?;
                 }
+                self.pending_snapshot = Some((writer, done));
                 self.core.step(msg);
             }
             Input::SnapshotSent { to, index } => self.core.snapshot_sent(to, index),
@@ -311,9 +311,9 @@ impl RaftLoop {
                 self.checkpoint_in_flight = false;
                 self.compact_to = Some(index);
             }
-            Input::Shutdown => return false,
+            Input::Shutdown => return Ok(false),
         }
-        true
+        Ok(true)
     }
 
     /// The Ready loop: persist, advance, send, apply, answer reads.
@@ -505,5 +505,130 @@ impl RaftLoop {
                 true
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::node::applier::Applier;
+    use crate::node::NoPeers;
+    use crate::raft::{Config, Entry, EntryKind, HardState, Restored, SnapshotMeta, Voting};
+    use crate::state::command::{Command, Op};
+    use crate::state::snapshot::SnapshotWriter;
+    use tokio::sync::broadcast;
+
+    fn state_with(dir: &std::path::Path, last: u64) -> KvState {
+        let state = KvState::open(dir, 8 << 20, 10_000).expect("open state");
+        let entries: Vec<Entry> = (1..=last)
+            .map(|index| Entry {
+                index,
+                term: 1,
+                kind: EntryKind::Normal,
+                data: Command::new(Op::Put(crate::proto::kv::PutRequest {
+                    key: format!("k{index}").into(),
+                    value: "v".into(),
+                    prev_kv: false,
+                }))
+                .encode(),
+            })
+            .collect();
+        state.apply(&entries).expect("apply");
+        state
+    }
+
+    /// The snapshot of `source`, received into `target`.
+    fn received(source: &KvState, target: &KvState) -> (SnapshotWriter, SnapshotMeta) {
+        let frozen = source.freeze_snapshot().expect("freeze");
+        let writer = target.begin_install().expect("begin");
+        for chunk in frozen.chunks(1 << 16) {
+            writer.write(chunk.expect("chunk")).expect("write");
+        }
+        (writer, frozen.meta)
+    }
+
+    /// Two snapshots arriving in one batch, the higher first: the lower one
+    /// is an ordinary rejected snapshot, not a fatal mismatch, and the
+    /// higher one is installed.
+    #[test]
+    fn a_lower_snapshot_after_a_higher_one_in_one_batch_is_rejected() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let high = state_with(&dir.path().join("high"), 100);
+        let low = state_with(&dir.path().join("low"), 90);
+        let state =
+            Arc::new(KvState::open(&dir.path().join("target"), 8 << 20, 10_000).expect("open"));
+        let (wal, _) = Wal::open(&dir.path().join("wal")).expect("wal");
+        let restored = Restored {
+            hard_state: HardState {
+                term: 1,
+                vote: None,
+                voting: Voting::Enabled,
+            },
+            ..Restored::fresh()
+        };
+        let core = RaftNode::new(Config::new(1, 3), restored, 1);
+        let (inbox_tx, inbox_rx) = std::sync::mpsc::channel();
+        let (apply_tx, apply_rx) = std::sync::mpsc::channel();
+        let waiters = Arc::new(Waiters::default());
+        let (status_tx, _status_rx) = watch::channel(RaftStatus::of(&core));
+        let (applied_tx, _applied_rx) = watch::channel(0);
+        let (events, _) = broadcast::channel(16);
+        let applier = Applier {
+            state: state.clone(),
+            rx: apply_rx,
+            inbox: inbox_tx,
+            waiters: waiters.clone(),
+            applied: applied_tx,
+            events,
+            cluster_recorded: true,
+        };
+        let apply_thread = std::thread::spawn(move || applier.run());
+        let mut raft = RaftLoop::new(
+            core,
+            wal,
+            inbox_rx,
+            apply_tx.clone(),
+            Arc::new(NoPeers),
+            waiters,
+            status_tx,
+            state.clone(),
+            Duration::from_millis(10),
+            CompactionPolicy {
+                max_entries: 1000,
+                max_bytes: 1 << 30,
+                keep_entries: 100,
+            },
+            NodeName::parse("kvstore-1").expect("name"),
+        );
+        let mut answers = Vec::new();
+        for source in [&high, &low] {
+            let (writer, meta) = received(source, &state);
+            let (done, answer) = oneshot::channel();
+            let msg = Message {
+                from: 0,
+                to: 1,
+                term: 1,
+                body: Body::Snapshot { meta },
+            };
+            assert!(raft
+                .handle(Input::SnapshotReceived { msg, writer, done })
+                .expect("not fatal"));
+            answers.push(answer);
+        }
+        raft.drive_ready().expect("not fatal");
+        assert_eq!(
+            state.applied(),
+            (100, 1),
+            "the higher snapshot is the state"
+        );
+        for mut answer in answers {
+            assert!(matches!(answer.try_recv(), Ok(Ok(()))));
+        }
+        drop(raft);
+        let _ = apply_tx.send(ApplyMsg::Stop);
+        apply_thread
+            .join()
+            .expect("apply thread")
+            .expect("clean stop");
     }
 }

@@ -21,17 +21,32 @@ pub fn fsync_dir(dir: &Path) -> io::Result<()> {
 
 /// Makes every file and directory under `root` durable: sled's own flush
 /// stops at `sync_file_range` and never syncs its blob files.
+///
+/// sled deletes files of its own in the background (blobs of overwritten
+/// values, rewritten segments), so a file listed a moment ago may be gone
+/// when it is opened: a file that no longer exists needs no sync.
 pub fn fsync_tree(root: &Path) -> io::Result<()> {
-    let meta = std::fs::symlink_metadata(root)?;
+    vanished_is_ok(fsync_entry(root))
+}
+
+fn fsync_entry(path: &Path) -> io::Result<()> {
+    let meta = std::fs::symlink_metadata(path)?;
     if meta.is_dir() {
-        for item in std::fs::read_dir(root)? {
+        for item in std::fs::read_dir(path)? {
             fsync_tree(&item?.path())?;
         }
-        fsync_dir(root)
+        fsync_dir(path)
     } else if meta.is_file() {
-        File::open(root)?.sync_all()
+        File::open(path)?.sync_all()
     } else {
         Ok(())
+    }
+}
+
+fn vanished_is_ok(result: io::Result<()>) -> io::Result<()> {
+    match result {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        other => other,
     }
 }
 
@@ -75,5 +90,37 @@ impl DataDir {
     /// The sled database's directory.
     pub fn state(&self) -> PathBuf {
         self.root.join("state")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Files that sled deletes while the tree is being synced are skipped,
+    /// not reported: a deleting thread races the sync over many rounds.
+    #[test]
+    fn files_deleted_during_a_sync_are_not_errors() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().to_path_buf();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let churn = {
+            let (root, stop) = (root.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut i = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let path = root.join(format!("blob-{}", i % 64));
+                    let _ = std::fs::write(&path, b"x");
+                    let _ = std::fs::remove_file(root.join(format!("blob-{}", (i + 32) % 64)));
+                    i += 1;
+                }
+            })
+        };
+        for _ in 0..300 {
+            fsync_tree(&root).expect("a vanished file is not an error");
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        churn.join().expect("churn thread");
+        assert!(fsync_tree(&root.join("never-existed")).is_ok());
     }
 }
