@@ -256,6 +256,13 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub log: LogArgs,
 
+    /// The cluster this pod belongs to, as 16 hex digits (the id `kvctl
+    /// status` shows). When set, a volume of another cluster is refused at
+    /// start-up, and a new cluster takes this id. Unset: the first leader
+    /// picks a random id, and peers refuse members of other clusters.
+    #[arg(long, env = "KVSTORE_CLUSTER_ID", value_parser = parse_cluster_id)]
+    pub cluster_id: Option<u64>,
+
     /// Fault injection for tests: sleep this many milliseconds after every
     /// fdatasync of the write-ahead log, as a slow disk would.
     #[arg(
@@ -265,6 +272,14 @@ pub struct ServeArgs {
         hide = true
     )]
     pub fault_fsync_delay_ms: u64,
+}
+
+fn parse_cluster_id(text: &str) -> Result<u64, String> {
+    match u64::from_str_radix(text.trim_start_matches("0x"), 16) {
+        Ok(0) => Err("a cluster id is never 0".into()),
+        Ok(id) => Ok(id),
+        Err(e) => Err(format!("not a hexadecimal cluster id: {e}")),
+    }
 }
 
 impl ServeArgs {

@@ -1,7 +1,14 @@
 //! The errors a node can answer with, and their one mapping to gRPC status
 //! codes. The code alone tells a client what to do: INVALID_ARGUMENT, fix the
-//! request; UNAVAILABLE, retry (elsewhere); OUT_OF_RANGE, start later;
-//! INTERNAL, the node's disk or a bug.
+//! request; UNAVAILABLE, nothing was applied, retry (elsewhere);
+//! DEADLINE_EXCEEDED, a write may or may not have been applied (gRPC's own
+//! meaning of the code), so only an idempotent write may be repeated;
+//! RESOURCE_EXHAUSTED, a limit or the space quota, retrying the same request
+//! does not help; OUT_OF_RANGE, start later; INTERNAL, the node's disk or a
+//! bug.
+//!
+//! A generic gRPC client with a retry policy on UNAVAILABLE therefore never
+//! repeats a write whose outcome is unknown.
 
 use tonic::{metadata::MetadataValue, Code, Status};
 
@@ -143,10 +150,10 @@ impl From<Error> for Status {
         let kind = err.kind();
         let mut status = match err {
             Error::InvalidArgument(_) => Status::invalid_argument(message),
-            Error::NoLeader
-            | Error::ShuttingDown
-            | Error::OutcomeUnknown(_)
-            | Error::NotApplied(_) => Status::unavailable(message),
+            Error::NoLeader | Error::ShuttingDown | Error::NotApplied(_) => {
+                Status::unavailable(message)
+            }
+            Error::OutcomeUnknown(_) => Status::deadline_exceeded(message),
             Error::Unavailable { leader, .. } => {
                 let mut status = Status::unavailable(message);
                 if let Some(value) = leader.and_then(|l| MetadataValue::try_from(l.as_str()).ok()) {
@@ -170,3 +177,31 @@ impl From<Error> for Status {
 
 /// The result type of node operations.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A write whose outcome is unknown is DEADLINE_EXCEEDED, never
+    /// UNAVAILABLE (which generic retry policies repeat); one that certainly
+    /// did not apply is UNAVAILABLE; both say which in metadata too, and a
+    /// member that forwarded the write reads the same error back.
+    #[test]
+    fn unknown_outcome_and_not_applied_are_told_apart_by_code() {
+        let unknown = Status::from(Error::OutcomeUnknown("leader lost".into()));
+        assert_eq!(unknown.code(), Code::DeadlineExceeded);
+        assert!(matches!(
+            Error::from_peer_status(unknown),
+            Error::OutcomeUnknown(_)
+        ));
+        for safe in [
+            Error::NotApplied("replaced".into()),
+            Error::NoLeader,
+            Error::ShuttingDown,
+        ] {
+            let status = Status::from(safe);
+            assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+            assert!(crate::client::certainly_not_applied(&status));
+        }
+    }
+}

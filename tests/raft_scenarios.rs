@@ -346,3 +346,35 @@ fn lost_volume_does_not_vote_before_holding_what_it_acknowledged() {
     let l = c.leader().expect("leader");
     assert!(c.core(l).log().last_index() >= committed);
 }
+
+/// Term arithmetic saturates: a message carrying the last term there is
+/// (only a forged one can) moves every member to it, and then no member
+/// wraps around to term 0 or votes twice in that term; the cluster simply
+/// cannot elect again.
+#[test]
+fn the_last_term_is_never_wrapped() {
+    let mut c = cluster(3);
+    assert_eq!(elect(&mut c), 0);
+    c.run(20);
+    let commit = c.core(1).log().commit();
+    c.nodes[1]
+        .core
+        .as_mut()
+        .expect("up")
+        .step(kvstore::raft::Message {
+            from: 0,
+            to: 1,
+            term: u64::MAX,
+            body: Body::Heartbeat {
+                commit,
+                leader_commit: commit,
+                read_round: 0,
+            },
+        });
+    c.process_ready(1);
+    c.run(400);
+    for id in 0..3 {
+        assert_eq!(c.core(id).term(), u64::MAX, "member {id}");
+        assert_ne!(c.core(id).role(), Role::Leader, "member {id}");
+    }
+}

@@ -56,6 +56,7 @@ async fn serve(args: ServeArgs, name: NodeName) -> ExitCode {
         timing: args.timing(),
         compaction: args.compaction(),
         priority_return: true,
+        cluster_id: args.cluster_id,
         wal_sync_delay: Duration::from_millis(args.fault_fsync_delay_ms),
     };
     let discovery = match start_discovery(&args, &name) {

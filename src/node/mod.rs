@@ -87,6 +87,10 @@ pub struct NodeConfig {
     /// Added after every fdatasync of the log: zero, except in tests that
     /// play a slow disk.
     pub wal_sync_delay: Duration,
+    /// The cluster this member belongs to, if the operator pinned it: a
+    /// data dir of another cluster is refused at start-up, and a new
+    /// cluster takes this id instead of a random one.
+    pub cluster_id: Option<u64>,
 }
 
 /// Why a node could not start.
@@ -101,6 +105,16 @@ pub enum StartError {
         owner: String,
         /// Who we are.
         this: String,
+    },
+    /// The data dir holds another cluster's data.
+    #[error("data dir {dir} belongs to cluster {found:016x}, but {expected}: refusing to start (was a volume from another cluster attached to this pod?)")]
+    OtherCluster {
+        /// The data dir.
+        dir: PathBuf,
+        /// The cluster the data dir names.
+        found: u64,
+        /// What it was expected to be, and why.
+        expected: String,
     },
     /// The ordinal is not a member.
     #[error("{name} has ordinal {ordinal}, but --replicas is {replicas}: members are ordinals 0..={max}")]
@@ -260,8 +274,25 @@ impl Default for NodeInbox {
     }
 }
 
+/// Refuses a data dir that belongs to another pod or another cluster: the
+/// identity record names the pod and (once known) the cluster, and the
+/// applied state names the cluster its data came from.
 fn check_identity(state: &KvState, cfg: &NodeConfig) -> std::result::Result<(), StartError> {
     let this = cfg.name.to_string();
+    let other_cluster = |found: u64, expected: String| StartError::OtherCluster {
+        dir: cfg.data_dir.clone(),
+        found,
+        expected,
+    };
+    let data_cluster = state.cluster_id();
+    if let Some(pinned) = cfg.cluster_id {
+        if data_cluster != 0 && data_cluster != pinned {
+            return Err(other_cluster(
+                data_cluster,
+                format!("this pod is configured for cluster {pinned:016x} (--cluster-id)"),
+            ));
+        }
+    }
     match state.identity()? {
         Some(identity) => {
             if identity.set_name != cfg.name.set || identity.ordinal != cfg.name.ordinal {
@@ -270,6 +301,24 @@ fn check_identity(state: &KvState, cfg: &NodeConfig) -> std::result::Result<(), 
                     owner: identity.name(),
                     this,
                 });
+            }
+            if identity.cluster_id != 0 && data_cluster != 0 && identity.cluster_id != data_cluster
+            {
+                return Err(other_cluster(
+                    data_cluster,
+                    format!(
+                        "its identity record names cluster {:016x}",
+                        identity.cluster_id
+                    ),
+                ));
+            }
+            if let Some(pinned) = cfg.cluster_id {
+                if identity.cluster_id != 0 && identity.cluster_id != pinned {
+                    return Err(other_cluster(
+                        identity.cluster_id,
+                        format!("this pod is configured for cluster {pinned:016x} (--cluster-id)"),
+                    ));
+                }
             }
         }
         None => {
@@ -441,7 +490,8 @@ impl Node {
             timing.tick,
             cfg.compaction,
             cfg.name.clone(),
-        );
+        )
+        .with_cluster_id(cfg.cluster_id);
         let raft_thread = std::thread::Builder::new()
             .name("raft".into())
             .spawn(move || span.in_scope(|| raft_loop.run()))
@@ -854,6 +904,73 @@ mod tests {
         drop(wal);
         let (wal, state) = Wal::open(dir.path()).expect("reopen");
         (dir, wal, state)
+    }
+
+    fn config_for(dir: &Path, name: &str, cluster_id: Option<u64>) -> NodeConfig {
+        NodeConfig {
+            name: NodeName::parse(name).expect("name"),
+            replicas: 3,
+            data_dir: dir.to_path_buf(),
+            cache_bytes: 1 << 20,
+            history_revisions: 100,
+            timing: Timing::default(),
+            compaction: CompactionPolicy {
+                max_entries: 100,
+                max_bytes: 1 << 20,
+                keep_entries: 10,
+            },
+            priority_return: true,
+            wal_sync_delay: Duration::ZERO,
+            cluster_id,
+        }
+    }
+
+    /// A state that applied the bootstrap of cluster `id`.
+    fn state_of_cluster(dir: &Path, id: u64) -> KvState {
+        let state = KvState::open(dir, 1 << 20, 100).expect("open");
+        let bootstrap = crate::state::command::Command::new(crate::state::command::Op::Bootstrap(
+            crate::state::command::Bootstrap { cluster_id: id },
+        ));
+        state
+            .apply(&[Entry {
+                index: 1,
+                term: 1,
+                kind: EntryKind::Normal,
+                data: bootstrap.encode(),
+            }])
+            .expect("apply");
+        state
+    }
+
+    /// A data dir is refused when its identity record and its data name
+    /// different clusters, or when either differs from a pinned cluster id;
+    /// the message names both ids.
+    #[test]
+    fn data_of_another_cluster_is_refused_at_start_up() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let state = state_of_cluster(dir.path(), 0xa);
+        let cfg = config_for(dir.path(), "kvstore-1", None);
+        check_identity(&state, &cfg).expect("a new identity is written");
+        check_identity(&state, &cfg).expect("the same pod and cluster");
+        let pinned = config_for(dir.path(), "kvstore-1", Some(0xb));
+        match check_identity(&state, &pinned) {
+            Err(e @ StartError::OtherCluster { found: 0xa, .. }) => {
+                let text = e.to_string();
+                assert!(text.contains("000000000000000b"), "{text}");
+            }
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+        state
+            .set_identity(&Identity {
+                set_name: "kvstore".into(),
+                ordinal: 1,
+                cluster_id: 0xc,
+            })
+            .expect("identity");
+        assert!(matches!(
+            check_identity(&state, &cfg),
+            Err(StartError::OtherCluster { found: 0xa, .. })
+        ));
     }
 
     /// An applied state ahead of the log is accepted only when it was

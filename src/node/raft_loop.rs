@@ -118,6 +118,8 @@ pub struct RaftLoop {
     checkpoint_after: u64,
     compact_to: Option<u64>,
     bootstrap_term: u64,
+    /// The id a new cluster takes, when the operator pinned one.
+    pinned_cluster_id: Option<u64>,
     last_role: (Role, u64, Option<NodeId>),
     /// `raft{ordinal, term}`: every log line of this thread carries both.
     span: tracing::Span,
@@ -174,11 +176,18 @@ impl RaftLoop {
             checkpoint_after: 0,
             compact_to: None,
             bootstrap_term: 0,
+            pinned_cluster_id: None,
             span,
             parent_span: tracing::Span::current(),
             name,
             last_role,
         }
+    }
+
+    /// A new cluster takes `id` (when given) instead of a random id.
+    pub fn with_cluster_id(mut self, id: Option<u64>) -> Self {
+        self.pinned_cluster_id = id;
+        self
     }
 
     /// Runs until shutdown or a fatal error. On the way out everything is
@@ -402,7 +411,9 @@ impl RaftLoop {
             && self.bootstrap_term != self.core.term()
         {
             self.bootstrap_term = self.core.term();
-            let cluster_id = rand::random::<u64>() | 1;
+            let cluster_id = self
+                .pinned_cluster_id
+                .unwrap_or_else(|| rand::random::<u64>() | 1);
             let data = Command::new(Op::Bootstrap(Bootstrap { cluster_id })).encode();
             if self.core.propose(data).is_ok() {
                 tracing::info!(

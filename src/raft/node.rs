@@ -573,8 +573,12 @@ impl RaftNode {
             } => self.on_pre_vote(msg.from, msg.term, last_index, last_term),
             Body::PreVoteResponse { granted } => {
                 // A grant carries our term + 1; a refusal carries ours.
-                let expected = if granted { self.term + 1 } else { self.term };
-                if self.role == Role::PreCandidate && msg.term == expected {
+                let expected = if granted {
+                    self.term.checked_add(1)
+                } else {
+                    Some(self.term)
+                };
+                if self.role == Role::PreCandidate && Some(msg.term) == expected {
                     self.votes.insert(msg.from, granted);
                     self.tally_votes();
                 }
@@ -818,6 +822,13 @@ impl RaftNode {
     }
 
     fn pre_campaign(&mut self) {
+        let Some(term) = self.term.checked_add(1) else {
+            // The last term there is: no election can ever be won again
+            // (only a forged message can bring a cluster here). Never wrap
+            // around, and never vote twice in this term.
+            self.election_elapsed = 0;
+            return;
+        };
         if self.cfg.voters == 1 {
             self.campaign(false);
             return;
@@ -829,7 +840,6 @@ impl RaftNode {
         self.election_elapsed = 0;
         self.reset_election_timeout();
         let (last_index, last_term) = (self.log.last_index(), self.log.last_term());
-        let term = self.term + 1;
         for peer in self.peers().collect::<Vec<_>>() {
             self.send(
                 peer,
@@ -843,7 +853,10 @@ impl RaftNode {
     }
 
     fn campaign(&mut self, transfer: bool) {
-        self.term += 1;
+        let Some(term) = self.term.checked_add(1) else {
+            return;
+        };
+        self.term = term;
         self.vote = Some(self.cfg.id);
         self.role = Role::Candidate;
         self.leader = None;

@@ -13,6 +13,13 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
 
+/// How many streams a client may open and reset before the server has
+/// accepted them, on one connection. hyper's default (20) cut off with
+/// GOAWAY `too_many_resets` a client whose calls timed out together (a
+/// blocked link that came back), dropping its other calls too; this bound
+/// still stops rapid-reset abuse (CVE-2023-44487), which needs thousands.
+pub const MAX_PENDING_ACCEPT_RESETS: usize = 1024;
+
 /// How long an accepted connection may be idle before the kernel probes it.
 pub const TCP_KEEPALIVE: Duration = Duration::from_secs(10);
 

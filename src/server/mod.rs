@@ -100,6 +100,7 @@ pub async fn serve_clients(
         opts.client_port,
     ));
     Server::builder()
+        .http2_max_pending_accept_reset_streams(Some(incoming::MAX_PENDING_ACCEPT_RESETS))
         .http2_keepalive_interval(Some(Duration::from_secs(10)))
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))
         .add_service(health)

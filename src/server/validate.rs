@@ -8,6 +8,7 @@ use crate::proto::kv::{
     request_op, CompareResult, CompareTarget, Consistency, DeleteRequest, PutRequest, RangeRequest,
     TxnRequest,
 };
+use crate::state::keys::KeyRange;
 
 /// The most operations (compares plus ops) in one transaction.
 pub const MAX_TXN_OPS: usize = 128;
@@ -161,6 +162,7 @@ pub fn txn(limits: &Limits, req: &TxnRequest) -> Result<(), Error> {
     }
     for ops in [&req.success, &req.failure] {
         let mut written = HashSet::new();
+        let mut deleted = Vec::new();
         for op in ops {
             match &op.request {
                 Some(request_op::Request::Put(p)) => {
@@ -169,12 +171,26 @@ pub fn txn(limits: &Limits, req: &TxnRequest) -> Result<(), Error> {
                         return Err(invalid("a transaction may write a key at most once"));
                     }
                 }
-                Some(request_op::Request::Delete(d)) => delete(limits, d)?,
+                Some(request_op::Request::Delete(d)) => {
+                    delete(limits, d)?;
+                    deleted.push(KeyRange::from_request(&d.key, &d.range_end, d.prefix, true));
+                }
                 Some(request_op::Request::Range(r)) => {
                     range(limits, r)?;
                 }
                 None => return Err(invalid("a transaction operation is empty")),
             }
+        }
+        // As etcd: a key may not be both put and deleted in one branch (the
+        // outcome would depend on the order of the operations).
+        if let Some(key) = written
+            .iter()
+            .find(|k| deleted.iter().any(|r| r.contains(k)))
+        {
+            return Err(invalid(format!(
+                "a transaction may not put and delete the same key in one branch ({:?})",
+                String::from_utf8_lossy(key)
+            )));
         }
     }
     Ok(())
@@ -218,5 +234,43 @@ mod tests {
             failure: vec![],
         };
         assert!(txn(&Limits::default(), &req).is_err());
+    }
+
+    /// A branch that puts a key and deletes it (by itself or in a range) is
+    /// refused, as etcd refuses it; in different branches it is fine.
+    #[test]
+    fn txn_put_and_delete_of_one_key_is_refused() {
+        let put = |k: &str| crate::proto::kv::RequestOp {
+            request: Some(request_op::Request::Put(PutRequest {
+                key: Bytes::from(k.to_string()),
+                value: Bytes::new(),
+                prev_kv: false,
+            })),
+        };
+        let del = |k: &str, prefix: bool| crate::proto::kv::RequestOp {
+            request: Some(request_op::Request::Delete(DeleteRequest {
+                key: Bytes::from(k.to_string()),
+                prefix,
+                ..Default::default()
+            })),
+        };
+        let l = Limits::default();
+        let same = TxnRequest {
+            success: vec![put("a/1"), del("a/1", false)],
+            ..Default::default()
+        };
+        let e = txn(&l, &same).expect_err("put and delete").to_string();
+        assert!(e.contains("put and delete the same key"), "{e}");
+        let in_prefix = TxnRequest {
+            success: vec![del("a/", true), put("a/1")],
+            ..Default::default()
+        };
+        assert!(txn(&l, &in_prefix).is_err());
+        let apart = TxnRequest {
+            success: vec![put("a/1"), del("b/", true)],
+            failure: vec![del("a/1", false)],
+            ..Default::default()
+        };
+        txn(&l, &apart).expect("different keys, or different branches");
     }
 }

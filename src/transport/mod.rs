@@ -730,6 +730,9 @@ pub async fn serve_peers(
     .max_decoding_message_size(MAX_PEER_MESSAGE)
     .max_encoding_message_size(MAX_PEER_MESSAGE);
     Server::builder()
+        .http2_max_pending_accept_reset_streams(Some(
+            crate::server::incoming::MAX_PENDING_ACCEPT_RESETS,
+        ))
         .http2_keepalive_interval(Some(Duration::from_secs(1)))
         .http2_keepalive_timeout(Some(Duration::from_secs(3)))
         .initial_stream_window_size(Some(4 << 20))

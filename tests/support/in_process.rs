@@ -46,6 +46,7 @@ pub async fn start_node_with(opts: ServeOptions) -> InProcessNode {
             keep_entries: 5_000,
         },
         priority_return: true,
+        cluster_id: None,
         wal_sync_delay: Duration::ZERO,
     };
     let node = Node::start(cfg, Arc::new(NoPeers), NodeInbox::new()).expect("start node");
