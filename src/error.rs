@@ -49,6 +49,10 @@ pub enum Error {
     /// The request took longer than its time limit.
     #[error("timed out: {0}")]
     Timeout(String),
+    /// A limit that retrying the same request does not get past, or the
+    /// space quota; the message names it.
+    #[error("{0}")]
+    ResourceExhausted(String),
     /// A watch asked for history that is compacted away.
     #[error("revision {requested} is compacted; the oldest available revision is {oldest}")]
     Compacted {
@@ -162,6 +166,7 @@ impl From<Error> for Status {
                 status
             }
             Error::Timeout(_) => Status::deadline_exceeded(message),
+            Error::ResourceExhausted(_) => Status::resource_exhausted(message),
             Error::Compacted { .. } => Status::out_of_range(message),
             Error::State(_) | Error::Wal(_) => Status::internal(message),
             Error::Forwarded(status) => Status::new(status.code(), status.message().to_string()),

@@ -59,6 +59,10 @@ async fn serve(args: ServeArgs, name: NodeName) -> ExitCode {
         cluster_id: args.cluster_id,
         wal_sync_delay: Duration::from_millis(args.fault_fsync_delay_ms),
     };
+    if let Err(e) = args.limits().check() {
+        eprintln!("kvstore: {e}");
+        return ExitCode::from(2);
+    }
     let discovery = match start_discovery(&args, &name) {
         Ok(d) => d,
         Err(e) => {

@@ -11,8 +11,15 @@ use super::raft_loop::Input;
 use super::{WatchBatch, WriteResult};
 use crate::error::{Error, Result};
 use crate::raft::Entry;
+use crate::state::apply::{event_bytes as event_bytes_of, Reads};
+use crate::state::command::Applied;
 use crate::state::snapshot::SnapshotWriter;
 use crate::state::{KvState, StateError};
+
+/// The most bytes of events one batch hands to watchers directly; a larger
+/// batch is read by each watcher from the stored history instead, so the
+/// watchers' shared queue stays small.
+const MAX_BROADCAST_EVENT_BYTES: usize = 1 << 20;
 
 /// Work for the apply thread, in log order.
 pub enum ApplyMsg {
@@ -45,6 +52,10 @@ impl Waiters {
     /// Registers the proposal at (`index`, `term`).
     pub fn insert(&self, index: u64, term: u64, done: oneshot::Sender<Result<WriteResult>>) {
         self.lock().insert(index, (term, done));
+    }
+
+    fn has(&self, index: u64) -> bool {
+        self.lock().contains_key(&index)
     }
 
     fn take(&self, index: u64) -> Option<(u64, oneshot::Sender<Result<WriteResult>>)> {
@@ -121,12 +132,33 @@ impl Applier {
     }
 
     fn apply(&mut self, entries: Vec<Entry>) -> Result<(), StateError> {
-        let (Some(first), Some(last)) = (entries.first(), entries.last()) else {
-            return Ok(());
+        let mut rest = &entries[..];
+        while !rest.is_empty() {
+            // Only the member that proposed an entry answers its reads.
+            let results = self.state.apply(rest, |index| {
+                if self.waiters.has(index) {
+                    Reads::Answer
+                } else {
+                    Reads::Skip
+                }
+            })?;
+            rest = &rest[results.len()..];
+            self.publish(results);
+        }
+        if !self.cluster_recorded {
+            self.record_cluster_id()?;
+        }
+        Ok(())
+    }
+
+    /// Answers the proposals of one applied batch and tells watchers.
+    fn publish(&mut self, results: Vec<Applied>) {
+        let (Some(first), Some(last)) = (results.first(), results.last()) else {
+            return;
         };
         let (first_index, last_index) = (first.index, last.index);
-        let results = self.state.apply(&entries)?;
         let mut revisions = Vec::new();
+        let mut event_bytes = 0;
         for applied in results {
             if let Some((term, done)) = self.waiters.take(applied.index) {
                 let answer = if term == applied.term {
@@ -140,20 +172,20 @@ impl Applier {
                 let _ = done.send(answer);
             }
             if !applied.events.is_empty() {
+                event_bytes += applied.events.iter().map(event_bytes_of).sum::<usize>();
                 revisions.push((applied.index, applied.events));
             }
         }
         self.applied.send_replace(last_index);
+        // Large changes are not copied to every watcher's queue: watchers
+        // read them from the stored history, in bounded steps.
+        let in_history = event_bytes > MAX_BROADCAST_EVENT_BYTES;
         let _ = self.events.send(Arc::new(WatchBatch {
             first_index,
             last_index,
-            revisions,
-            reset: false,
+            revisions: if in_history { Vec::new() } else { revisions },
+            reset: in_history,
         }));
-        if !self.cluster_recorded {
-            self.record_cluster_id()?;
-        }
-        Ok(())
     }
 
     /// Copies the cluster id, once applied, into the identity record, so that

@@ -223,8 +223,9 @@ pub struct WatchBatch {
     pub last_index: u64,
     /// The revisions in the batch that changed keys, with their events.
     pub revisions: Vec<(u64, Vec<Event>)>,
-    /// A snapshot replaced the state: its changes are only in the stored
-    /// history, and watchers must read them from there.
+    /// The changes are only in the stored history (a snapshot replaced the
+    /// state, or the batch was too large to hand to every watcher): watchers
+    /// read them from there.
     pub reset: bool,
 }
 
@@ -932,7 +933,7 @@ mod tests {
             crate::state::command::Bootstrap { cluster_id: id },
         ));
         state
-            .apply(&[Entry {
+            .apply_all(&[Entry {
                 index: 1,
                 term: 1,
                 kind: EntryKind::Normal,

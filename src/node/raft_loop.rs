@@ -544,7 +544,7 @@ mod tests {
                 .encode(),
             })
             .collect();
-        state.apply(&entries).expect("apply");
+        state.apply_all(&entries).expect("apply");
         state
     }
 

@@ -16,7 +16,9 @@ use crate::proto::kv::{
     RangeRequest, RangeResponse, ResponseHeader, TxnRequest, TxnResponse, WatchRequest,
     WatchResponse,
 };
+use crate::state::apply::RANGE_MAX_BYTES;
 use crate::state::command::{Command, Op, Output};
+use crate::state::keys::KeyRange;
 
 /// The KV service of one node.
 #[derive(Clone)]
@@ -82,6 +84,22 @@ async fn off_the_runtime<T: Send + 'static>(
     }
 }
 
+/// The most bytes of previous values a Delete with `prev_kv` returns: what
+/// a range page holds.
+pub const DELETE_PREV_KV_BYTES: usize = RANGE_MAX_BYTES;
+
+fn prev_kv_limit(deleted: u64) -> String {
+    let done = if deleted > 0 {
+        format!("; {deleted} keys were deleted before the limit was reached")
+    } else {
+        String::new()
+    };
+    format!(
+        "a delete with prev_kv returns at most {} MiB of previous values, and this range holds more: delete without prev_kv, or read the range first{done}",
+        DELETE_PREV_KV_BYTES >> 20
+    )
+}
+
 fn unexpected(output: &Output) -> Status {
     Status::internal(format!(
         "the write produced an unexpected result: {output:?}"
@@ -116,19 +134,49 @@ impl Kv for KvService {
         }))
     }
 
+    /// Deletes in steps of at most
+    /// [`DELETE_STEP_KEYS`](crate::state::apply::DELETE_STEP_KEYS) keys and
+    /// about [`DELETE_STEP_BYTES`](crate::state::apply::DELETE_STEP_BYTES)
+    /// each (one log entry each, each atomic), so that a delete of any size
+    /// takes bounded memory on every replica.
     async fn delete(
         &self,
         request: Request<DeleteRequest>,
     ) -> Result<Response<DeleteResponse>, Status> {
         let req = request.into_inner();
         validate::delete(&self.limits, &req)?;
-        let result = self.write(Op::Delete(req)).await?;
-        match result.output {
-            Output::Delete(mut resp) => {
-                resp.header = Some(header(&self.node, result.revision));
-                Ok(Response::new(resp))
+        if req.prev_kv {
+            let node = self.node.clone();
+            let range = KeyRange::from_request(&req.key, &req.range_end, req.prefix, true);
+            let over =
+                off_the_runtime(move || node.state().range_exceeds(&range, DELETE_PREV_KV_BYTES))
+                    .await?;
+            if over {
+                return Err(Error::ResourceExhausted(prev_kv_limit(0)).into());
             }
-            other => Err(unexpected(&other)),
+        }
+        let mut total = DeleteResponse::default();
+        let mut prev_bytes = 0;
+        loop {
+            let result = self.write(Op::Delete(req.clone())).await?;
+            let Output::Delete { response, more } = result.output else {
+                return Err(unexpected(&result.output));
+            };
+            total.deleted += response.deleted;
+            prev_bytes += response
+                .prev_kvs
+                .iter()
+                .map(|kv| kv.key.len() + kv.value.len())
+                .sum::<usize>();
+            total.prev_kvs.extend(response.prev_kvs);
+            total.header = Some(header(&self.node, result.revision));
+            if prev_bytes > DELETE_PREV_KV_BYTES {
+                // The range grew after the check above.
+                return Err(Error::ResourceExhausted(prev_kv_limit(total.deleted)).into());
+            }
+            if !more {
+                return Ok(Response::new(total));
+            }
         }
     }
 
@@ -148,12 +196,25 @@ impl Kv for KvService {
     async fn txn(&self, request: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
         let req = request.into_inner();
         validate::txn(&self.limits, &req)?;
+        if validate::txn_may_pass_bounds(&self.limits, &req) {
+            // Refuse up front what the replicas would refuse, judged on
+            // this member's state, so that nothing is committed for it.
+            let node = self.node.clone();
+            let probe = req.clone();
+            if let Some(refusal) = off_the_runtime(move || node.state().dry_run_txn(&probe)).await?
+            {
+                return Err(Error::ResourceExhausted(refusal).into());
+            }
+        }
         let result = self.write(Op::Txn(req)).await?;
         match result.output {
             Output::Txn(mut resp) => {
                 resp.header = Some(header(&self.node, result.revision));
                 Ok(Response::new(resp))
             }
+            // The state changed between the check and the commit; the
+            // entry changed nothing.
+            Output::Refused(refusal) => Err(Error::ResourceExhausted(refusal).into()),
             other => Err(unexpected(&other)),
         }
     }

@@ -12,6 +12,12 @@ use crate::state::keys::KeyRange;
 
 /// The most operations (compares plus ops) in one transaction.
 pub const MAX_TXN_OPS: usize = 128;
+/// The largest value `--max-value-bytes` may allow: a put of it, with its
+/// previous value, must fit the bounds every replica applies
+/// ([`crate::state::apply::TXN_CHANGE_BYTES`]) and a gRPC message.
+pub const MAX_VALUE_LIMIT: usize = 8 << 20;
+/// The largest key `--max-key-bytes` may allow.
+pub const MAX_KEY_LIMIT: usize = 64 << 10;
 
 /// Size limits on keys and values.
 #[derive(Clone, Copy, Debug)]
@@ -32,16 +38,38 @@ impl Default for Limits {
 }
 
 impl Limits {
+    /// Checks the limits a node is started with.
+    pub fn check(&self) -> Result<(), String> {
+        if self.max_key_bytes == 0 || self.max_key_bytes > MAX_KEY_LIMIT {
+            return Err(format!(
+                "--max-key-bytes must be between 1 and {MAX_KEY_LIMIT}, not {}",
+                self.max_key_bytes
+            ));
+        }
+        if self.max_value_bytes > MAX_VALUE_LIMIT {
+            return Err(format!(
+                "--max-value-bytes must be at most {MAX_VALUE_LIMIT} (8 MiB), not {}",
+                self.max_value_bytes
+            ));
+        }
+        Ok(())
+    }
+
     /// The largest request message the server accepts: one key and one value
     /// at their limits, plus room for framing and a transaction's compares.
+    /// A transaction's operations together must fit it too.
     pub fn max_request_bytes(&self) -> usize {
         self.max_key_bytes * 2 + self.max_value_bytes + (64 << 10)
     }
 
-    /// The largest response message: a range page is cut at about 8 MiB, but
-    /// its first entry may be a whole value.
+    /// The largest response message: a range page (cut at about 8 MiB, but
+    /// its first entry may be a whole value), a transaction's previous
+    /// values and reads, or a watch response holding one event with its
+    /// previous value.
     pub fn max_response_bytes(&self) -> usize {
-        crate::state::apply::RANGE_MAX_BYTES + self.max_request_bytes()
+        use crate::state::apply::{RANGE_MAX_BYTES, TXN_PREV_KV_BYTES, TXN_RANGE_BYTES};
+        let one_pair = self.max_key_bytes + self.max_value_bytes;
+        RANGE_MAX_BYTES.max(TXN_PREV_KV_BYTES + TXN_RANGE_BYTES) + 2 * one_pair + (64 << 10)
     }
 }
 
@@ -128,6 +156,25 @@ pub fn delete(limits: &Limits, req: &DeleteRequest) -> Result<(), Error> {
 pub fn range(limits: &Limits, req: &RangeRequest) -> Result<Consistency, Error> {
     key_range(limits, &req.key, &req.range_end, req.prefix)?;
     consistency(req.consistency)
+}
+
+/// Whether a valid transaction could pass the bounds every replica applies
+/// (and so needs a dry run before it is proposed): only deletes, or more
+/// puts than can overwrite values at their limit within the bounds, can.
+pub fn txn_may_pass_bounds(limits: &Limits, req: &TxnRequest) -> bool {
+    use crate::state::apply::{TXN_CHANGE_BYTES, TXN_PREV_KV_BYTES};
+    let ops = req.success.iter().chain(&req.failure);
+    let mut puts = 0usize;
+    for op in ops {
+        match &op.request {
+            Some(request_op::Request::Delete(_)) => return true,
+            Some(request_op::Request::Put(_)) => puts += 1,
+            _ => {}
+        }
+    }
+    // A put's change holds its key and value and the previous ones.
+    let pair = limits.max_key_bytes + limits.max_value_bytes + 64;
+    puts * 2 * pair > TXN_CHANGE_BYTES || puts * pair > TXN_PREV_KV_BYTES
 }
 
 /// A transaction.

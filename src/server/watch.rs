@@ -19,10 +19,16 @@ use super::kv::header;
 use crate::error::Error;
 use crate::node::{NodeHandle, WatchBatch};
 use crate::proto::kv::{Event, WatchRequest, WatchResponse};
+use crate::state::apply::event_bytes;
 use crate::state::keys::KeyRange;
 
-/// Revisions of history read per step while catching up.
+/// Revisions of history read per step while catching up...
 const HISTORY_STEP: usize = 256;
+/// ...and about the most bytes of it.
+const HISTORY_STEP_BYTES: usize = 4 << 20;
+/// A response carries about this many bytes of events at most (a single
+/// event may be larger); a revision's events may span several responses.
+const RESPONSE_BYTES: usize = 1 << 20;
 
 /// Starts a watch; fails at once with OUT_OF_RANGE if its start is compacted.
 pub fn watch_stream(
@@ -44,7 +50,9 @@ pub fn watch_stream(
     } else {
         req.start_revision
     };
-    let (tx, rx) = mpsc::channel(16);
+    // A watcher whose client does not read holds at most this many
+    // responses: the rest waits in the stored history.
+    let (tx, rx) = mpsc::channel(4);
     let watcher = Watcher {
         node,
         range,
@@ -131,7 +139,7 @@ impl Watcher {
             let node = self.node.clone();
             let from = self.next;
             let read = tokio::task::spawn_blocking(move || {
-                let history = node.state().history(from, HISTORY_STEP);
+                let history = node.state().history(from, HISTORY_STEP, HISTORY_STEP_BYTES);
                 // The floor is read after the history: if history below
                 // `from` was trimmed meanwhile, this sees it.
                 (history, node.state().history_floor())
@@ -149,7 +157,7 @@ impl Watcher {
                 let _ = self.tx.send(Err(err.into())).await;
                 return Flow::Stop;
             }
-            let history = match history {
+            let (history, full) = match history {
                 Ok(h) => h,
                 Err(e) => {
                     let _ = self.tx.send(Err(Error::from(e).into())).await;
@@ -157,7 +165,6 @@ impl Watcher {
                 }
             };
             // Revisions after `upto` come from the live feed.
-            let full = history.len() == HISTORY_STEP;
             let mut events = Vec::new();
             let mut last = None;
             for (rev, revision_events) in history.iter().take_while(|(rev, _)| *rev <= upto) {
@@ -187,17 +194,26 @@ impl Watcher {
         Some(event)
     }
 
+    /// Sends `events` in responses of about [`RESPONSE_BYTES`] each.
     async fn send(&self, events: Vec<Event>) -> Flow {
-        if events.is_empty() {
-            return Flow::Continue;
+        let mut events = events.into_iter().peekable();
+        while events.peek().is_some() {
+            let mut part = Vec::new();
+            let mut bytes = 0;
+            while let Some(event) =
+                events.next_if(|e| part.is_empty() || bytes + event_bytes(e) <= RESPONSE_BYTES)
+            {
+                bytes += event_bytes(&event);
+                part.push(event);
+            }
+            let resp = WatchResponse {
+                header: Some(header(&self.node, self.node.applied())),
+                events: part,
+            };
+            if self.tx.send(Ok(resp)).await.is_err() {
+                return Flow::Stop;
+            }
         }
-        let resp = WatchResponse {
-            header: Some(header(&self.node, self.node.applied())),
-            events,
-        };
-        match self.tx.send(Ok(resp)).await {
-            Ok(()) => Flow::Continue,
-            Err(_) => Flow::Stop,
-        }
+        Flow::Continue
     }
 }

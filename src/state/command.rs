@@ -21,7 +21,9 @@ pub enum Op {
     /// Set a key.
     #[prost(message, tag = "1")]
     Put(PutRequest),
-    /// Delete a key, range or prefix.
+    /// Delete a key, range or prefix: one bounded step of it (see
+    /// [`crate::state::apply::delete`]); the server repeats it while the
+    /// range holds more.
     #[prost(message, tag = "2")]
     Delete(DeleteRequest),
     /// A transaction.
@@ -60,10 +62,19 @@ pub enum Output {
     None,
     /// The result of a put.
     Put(PutResponse),
-    /// The result of a delete.
-    Delete(DeleteResponse),
+    /// The result of one step of a delete, and whether the range holds more
+    /// keys to delete.
+    Delete {
+        /// What this step deleted.
+        response: DeleteResponse,
+        /// The range still holds keys: the step stopped at its bound.
+        more: bool,
+    },
     /// The result of a transaction.
     Txn(TxnResponse),
+    /// The command exceeded a limit that every replica applies in the same
+    /// way; it changed nothing. The text names the limit.
+    Refused(String),
     /// The entry could not be decoded; it changed nothing. Only a bug or a
     /// newer version's command can cause this.
     Undecodable,

@@ -85,6 +85,9 @@ pub struct StoredEvents {
     pub events: Vec<Event>,
 }
 
+/// One revision's events.
+pub type RevisionEvents = (u64, Vec<Event>);
+
 /// The stored form of a revision's events: the encoding of
 /// [`StoredEvents`], written without copying the events into one.
 fn encode_events(events: &[Event]) -> Vec<u8> {
@@ -118,6 +121,10 @@ impl Identity {
 }
 
 const IDENTITY_KEY: &[u8] = b"identity";
+/// One call of [`KvState::apply`] stops after about this many bytes of
+/// changes (and log entries): the memory one batch takes is bounded, and
+/// the applied index moves with each batch.
+pub const APPLY_BATCH_BYTES: usize = 32 << 20;
 /// Metadata name of the snapshot point the active tree was installed from.
 const INSTALLED: &str = "installed";
 const ACTIVE_KEY: &[u8] = b"active";
@@ -287,51 +294,74 @@ impl KvState {
         self.floor.store(active.history_floor, Ordering::Release);
     }
 
-    /// Applies committed entries in one atomic batch and returns what each
-    /// produced.
-    pub fn apply(&self, entries: &[Entry]) -> Result<Vec<Applied>, StateError> {
-        let Some(last) = entries.last() else {
+    /// Applies the first of `entries` in one atomic batch, with the applied
+    /// index of the last one applied, and returns what each produced: as
+    /// many as make about [`APPLY_BATCH_BYTES`] of changes, and at least one.
+    /// `reads` tells, per index, whether a transaction's reads are answered
+    /// here. Call again with the rest.
+    pub fn apply(
+        &self,
+        entries: &[Entry],
+        reads: impl Fn(u64) -> apply::Reads,
+    ) -> Result<Vec<Applied>, StateError> {
+        if entries.is_empty() {
             return Ok(Vec::new());
-        };
+        }
         let tree = self.read().tree.clone();
         let mut overlay = apply::Overlay::new(&tree);
         let mut results = Vec::with_capacity(entries.len());
         let mut cluster_id = None;
         let known_cluster = self.cluster_id();
+        let mut change_bytes = 0usize;
         for entry in entries {
+            if change_bytes >= APPLY_BATCH_BYTES {
+                break;
+            }
+            overlay.keep_command();
             let mut events = Vec::new();
             let output = match entry.kind {
                 EntryKind::Noop => Output::None,
-                EntryKind::Normal => match Command::decode(entry.data.as_ref())
-                    .ok()
-                    .and_then(|c| c.op)
-                {
-                    Some(Op::Put(req)) => {
-                        Output::Put(apply::put(&mut overlay, entry.index, &req, &mut events)?)
-                    }
-                    Some(Op::Delete(req)) => {
-                        Output::Delete(apply::delete(&mut overlay, entry.index, &req, &mut events)?)
-                    }
-                    Some(Op::Txn(req)) => {
-                        Output::Txn(apply::txn(&mut overlay, entry.index, &req, &mut events)?)
-                    }
-                    Some(Op::Bootstrap(b)) => {
-                        // The first bootstrap wins; one from a leader that
-                        // did not know of it changes nothing.
-                        if known_cluster == 0 && cluster_id.is_none() {
-                            cluster_id = Some(b.cluster_id);
+                EntryKind::Normal => {
+                    match Command::decode(entry.data.as_ref()).ok().and_then(|c| c.op) {
+                        Some(Op::Put(req)) => {
+                            Output::Put(apply::put(&mut overlay, entry.index, &req, &mut events)?)
                         }
-                        Output::None
+                        Some(Op::Delete(req)) => {
+                            let (response, more) =
+                                apply::delete(&mut overlay, entry.index, &req, &mut events)?;
+                            Output::Delete { response, more }
+                        }
+                        Some(Op::Txn(req)) => {
+                            match apply::txn(
+                                &mut overlay,
+                                entry.index,
+                                &req,
+                                reads(entry.index),
+                                &mut events,
+                            )? {
+                                Ok(resp) => Output::Txn(resp),
+                                Err(refusal) => Output::Refused(refusal),
+                            }
+                        }
+                        Some(Op::Bootstrap(b)) => {
+                            // The first bootstrap wins; one from a leader that
+                            // did not know of it changes nothing.
+                            if known_cluster == 0 && cluster_id.is_none() {
+                                cluster_id = Some(b.cluster_id);
+                            }
+                            Output::None
+                        }
+                        None => {
+                            tracing::error!(
+                                index = entry.index,
+                                "log entry does not decode; it changes nothing"
+                            );
+                            Output::Undecodable
+                        }
                     }
-                    None => {
-                        tracing::error!(
-                            index = entry.index,
-                            "log entry does not decode; it changes nothing"
-                        );
-                        Output::Undecodable
-                    }
-                },
+                }
             };
+            change_bytes += events.iter().map(apply::event_bytes).sum::<usize>() + entry.data.len();
             results.push(Applied {
                 index: entry.index,
                 term: entry.term,
@@ -339,6 +369,10 @@ impl KvState {
                 events,
             });
         }
+        let last = results
+            .last()
+            .map(|r| (r.index, r.term))
+            .expect("one entry applied");
         let mut batch = sled::Batch::default();
         for (key, value) in overlay.into_changes() {
             match value {
@@ -351,15 +385,12 @@ impl KvState {
                 batch.insert(&history_key(r.index)[..], encode_events(&r.events));
             }
         }
-        batch.insert(
-            meta_key("applied"),
-            &applied_value(last.index, last.term)[..],
-        );
+        batch.insert(meta_key("applied"), &applied_value(last.0, last.1)[..]);
         if let Some(id) = cluster_id {
             batch.insert(meta_key("cluster"), &id.to_be_bytes()[..]);
         }
         let floor = self.history_floor();
-        let new_floor = (last.index + 1)
+        let new_floor = (last.0 + 1)
             .saturating_sub(self.history_retention)
             .max(floor);
         // Trim history in chunks, not at every apply.
@@ -373,8 +404,8 @@ impl KvState {
         }
         let mut active = self.write();
         active.tree.apply_batch(batch)?;
-        active.applied_index = last.index;
-        active.applied_term = last.term;
+        active.applied_index = last.0;
+        active.applied_term = last.1;
         if let Some(id) = cluster_id {
             active.cluster_id = id;
         }
@@ -382,6 +413,16 @@ impl KvState {
             active.history_floor = new_floor;
         }
         self.publish(&active);
+        Ok(results)
+    }
+
+    /// Applies every entry, in as many batches as it takes, answering every
+    /// transaction's reads.
+    pub fn apply_all(&self, entries: &[Entry]) -> Result<Vec<Applied>, StateError> {
+        let mut results = Vec::with_capacity(entries.len());
+        while results.len() < entries.len() {
+            results.extend(self.apply(&entries[results.len()..], |_| apply::Reads::Answer)?);
+        }
         Ok(results)
     }
 
@@ -404,6 +445,38 @@ impl KvState {
         Ok((kv, active.applied_index))
     }
 
+    /// Whether the keys and values in `range` add up to more than `bytes`
+    /// (reading at most that much).
+    pub fn range_exceeds(&self, range: &keys::KeyRange, bytes: usize) -> Result<bool, StateError> {
+        let active = self.read();
+        let overlay = apply::Overlay::new(&active.tree);
+        let (kvs, more) = overlay.range(range, usize::MAX, bytes)?;
+        let first_alone_over = kvs.len() == 1
+            && kvs
+                .first()
+                .is_some_and(|(k, v)| k.len() + v.value.len() > bytes);
+        Ok(more || first_alone_over)
+    }
+
+    /// Whether the transaction would be refused by the bounds every replica
+    /// applies, judged on this member's state now; the reason if so.
+    pub fn dry_run_txn(
+        &self,
+        req: &crate::proto::kv::TxnRequest,
+    ) -> Result<Option<String>, StateError> {
+        let active = self.read();
+        let mut overlay = apply::Overlay::new(&active.tree);
+        let mut events = Vec::new();
+        let outcome = apply::txn(
+            &mut overlay,
+            active.applied_index + 1,
+            req,
+            apply::Reads::Skip,
+            &mut events,
+        )?;
+        Ok(outcome.err())
+    }
+
     /// Reads a range; returns it and the applied revision it was read at.
     pub fn range(&self, req: &RangeRequest) -> Result<(RangeResponse, u64), StateError> {
         let active = self.read();
@@ -412,28 +485,35 @@ impl KvState {
         Ok((resp, active.applied_index))
     }
 
-    /// The history from revision `from` (inclusive), at most `max_revisions`
-    /// revisions that have events, in revision order.
+    /// The history from revision `from` (inclusive), in revision order: the
+    /// revisions that have events, at most `max_revisions` of them and about
+    /// `max_bytes` (at least one). The flag says whether the read stopped at
+    /// a bound with more history after it.
     pub fn history(
         &self,
         from: u64,
         max_revisions: usize,
-    ) -> Result<Vec<(u64, Vec<Event>)>, StateError> {
+        max_bytes: usize,
+    ) -> Result<(Vec<RevisionEvents>, bool), StateError> {
         let active = self.read();
         let mut out = Vec::new();
+        let mut bytes = 0;
         for item in active
             .tree
             .range(&history_key(from)[..]..&[HISTORY + 1][..])
-            .take(max_revisions)
         {
+            if out.len() == max_revisions || (!out.is_empty() && bytes >= max_bytes) {
+                return Ok((out, true));
+            }
             let (k, v) = item?;
             let rev =
                 history_revision(&k).ok_or_else(|| StateError::corrupt(&k, "bad history key"))?;
             let stored =
                 StoredEvents::decode(v.as_ref()).map_err(|e| StateError::corrupt(&k, e))?;
+            bytes += v.len();
             out.push((rev, stored.events));
         }
-        Ok(out)
+        Ok((out, false))
     }
 
     /// Makes everything applied so far durable: sled's flush, then an fsync
@@ -449,8 +529,8 @@ impl KvState {
 mod tests {
     use super::*;
     use crate::proto::kv::{
-        request_op, Compare, CompareResult, CompareTarget, DeleteRequest, PutRequest, RequestOp,
-        TxnRequest,
+        request_op, response_op, Compare, CompareResult, CompareTarget, DeleteRequest, PutRequest,
+        RequestOp, TxnRequest,
     };
 
     fn open(dir: &Path) -> KvState {
@@ -492,7 +572,7 @@ mod tests {
     fn put_and_delete_keep_etcd_metadata() {
         let dir = tempfile::tempdir().expect("tempdir");
         let s = open(dir.path());
-        s.apply(&[entry(1, put("a", "1")), entry(2, put("a", "2"))])
+        s.apply_all(&[entry(1, put("a", "1")), entry(2, put("a", "2"))])
             .expect("apply");
         let (kv, rev) = s.get(b"a").expect("get");
         let kv = kv.expect("present");
@@ -505,9 +585,11 @@ mod tests {
             ..Default::default()
         });
         let out = s
-            .apply(&[entry(3, del), entry(4, put("a", "3"))])
+            .apply_all(&[entry(3, del), entry(4, put("a", "3"))])
             .expect("apply");
-        assert!(matches!(&out[0].output, Output::Delete(d) if d.deleted == 1));
+        assert!(
+            matches!(&out[0].output, Output::Delete { response, more: false } if response.deleted == 1)
+        );
         let kv = s.get(b"a").expect("get").0.expect("present");
         assert_eq!(
             (kv.create_revision, kv.version),
@@ -540,14 +622,14 @@ mod tests {
                 failure: vec![],
             })
         };
-        let out = s.apply(&[entry(1, cas("0", "1"))]).expect("apply");
+        let out = s.apply_all(&[entry(1, cas("0", "1"))]).expect("apply");
         assert!(
             matches!(&out[0].output, Output::Txn(t) if !t.succeeded),
             "a missing key has no value"
         );
-        s.apply(&[entry(2, put("c", "0"))]).expect("apply");
+        s.apply_all(&[entry(2, put("c", "0"))]).expect("apply");
         let out = s
-            .apply(&[entry(3, cas("0", "1")), entry(4, cas("0", "2"))])
+            .apply_all(&[entry(3, cas("0", "1")), entry(4, cas("0", "2"))])
             .expect("apply");
         assert!(matches!(&out[0].output, Output::Txn(t) if t.succeeded));
         assert!(
@@ -568,8 +650,8 @@ mod tests {
         let entries: Vec<Entry> = (0..5)
             .map(|i| entry(i + 1, put(&format!("p/{i}"), "v")))
             .collect();
-        s.apply(&entries).expect("apply");
-        s.apply(&[entry(6, put("q", "v"))]).expect("apply");
+        s.apply_all(&entries).expect("apply");
+        s.apply_all(&[entry(6, put("q", "v"))]).expect("apply");
         let req = RangeRequest {
             key: Bytes::from("p/"),
             prefix: true,
@@ -584,7 +666,7 @@ mod tests {
             prefix: true,
             ..Default::default()
         });
-        let out = s.apply(&[entry(7, del)]).expect("apply");
+        let out = s.apply_all(&[entry(7, del)]).expect("apply");
         assert_eq!(out[0].events.len(), 5);
         let (all, _) = s.range(&RangeRequest::default()).expect("range");
         assert_eq!(all.kvs.len(), 1);
@@ -611,13 +693,14 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         {
             let s = open(dir.path());
-            s.apply(&[entry(1, put("a", "1")), entry(2, put("b", "1"))])
+            s.apply_all(&[entry(1, put("a", "1")), entry(2, put("b", "1"))])
                 .expect("apply");
             s.checkpoint().expect("checkpoint");
         }
         let s = open(dir.path());
         assert_eq!(s.applied(), (2, 1));
-        let h = s.history(2, 10).expect("history");
+        let (h, cut) = s.history(2, 10, 1 << 20).expect("history");
+        assert!(!cut);
         assert_eq!(h.len(), 1);
         assert_eq!(h[0].0, 2);
     }
@@ -632,8 +715,8 @@ mod tests {
         let entries: Vec<Entry> = (0..50)
             .map(|i| entry(i + 1, put(&format!("k{i}"), "v")))
             .collect();
-        a.apply(&entries).expect("apply");
-        b.apply(&[entry(1, put("stale", "x"))]).expect("apply");
+        a.apply_all(&entries).expect("apply");
+        b.apply_all(&[entry(1, put("stale", "x"))]).expect("apply");
         let frozen = a.freeze_snapshot().expect("freeze");
         let writer = b.begin_install().expect("begin");
         for chunk in frozen.chunks(256) {
@@ -652,5 +735,169 @@ mod tests {
             Some((50, 1)),
             "the install point is recorded for start-up's check"
         );
+    }
+
+    fn big(n: usize) -> String {
+        "x".repeat(n)
+    }
+
+    fn range_op(prefix: &str) -> RequestOp {
+        RequestOp {
+            request: Some(request_op::Request::Range(RangeRequest {
+                key: Bytes::from(prefix.to_string()),
+                prefix: true,
+                ..Default::default()
+            })),
+        }
+    }
+
+    /// 128 range reads over 1,000 keys of 8 KiB share one bound: the answer
+    /// holds about `TXN_RANGE_BYTES`, not 128 times 8 MiB; a member that does
+    /// not answer the client reads nothing.
+    #[test]
+    fn txn_reads_share_one_bound() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = open(dir.path());
+        let value = big(8 << 10);
+        let entries: Vec<Entry> = (0..1000)
+            .map(|i| entry(i + 1, put(&format!("p/{i:04}"), &value)))
+            .collect();
+        s.apply_all(&entries).expect("apply");
+        let txn = Op::Txn(TxnRequest {
+            success: (0..128).map(|_| range_op("p/")).collect(),
+            ..Default::default()
+        });
+        let out = s.apply_all(&[entry(1001, txn.clone())]).expect("apply");
+        let Output::Txn(resp) = &out[0].output else {
+            panic!("{:?}", out[0].output)
+        };
+        let bytes: usize = resp
+            .responses
+            .iter()
+            .filter_map(|r| match &r.response {
+                Some(response_op::Response::Range(r)) => Some(r),
+                _ => None,
+            })
+            .flat_map(|r| r.kvs.iter())
+            .map(|kv| kv.key.len() + kv.value.len())
+            .sum();
+        assert!(bytes <= apply::TXN_RANGE_BYTES, "{bytes} bytes of reads");
+        assert!(bytes > apply::TXN_RANGE_BYTES / 2, "{bytes} bytes of reads");
+        let skipped = s
+            .apply(&[entry(1002, txn)], |_| apply::Reads::Skip)
+            .expect("apply");
+        let Output::Txn(resp) = &skipped[0].output else {
+            panic!("{:?}", skipped[0].output)
+        };
+        assert!(resp.responses.iter().all(|r| matches!(
+            &r.response,
+            Some(response_op::Response::Range(r)) if r.kvs.is_empty()
+        )));
+    }
+
+    /// A delete step stops at its byte bound and says there is more; a
+    /// transaction over the bounds changes nothing and says which bound.
+    #[test]
+    fn deletes_step_and_transactions_over_bounds_change_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = open(dir.path());
+        let value = big(1 << 20);
+        let entries: Vec<Entry> = (0..20)
+            .map(|i| entry(i + 1, put(&format!("b/{i:02}"), &value)))
+            .collect();
+        s.apply_all(&entries).expect("apply");
+        let delete_all = DeleteRequest {
+            key: Bytes::from("b/"),
+            prefix: true,
+            ..Default::default()
+        };
+        // Inside a transaction, a delete over one step is refused whole.
+        let txn = Op::Txn(TxnRequest {
+            success: vec![
+                RequestOp {
+                    request: Some(request_op::Request::Put(PutRequest {
+                        key: Bytes::from("c"),
+                        value: Bytes::from("1"),
+                        prev_kv: false,
+                    })),
+                },
+                RequestOp {
+                    request: Some(request_op::Request::Delete(delete_all.clone())),
+                },
+            ],
+            ..Default::default()
+        });
+        let out = s.apply_all(&[entry(21, txn)]).expect("apply");
+        assert!(
+            matches!(&out[0].output, Output::Refused(r) if r.contains("at most 10000 keys")),
+            "{:?}",
+            out[0].output
+        );
+        assert!(out[0].events.is_empty());
+        assert!(s.get(b"c").expect("get").0.is_none(), "nothing changed");
+        // Overwriting 12 values of 1 MiB with prev_kv returns too much.
+        let overwrite = Op::Txn(TxnRequest {
+            success: (0..12)
+                .map(|i| RequestOp {
+                    request: Some(request_op::Request::Put(PutRequest {
+                        key: Bytes::from(format!("b/{i:02}")),
+                        value: Bytes::from("small"),
+                        prev_kv: true,
+                    })),
+                })
+                .collect(),
+            ..Default::default()
+        });
+        let out = s.apply_all(&[entry(22, overwrite)]).expect("apply");
+        assert!(
+            matches!(&out[0].output, Output::Refused(r) if r.contains("previous values")),
+            "{:?}",
+            out[0].output
+        );
+        assert_eq!(
+            s.get(b"b/00").expect("get").0.expect("kept").value.len(),
+            1 << 20
+        );
+        // Outside a transaction, a delete goes in steps of about 16 MiB.
+        let out = s
+            .apply_all(&[entry(23, Op::Delete(delete_all.clone()))])
+            .expect("apply");
+        let Output::Delete { response, more } = &out[0].output else {
+            panic!("{:?}", out[0].output)
+        };
+        let first = response.deleted;
+        assert!(*more && (15..20).contains(&first), "{response:?}");
+        let out = s
+            .apply_all(&[entry(24, Op::Delete(delete_all))])
+            .expect("apply");
+        let Output::Delete { response, more } = &out[0].output else {
+            panic!("{:?}", out[0].output)
+        };
+        assert!(!*more);
+        assert_eq!(
+            first + response.deleted,
+            20,
+            "the second step deletes the rest"
+        );
+        let (all, _) = s.range(&RangeRequest::default()).expect("range");
+        assert!(all.kvs.is_empty());
+    }
+
+    /// One apply call stops after about `APPLY_BATCH_BYTES` of changes, with
+    /// the applied index of the last entry it applied.
+    #[test]
+    fn one_apply_call_is_bounded() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = open(dir.path());
+        let value = big(1 << 20);
+        let entries: Vec<Entry> = (0..40)
+            .map(|i| entry(i + 1, put(&format!("k{i}"), &value)))
+            .collect();
+        let first = s.apply(&entries, |_| apply::Reads::Answer).expect("apply");
+        assert!(first.len() < 40, "{} entries in one batch", first.len());
+        assert_eq!(s.applied().0, first.len() as u64);
+        let rest = s.apply_all(&entries[first.len()..]).expect("apply");
+        assert_eq!(first.len() + rest.len(), 40);
+        assert_eq!(s.applied().0, 40);
     }
 }

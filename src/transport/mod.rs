@@ -176,19 +176,30 @@ impl GrpcPeers {
 fn output_from(resp: ForwardResponse) -> Output {
     match resp.output {
         Some(forward_response::Output::Put(p)) => Output::Put(p),
-        Some(forward_response::Output::Delete(d)) => Output::Delete(d),
+        Some(forward_response::Output::Delete(response)) => Output::Delete {
+            response,
+            more: resp.delete_more,
+        },
         Some(forward_response::Output::Txn(t)) => Output::Txn(t),
+        Some(forward_response::Output::Refused(reason)) => Output::Refused(reason),
         Some(forward_response::Output::None(_)) | None => Output::None,
     }
 }
 
-fn output_to(output: Output) -> Option<forward_response::Output> {
-    Some(match output {
+/// The forwarded form of an output: (output, delete_more).
+fn output_to(output: Output) -> (Option<forward_response::Output>, bool) {
+    let mut more = false;
+    let output = match output {
         Output::Put(p) => forward_response::Output::Put(p),
-        Output::Delete(d) => forward_response::Output::Delete(d),
+        Output::Delete { response, more: m } => {
+            more = m;
+            forward_response::Output::Delete(response)
+        }
         Output::Txn(t) => forward_response::Output::Txn(t),
+        Output::Refused(reason) => forward_response::Output::Refused(reason),
         Output::None | Output::Undecodable => forward_response::Output::None(Empty {}),
-    })
+    };
+    (Some(output), more)
 }
 
 impl Peers for Arc<GrpcPeers> {
@@ -689,9 +700,11 @@ impl Peer for PeerService {
         let req = request.into_inner();
         self.check_cluster(req.cluster_id)?;
         let result = self.node.write_as_leader(req.command, self.timeout).await?;
+        let (output, delete_more) = output_to(result.output);
         Ok(Response::new(ForwardResponse {
             revision: result.revision,
-            output: output_to(result.output),
+            output,
+            delete_more,
         }))
     }
 
