@@ -30,9 +30,9 @@ pub const RANGE_MAX_BYTES: usize = 8 << 20;
 // make their states diverge.
 
 /// One step of a delete removes at most this many keys...
-pub const DELETE_STEP_KEYS: usize = 10_000;
+pub const DELETE_STEP_KEYS: usize = 2_000;
 /// ...or about this many bytes of keys and values, whichever comes first.
-pub const DELETE_STEP_BYTES: usize = 16 << 20;
+pub const DELETE_STEP_BYTES: usize = 8 << 20;
 /// The most bytes of changes (keys, values and previous values, as the
 /// watch history stores them) one transaction may make.
 pub const TXN_CHANGE_BYTES: usize = 32 << 20;

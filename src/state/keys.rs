@@ -15,11 +15,22 @@ pub fn data_key(key: &[u8]) -> Vec<u8> {
     k
 }
 
-/// The stored key of a revision's history.
+/// The first stored key of a revision's history (every key of it sorts at
+/// or after this one, and before the next revision's).
 pub fn history_key(revision: u64) -> [u8; 9] {
     let mut k = [0u8; 9];
     k[0] = HISTORY;
     k[1..].copy_from_slice(&revision.to_be_bytes());
+    k
+}
+
+/// The stored key of the `n`th event of a revision. Each event is its own
+/// record: sled keeps large records in memory whatever its cache size, and a
+/// revision can hold thousands of events.
+pub fn history_event_key(revision: u64, n: u32) -> [u8; 13] {
+    let mut k = [0u8; 13];
+    k[..9].copy_from_slice(&history_key(revision));
+    k[9..].copy_from_slice(&n.to_be_bytes());
     k
 }
 

@@ -30,7 +30,7 @@ use crate::proto::kv::{Event, KeyValue, RangeRequest, RangeResponse};
 use crate::raft::{Entry, EntryKind};
 use crate::storage::fsync_tree;
 use command::{Applied, Command, Op, Output};
-use keys::{data_key, history_key, history_revision, meta_key, HISTORY};
+use keys::{data_key, history_event_key, history_key, history_revision, meta_key, HISTORY};
 
 /// Errors of the applied state.
 #[derive(Debug, thiserror::Error)]
@@ -381,8 +381,11 @@ impl KvState {
             }
         }
         for r in &results {
-            if !r.events.is_empty() {
-                batch.insert(&history_key(r.index)[..], encode_events(&r.events));
+            for (n, event) in r.events.iter().enumerate() {
+                batch.insert(
+                    &history_event_key(r.index, n as u32)[..],
+                    encode_events(std::slice::from_ref(event)),
+                );
             }
         }
         batch.insert(meta_key("applied"), &applied_value(last.0, last.1)[..]);
@@ -487,8 +490,11 @@ impl KvState {
 
     /// The history from revision `from` (inclusive), in revision order: the
     /// revisions that have events, at most `max_revisions` of them and about
-    /// `max_bytes` (at least one). The flag says whether the read stopped at
-    /// a bound with more history after it.
+    /// `max_bytes` (at least one, and never part of one). The flag says
+    /// whether the read stopped at a bound with more history after it.
+    ///
+    /// A record holds one event (or, written by earlier versions, all the
+    /// events of its revision).
     pub fn history(
         &self,
         from: u64,
@@ -496,22 +502,27 @@ impl KvState {
         max_bytes: usize,
     ) -> Result<(Vec<RevisionEvents>, bool), StateError> {
         let active = self.read();
-        let mut out = Vec::new();
         let mut bytes = 0;
+        let mut out: Vec<RevisionEvents> = Vec::new();
         for item in active
             .tree
             .range(&history_key(from)[..]..&[HISTORY + 1][..])
         {
-            if out.len() == max_revisions || (!out.is_empty() && bytes >= max_bytes) {
-                return Ok((out, true));
-            }
             let (k, v) = item?;
             let rev =
                 history_revision(&k).ok_or_else(|| StateError::corrupt(&k, "bad history key"))?;
             let stored =
                 StoredEvents::decode(v.as_ref()).map_err(|e| StateError::corrupt(&k, e))?;
+            match out.last_mut() {
+                Some((last, events)) if *last == rev => events.extend(stored.events),
+                _ => {
+                    if out.len() == max_revisions || (!out.is_empty() && bytes >= max_bytes) {
+                        return Ok((out, true));
+                    }
+                    out.push((rev, stored.events));
+                }
+            }
             bytes += v.len();
-            out.push((rev, stored.events));
         }
         Ok((out, false))
     }
@@ -829,7 +840,7 @@ mod tests {
         });
         let out = s.apply_all(&[entry(21, txn)]).expect("apply");
         assert!(
-            matches!(&out[0].output, Output::Refused(r) if r.contains("at most 10000 keys")),
+            matches!(&out[0].output, Output::Refused(r) if r.contains("at most 2000 keys")),
             "{:?}",
             out[0].output
         );
@@ -858,27 +869,22 @@ mod tests {
             s.get(b"b/00").expect("get").0.expect("kept").value.len(),
             1 << 20
         );
-        // Outside a transaction, a delete goes in steps of about 16 MiB.
-        let out = s
-            .apply_all(&[entry(23, Op::Delete(delete_all.clone()))])
-            .expect("apply");
-        let Output::Delete { response, more } = &out[0].output else {
-            panic!("{:?}", out[0].output)
-        };
-        let first = response.deleted;
-        assert!(*more && (15..20).contains(&first), "{response:?}");
-        let out = s
-            .apply_all(&[entry(24, Op::Delete(delete_all))])
-            .expect("apply");
-        let Output::Delete { response, more } = &out[0].output else {
-            panic!("{:?}", out[0].output)
-        };
-        assert!(!*more);
-        assert_eq!(
-            first + response.deleted,
-            20,
-            "the second step deletes the rest"
-        );
+        // Outside a transaction, a delete goes in steps of about 8 MiB.
+        let mut steps = Vec::new();
+        for index in 23.. {
+            let out = s
+                .apply_all(&[entry(index, Op::Delete(delete_all.clone()))])
+                .expect("apply");
+            let Output::Delete { response, more } = &out[0].output else {
+                panic!("{:?}", out[0].output)
+            };
+            steps.push(response.deleted);
+            if !*more {
+                break;
+            }
+        }
+        assert_eq!(steps.iter().sum::<u64>(), 20, "{steps:?}");
+        assert!(steps.len() == 3 && steps[0] < 10, "{steps:?}");
         let (all, _) = s.range(&RangeRequest::default()).expect("range");
         assert!(all.kvs.is_empty());
     }
@@ -899,5 +905,51 @@ mod tests {
         let rest = s.apply_all(&entries[first.len()..]).expect("apply");
         assert_eq!(first.len() + rest.len(), 40);
         assert_eq!(s.applied().0, 40);
+    }
+
+    /// History is stored one event per record and read back whole
+    /// revisions, never part of one, however small the byte bound; records of
+    /// earlier versions (a whole revision in one record) read the same.
+    #[test]
+    fn history_is_read_in_whole_revisions_from_either_layout() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = open(dir.path());
+        let entries: Vec<Entry> = (0..5)
+            .map(|i| entry(i + 1, put(&format!("p/{i}"), "v")))
+            .collect();
+        s.apply_all(&entries).expect("apply");
+        let del = Op::Delete(DeleteRequest {
+            key: Bytes::from("p/"),
+            prefix: true,
+            ..Default::default()
+        });
+        s.apply_all(&[entry(6, del)]).expect("apply");
+        // Revision 7 as an earlier version stored it: one record.
+        let old = StoredEvents {
+            events: vec![
+                Event {
+                    revision: 7,
+                    ..Default::default()
+                },
+                Event {
+                    revision: 7,
+                    ..Default::default()
+                },
+            ],
+        };
+        s.read()
+            .tree
+            .insert(&history_key(7)[..], old.encode_to_vec())
+            .expect("insert");
+        let (h, cut) = s.history(6, 10, 1).expect("history");
+        assert_eq!(h.len(), 1, "one revision per call at this bound");
+        assert_eq!(
+            (h[0].0, h[0].1.len()),
+            (6, 5),
+            "all five deletes of revision 6"
+        );
+        assert!(cut);
+        let (h, cut) = s.history(7, 10, 1 << 20).expect("history");
+        assert_eq!((h[0].0, h[0].1.len(), cut), (7, 2, false));
     }
 }

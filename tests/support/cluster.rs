@@ -22,6 +22,16 @@ pub struct BoxCluster {
 
 impl BoxCluster {
     pub fn start(replicas: u32, serve_args: &[&str], restart_delay: Duration) -> BoxCluster {
+        Self::start_with_binary(replicas, serve_args, restart_delay, kvstore_bin().as_ref())
+    }
+
+    /// Starts pods with `binary` (a wrapper around `kvstore`, say).
+    pub fn start_with_binary(
+        replicas: u32,
+        serve_args: &[&str],
+        restart_delay: Duration,
+        binary: &std::path::Path,
+    ) -> BoxCluster {
         let rt = tokio::runtime::Runtime::new().expect("runtime");
         let dir = tempfile::tempdir().expect("tempdir");
         let net = Subnet::new();
@@ -36,7 +46,7 @@ impl BoxCluster {
             namespace: "default".into(),
             restart_delay,
             serve_args: serve_args.iter().map(|s| s.to_string()).collect(),
-            binary: kvstore_bin().into(),
+            binary: binary.to_path_buf(),
         };
         let sup = Supervisor::start(cfg, rt.handle().clone()).expect("start the cluster in a box");
         let endpoints = sup.state().pods.iter().map(|p| p.client.clone()).collect();
@@ -117,6 +127,20 @@ impl BoxCluster {
 
     pub fn data_dir(&self, n: u32) -> std::path::PathBuf {
         self.dir.path().join(format!("kvstore-{n}"))
+    }
+
+    /// The highest resident memory pod `n`'s process has had (VmHWM), in
+    /// bytes; 0 if it is not running.
+    pub fn peak_rss(&self, n: u32) -> u64 {
+        let Some(pid) = self.sup().pods().get(n as usize).and_then(|p| p.pid) else {
+            return 0;
+        };
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+            .map_or(0, |kib| kib << 10)
     }
 
     pub fn events(&self) -> Vec<(Instant, PodEvent)> {

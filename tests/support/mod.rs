@@ -1,4 +1,5 @@
 pub mod cluster;
 pub mod in_process;
+pub mod memory_cap;
 pub mod node_process;
 pub mod raft_cluster;
