@@ -158,3 +158,108 @@ fn requests_that_used_to_blow_memory_fit_a_512_mib_pod() {
             .expect("get");
     assert_eq!(got.kv.expect("kept").value.len(), 8 << 10);
 }
+
+/// What a look at a pod found.
+#[derive(Debug)]
+enum Read {
+    Value,
+    Absent,
+    Refused(String),
+}
+
+/// A follower whose volume is lost while it is frozen comes back empty
+/// (the supervisor restarts it on an empty data dir, as Kubernetes does on
+/// a new PVC). Until the leader's data has reached it, its readiness is
+/// NOT_SERVING and a SERIALIZABLE read of an existing key answers
+/// UNAVAILABLE, never "absent"; afterwards it serves the data.
+#[test]
+fn pod_back_on_an_empty_volume_is_not_ready_until_it_has_the_data() {
+    use kvstore::proto::kv::kv_client::KvClient;
+    use kvstore::proto::kv::{Consistency, GetRequest};
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_health::pb::HealthCheckRequest;
+
+    let c = BoxCluster::start(3, &[], Duration::from_millis(300));
+    let _in = c.rt.enter();
+    let mut client = c.client();
+    c.wait("a leader", Duration::from_secs(60), |c| c.leader());
+    let value = Bytes::from(vec![b'v'; 1 << 20]);
+    for i in 0..100 {
+        c.rt.block_on(client.put(format!("k{i:03}"), value.clone()))
+            .expect("put 1 MB");
+    }
+    c.wait("kvstore-2 holding the data", Duration::from_secs(60), |c| {
+        let commit = c.status(0)?.commit_revision;
+        c.status(2).filter(|s| s.applied_revision >= commit)
+    });
+    c.signal(2, libc::SIGSTOP);
+    std::fs::remove_dir_all(c.data_dir(2)).expect("lose kvstore-2's volume");
+    let pid = c.signal(2, libc::SIGKILL);
+    println!("kvstore-2 (pid {pid}) frozen, its volume emptied, killed");
+    let endpoint = format!("http://{}", c.endpoints[2]);
+    let look = || {
+        c.rt.block_on(async {
+            let channel = tonic::transport::Endpoint::from_shared(endpoint.clone())
+                .expect("endpoint")
+                .connect_timeout(Duration::from_millis(200))
+                .timeout(Duration::from_secs(10))
+                .connect()
+                .await
+                .ok()?;
+            let health = HealthClient::new(channel.clone())
+                .check(HealthCheckRequest {
+                    service: String::new(),
+                })
+                .await
+                .ok()?
+                .into_inner()
+                .status;
+            let read = match KvClient::new(channel)
+                .get(GetRequest {
+                    key: Bytes::from("k050"),
+                    consistency: Consistency::Serializable as i32,
+                    min_revision: 0,
+                })
+                .await
+            {
+                Ok(r) if r.get_ref().kv.is_some() => Read::Value,
+                Ok(_) => Read::Absent,
+                Err(status) => Read::Refused(format!("{:?}: {}", status.code(), status.message())),
+            };
+            Some((health == ServingStatus::Serving as i32, read))
+        })
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let mut seen = Vec::new();
+    loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "kvstore-2 never served the data: {seen:?}"
+        );
+        let Some((serving, read)) = look() else {
+            std::thread::sleep(Duration::from_millis(20));
+            continue;
+        };
+        let summary = format!("serving {serving}, read {read:?}");
+        if seen.last() != Some(&summary) {
+            println!("kvstore-2: {summary}");
+            seen.push(summary);
+        }
+        assert!(
+            !matches!(read, Read::Absent),
+            "an existing key read as absent: {seen:?}"
+        );
+        if serving {
+            assert!(
+                matches!(read, Read::Value),
+                "SERVING without the data: {seen:?}"
+            );
+            break;
+        }
+    }
+    assert!(
+        seen.iter().any(|s| s.contains("serving false")),
+        "kvstore-2 was never seen catching up: {seen:?}"
+    );
+}

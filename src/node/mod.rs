@@ -173,6 +173,9 @@ pub struct RaftStatus {
     pub leader: Option<NodeId>,
     /// The commit index.
     pub commit: u64,
+    /// The leader's commit index as this member knows it (its own when it
+    /// leads).
+    pub leader_commit: u64,
     /// The last log index.
     pub last_index: u64,
     /// The first index still in the log.
@@ -205,6 +208,7 @@ impl RaftStatus {
             term: core.term(),
             leader: core.leader(),
             commit: core.log().commit(),
+            leader_commit: core.leader_commit(),
             last_index: core.log().last_index(),
             first_index: core.log().first_index(),
             voting: core.voting(),
@@ -241,6 +245,9 @@ struct Shared {
     data_dir: PathBuf,
     /// Set when the node starts shutting down: streams end, requests refuse.
     stopping: watch::Sender<bool>,
+    /// The leader's commit index when this node first heard from a leader
+    /// after starting: it has caught up once it has applied that.
+    catch_up_to: std::sync::OnceLock<u64>,
 }
 
 /// A running node.
@@ -509,6 +516,7 @@ impl Node {
             peers,
             data_dir: cfg.data_dir,
             stopping,
+            catch_up_to: std::sync::OnceLock::new(),
         }));
         Ok(Node {
             handle,
@@ -877,11 +885,72 @@ impl NodeHandle {
             .min()
     }
 
-    /// Whether this node should receive client traffic: it knows a leader
-    /// and has applied nearly everything committed.
+    /// Whether this node has caught up since it started: it has applied the
+    /// commit index the leader announced when this node first heard from it.
+    /// A node that came back with an empty volume has not, until the
+    /// leader's data has reached it; it must not answer reads as if the data
+    /// it has not received did not exist.
+    pub fn caught_up(&self) -> bool {
+        let target = match self.0.catch_up_to.get() {
+            Some(&target) => target,
+            None => {
+                let status = self.status();
+                if status.leader.is_none() {
+                    return false;
+                }
+                *self.0.catch_up_to.get_or_init(|| status.leader_commit)
+            }
+        };
+        self.applied() >= target
+    }
+
+    /// Waits, until `timeout`, for this node to have caught up since it
+    /// started (see [`NodeHandle::caught_up`]).
+    pub async fn wait_caught_up(&self, timeout: Duration) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut status = self.0.status.clone();
+        let mut applied = self.0.applied.clone();
+        loop {
+            if self.caught_up() {
+                return Ok(());
+            }
+            if self.is_stopping() {
+                return Err(Error::ShuttingDown);
+            }
+            let changed = tokio::time::timeout_at(deadline, async {
+                tokio::select! {
+                    r = status.changed() => r.is_ok(),
+                    r = applied.changed() => r.is_ok(),
+                }
+            })
+            .await;
+            match changed {
+                Ok(true) => {}
+                Ok(false) => return Err(Error::ShuttingDown),
+                Err(_) => {
+                    let status = self.status();
+                    return Err(Error::Unavailable {
+                        reason: format!(
+                            "this member is catching up with the leader (applied {} of {}); retry, or read elsewhere",
+                            self.applied(),
+                            self.0.catch_up_to.get().copied().unwrap_or(status.leader_commit)
+                        ),
+                        leader: self.leader_name(),
+                    });
+                }
+            }
+        }
+    }
+
+    /// Whether this node should receive client traffic (readiness): it
+    /// knows a leader, has caught up since it started, has applied to within
+    /// `max_lag` revisions of the leader's commit index, and is not stopping.
     pub fn is_ready(&self, max_lag: u64) -> bool {
         let status = self.status();
-        status.leader.is_some() && self.applied() + max_lag >= status.commit && !self.is_stopping()
+        status.leader.is_some()
+            && self.caught_up()
+            && self.applied() + max_lag >= status.leader_commit
+            && !self.is_stopping()
     }
 }
 

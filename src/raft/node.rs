@@ -134,6 +134,9 @@ pub struct RaftNode {
     /// we vote: it covers every entry committed with our help before the
     /// volume was lost.
     fresh_catch_up: Option<Index>,
+    /// The highest commit index a leader has announced to this member
+    /// (uncapped: what the leader itself has committed).
+    leader_commit: Index,
     /// Ticks left in fast-failover mode (the leader's connection reset):
     /// campaign after a short, ordinal-staggered delay, and leave the field to
     /// a lower ordinal with a log at least as up to date.
@@ -183,6 +186,7 @@ impl RaftNode {
             transferee: None,
             fresh_replies: BTreeMap::new(),
             fresh_catch_up: None,
+            leader_commit: 0,
             fast_election: 0,
             probe_elapsed: 0,
             read_round: 0,
@@ -252,6 +256,19 @@ impl RaftNode {
     pub fn progress(&self, peer: NodeId) -> Option<&Progress> {
         self.progress.get(&peer)
     }
+    /// The highest commit index known to be the leader's: this member's own
+    /// when it leads, otherwise the highest a leader announced to it. A
+    /// member whose applied index is far below it is behind, whatever its
+    /// own commit index says (a follower's commit index is capped at what it
+    /// holds, so an empty member has a commit index of 0).
+    pub fn leader_commit(&self) -> Index {
+        if self.role == Role::Leader {
+            self.log.commit()
+        } else {
+            self.leader_commit
+        }
+    }
+
     /// The member leadership is being handed to.
     pub fn transferee(&self) -> Option<NodeId> {
         self.transferee.map(|(to, _)| to)
@@ -1202,9 +1219,11 @@ impl RaftNode {
         self.fresh_replies.clear();
     }
 
-    /// Records, while awaiting a leader, the commit index a leader of a recent
-    /// enough term announced.
+    /// Records the commit index a leader announced; while awaiting a leader,
+    /// also as the point to catch up to, if that leader's term is recent
+    /// enough.
     fn note_leader_commit(&mut self, leader_commit: Index) {
+        self.leader_commit = self.leader_commit.max(leader_commit);
         if let Voting::AwaitingLeader { min_term } = self.voting {
             if self.term >= min_term {
                 self.fresh_catch_up = Some(

@@ -44,12 +44,16 @@ impl KvService {
     }
 
     /// Waits until a read may be served here: a linearizable read confirms
-    /// the leader's commit index and waits to apply it; any read waits for
-    /// `min_revision`.
+    /// the leader's commit index and waits to apply it; a serializable one
+    /// waits until this member has caught up since it started (a member
+    /// back on an empty volume answers UNAVAILABLE, never "not found", for
+    /// data it has not received yet); any read waits for `min_revision`.
     async fn read_barrier(&self, consistency: Consistency, min_revision: u64) -> Result<(), Error> {
         let mut wait_for = min_revision;
         if consistency == Consistency::Linearizable {
             wait_for = wait_for.max(self.node.read_index(self.timeout).await?);
+        } else {
+            self.node.wait_caught_up(self.timeout).await?;
         }
         if wait_for > self.node.applied() {
             self.node.wait_applied(wait_for, self.timeout).await?;
