@@ -159,12 +159,21 @@ fn requests_that_used_to_blow_memory_fit_a_512_mib_pod() {
     assert_eq!(got.kv.expect("kept").value.len(), 8 << 10);
 }
 
-/// What a look at a pod found.
-#[derive(Debug)]
+/// What a read on a pod found.
 enum Read {
     Value,
     Absent,
     Refused(String),
+}
+
+impl std::fmt::Display for Read {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Read::Value => write!(f, "the value"),
+            Read::Absent => write!(f, "absent"),
+            Read::Refused(why) => write!(f, "refused ({why})"),
+        }
+    }
 }
 
 /// A follower whose volume is lost while it is frozen comes back empty
@@ -241,7 +250,7 @@ fn pod_back_on_an_empty_volume_is_not_ready_until_it_has_the_data() {
             std::thread::sleep(Duration::from_millis(20));
             continue;
         };
-        let summary = format!("serving {serving}, read {read:?}");
+        let summary = format!("serving {serving}, read {read}");
         if seen.last() != Some(&summary) {
             println!("kvstore-2: {summary}");
             seen.push(summary);
