@@ -275,3 +275,88 @@ fn pod_back_on_an_empty_volume_is_not_ready_until_it_has_the_data() {
         "kvstore-2 was never seen catching up: {seen:?}"
     );
 }
+
+/// Writes go on while a snapshot of more than 200 MiB is taken and sent: a
+/// follower whose volume is lost is brought back by a snapshot of 200 values
+/// of 1 MiB (and their history) while two clients keep writing. The longest
+/// gap between acknowledged writes during the transfer is reported; taking
+/// the snapshot no longer copies the state while applies wait (before, the
+/// copy stalled every write for the whole copy).
+#[test]
+fn writes_go_on_while_a_large_snapshot_is_sent() {
+    let c = BoxCluster::start(3, &[], Duration::from_millis(300));
+    let _in = c.rt.enter();
+    let mut client = c.client();
+    c.wait("a leader", Duration::from_secs(60), |c| c.leader());
+    let value = Bytes::from(vec![b'v'; 1 << 20]);
+    for i in 0..200 {
+        c.rt.block_on(client.put(format!("big/{i:03}"), value.clone()))
+            .expect("put 1 MiB");
+    }
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writers: Vec<_> = (0..2)
+        .map(|w| {
+            let mut client = c.client();
+            let stop = stop.clone();
+            c.rt.spawn(async move {
+                let mut acks = Vec::new();
+                let mut i = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) && i < 1_000_000 {
+                    if client.put(format!("small/{w}/{i}"), "x").await.is_ok() {
+                        acks.push(std::time::Instant::now());
+                    }
+                    i += 1;
+                }
+                acks
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    c.signal(2, libc::SIGSTOP);
+    std::fs::remove_dir_all(c.data_dir(2)).expect("lose kvstore-2's volume");
+    c.signal(2, libc::SIGKILL);
+    let started = std::time::Instant::now();
+    c.wait(
+        "kvstore-2 installing a snapshot",
+        Duration::from_secs(180),
+        |c| {
+            c.log(2)
+                .contains("installed a snapshot from the leader")
+                .then_some(())
+        },
+    );
+    let installed = std::time::Instant::now();
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut acks: Vec<_> = writers
+        .into_iter()
+        .flat_map(|w| c.rt.block_on(w).expect("writer"))
+        .collect();
+    acks.sort();
+    let during: Vec<_> = acks
+        .iter()
+        .filter(|&&t| t >= started && t <= installed)
+        .collect();
+    let longest = during
+        .windows(2)
+        .map(|w| w[1].duration_since(*w[0]))
+        .max()
+        .unwrap_or_default();
+    let pairs = c
+        .log(2)
+        .lines()
+        .find(|l| l.contains("received a snapshot"))
+        .unwrap_or_default()
+        .to_string();
+    println!(
+        "snapshot sent and installed in {:?}; {} writes acknowledged meanwhile; longest gap {:?}; {pairs}",
+        installed - started,
+        during.len(),
+        longest
+    );
+    assert!(during.len() > 20, "writes went on during the transfer");
+    assert!(
+        longest < Duration::from_secs(2),
+        "writes stalled for {longest:?} during the transfer"
+    );
+}

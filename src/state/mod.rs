@@ -41,6 +41,9 @@ pub enum StateError {
     /// Making the state durable failed.
     #[error("state database sync: {0}")]
     Io(#[from] std::io::Error),
+    /// The operation cannot run now; it may later.
+    #[error("{0}")]
+    Busy(String),
     /// Something stored does not decode.
     #[error("state database is corrupt at key {key:?}: {reason}")]
     Corrupt {
@@ -152,6 +155,11 @@ pub struct KvState {
     /// must never wait behind a snapshot copy.
     cluster: std::sync::atomic::AtomicU64,
     floor: std::sync::atomic::AtomicU64,
+    /// Set while a snapshot is frozen: the apply thread saves before images.
+    freeze: std::sync::Arc<std::sync::Mutex<Option<std::sync::Arc<snapshot::Freeze>>>>,
+    /// Held for a whole apply batch, and while a snapshot is frozen or
+    /// installed: a batch sees one freeze state from start to end.
+    applying: std::sync::Arc<std::sync::Mutex<()>>,
 }
 
 fn read_u64(tree: &sled::Tree, name: &str) -> Result<Option<u64>, StateError> {
@@ -210,7 +218,9 @@ impl KvState {
         };
         // Trees left by a crash in the middle of a snapshot install or send.
         for other in db.tree_names() {
-            let is_state_tree = other.starts_with(b"kv-") || other.as_ref() == b"snapshot-out";
+            let is_state_tree = other.starts_with(b"kv-")
+                || other.as_ref() == b"snapshot-out"
+                || other.as_ref() == snapshot::UNDO_TREE;
             if is_state_tree && other.as_ref() != name.as_slice() {
                 db.drop_tree(&other)?;
             }
@@ -223,6 +233,8 @@ impl KvState {
             floor: std::sync::atomic::AtomicU64::new(active.history_floor),
             active: RwLock::new(active),
             history_retention: history_retention.max(1),
+            freeze: Default::default(),
+            applying: Default::default(),
         })
     }
 
@@ -307,6 +319,7 @@ impl KvState {
         if entries.is_empty() {
             return Ok(Vec::new());
         }
+        let _applying = self.applying.lock().unwrap_or_else(|e| e.into_inner());
         let tree = self.read().tree.clone();
         let mut overlay = apply::Overlay::new(&tree);
         let mut results = Vec::with_capacity(entries.len());
@@ -373,37 +386,65 @@ impl KvState {
             .last()
             .map(|r| (r.index, r.term))
             .expect("one entry applied");
+        // Every key the batch writes, for a frozen snapshot's before images.
+        let freeze = self
+            .freeze
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let mut changed: Vec<Vec<u8>> = Vec::new();
         let mut batch = sled::Batch::default();
-        for (key, value) in overlay.into_changes() {
-            match value {
-                Some(v) => batch.insert(data_key(&key), v.encode_to_vec()),
-                None => batch.remove(data_key(&key)),
+        let mut write = |batch: &mut sled::Batch, key: Vec<u8>, value: Option<Vec<u8>>| {
+            if freeze.is_some() {
+                changed.push(key.clone());
             }
+            match value {
+                Some(v) => batch.insert(key, v),
+                None => batch.remove(key),
+            }
+        };
+        for (key, value) in overlay.into_changes() {
+            write(&mut batch, data_key(&key), value.map(|v| v.encode_to_vec()));
         }
         for r in &results {
             for (n, event) in r.events.iter().enumerate() {
-                batch.insert(
-                    &history_event_key(r.index, n as u32)[..],
-                    encode_events(std::slice::from_ref(event)),
+                write(
+                    &mut batch,
+                    history_event_key(r.index, n as u32).to_vec(),
+                    Some(encode_events(std::slice::from_ref(event))),
                 );
             }
         }
-        batch.insert(meta_key("applied"), &applied_value(last.0, last.1)[..]);
+        write(
+            &mut batch,
+            meta_key("applied"),
+            Some(applied_value(last.0, last.1).to_vec()),
+        );
         if let Some(id) = cluster_id {
-            batch.insert(meta_key("cluster"), &id.to_be_bytes()[..]);
+            write(
+                &mut batch,
+                meta_key("cluster"),
+                Some(id.to_be_bytes().to_vec()),
+            );
         }
         let floor = self.history_floor();
         let new_floor = (last.0 + 1)
             .saturating_sub(self.history_retention)
             .max(floor);
-        // Trim history in chunks, not at every apply.
-        let trim = new_floor >= floor + 1024;
+        // Trim history in chunks, not at every apply, and not while a
+        // snapshot is frozen (it would need before images of all of it).
+        let trim = new_floor >= floor + 1024 && freeze.is_none();
         if trim {
             for item in tree.range(&history_key(0)[..]..&history_key(new_floor)[..]) {
                 let (k, _) = item?;
                 batch.remove(k);
             }
             batch.insert(meta_key("floor"), &new_floor.to_be_bytes()[..]);
+        }
+        if let Some(freeze) = &freeze {
+            for key in &changed {
+                freeze.save_before_image(&tree, key)?;
+            }
         }
         let mut active = self.write();
         active.tree.apply_batch(batch)?;
@@ -543,6 +584,7 @@ mod tests {
         request_op, response_op, Compare, CompareResult, CompareTarget, DeleteRequest, PutRequest,
         RequestOp, TxnRequest,
     };
+    use crate::raft::SnapshotMeta;
 
     fn open(dir: &Path) -> KvState {
         // sled releases its file lock from a background thread after the
@@ -951,5 +993,70 @@ mod tests {
         assert!(cut);
         let (h, cut) = s.history(7, 10, 1 << 20).expect("history");
         assert_eq!((h[0].0, h[0].1.len(), cut), (7, 2, false));
+    }
+
+    /// A frozen snapshot streams the state exactly as it was at the freeze,
+    /// while applies go on during the stream: overwrites, deletes and new
+    /// keys after the freeze are invisible in it, and nothing is copied.
+    #[test]
+    fn a_frozen_snapshot_is_the_state_at_the_freeze_while_applies_go_on() {
+        let a_dir = tempfile::tempdir().expect("tempdir");
+        let b_dir = tempfile::tempdir().expect("tempdir");
+        let a = open(a_dir.path());
+        let b = open(b_dir.path());
+        let entries: Vec<Entry> = (0..100)
+            .map(|i| entry(i + 1, put(&format!("k{i:02}"), "old")))
+            .collect();
+        a.apply_all(&entries).expect("apply");
+        let expected = a.range(&RangeRequest::default()).expect("range").0;
+        let frozen = a.freeze_snapshot().expect("freeze");
+        assert_eq!(frozen.meta.index, 100);
+        assert!(
+            a.freeze_snapshot().is_err(),
+            "one frozen snapshot at a time"
+        );
+        let writer = b.begin_install().expect("begin");
+        let mut index = 100;
+        for (n, chunk) in frozen.chunks(64).enumerate() {
+            writer.write(chunk.expect("chunk")).expect("write");
+            // Change the state between every chunk of the stream.
+            let i = n as u64 % 100;
+            index += 1;
+            let change = match n % 3 {
+                0 => put(&format!("k{i:02}"), "new"),
+                1 => Op::Delete(DeleteRequest {
+                    key: Bytes::from(format!("k{i:02}")),
+                    ..Default::default()
+                }),
+                _ => put(&format!("n{n}"), "added"),
+            };
+            a.apply_all(&[entry(index, change)])
+                .expect("apply during the stream");
+        }
+        drop(frozen);
+        assert!(index > 110, "the stream had {} chunks", index - 100);
+        let meta = b
+            .finish_install(
+                writer,
+                SnapshotMeta {
+                    index: 100,
+                    term: 1,
+                },
+            )
+            .expect("install");
+        assert_eq!(meta.index, 100);
+        let got = b.range(&RangeRequest::default()).expect("range").0;
+        assert_eq!(got.kvs, expected.kvs, "the state at the freeze");
+        let (history, _) = b.history(1, 1000, usize::MAX).expect("history");
+        assert_eq!(history.len(), 100, "history up to the freeze only");
+        let names: Vec<_> = a.db.tree_names();
+        assert!(
+            !names
+                .iter()
+                .any(|n| n.as_ref() == snapshot::UNDO_TREE || n.as_ref() == b"snapshot-out"),
+            "no copy or before images left: {names:?}"
+        );
+        a.freeze_snapshot()
+            .expect("a new snapshot after the first is dropped");
     }
 }

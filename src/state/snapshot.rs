@@ -1,35 +1,113 @@
 //! Snapshots of the applied state, for followers that need entries the log
 //! no longer holds.
 //!
-//! Sending: [`KvState::freeze_snapshot`] copies the active tree into a frozen
-//! tree while holding the readers' lock, so the copy is one consistent state
-//! (applies wait for the copy). The copy is then streamed at leisure.
+//! Sending: [`KvState::freeze_snapshot`] takes no copy. It marks the applied
+//! point (under the writers' lock, so between two apply batches: an
+//! instant) and from then on the apply thread saves, before it changes a key
+//! for the first time, what the key held at that point (its *before image*,
+//! or that it was absent) in an undo tree. The snapshot is then streamed
+//! from the live tree at leisure: a key found in the undo tree is sent as
+//! its before image, any other key as it is; keys deleted since the freeze
+//! come from the undo tree. Applies never wait for the stream, and the undo
+//! tree holds only what changed while it ran; it is dropped with the
+//! [`FrozenSnapshot`].
+//!
+//! Why it is consistent: a before image is saved before the change it undoes
+//! is applied, so whenever the stream reads a key, either the key has not
+//! changed since the freeze (its value is right), or its before image is
+//! already saved (and is used instead). History trimming waits while a
+//! snapshot is frozen, so trimmed records need no before images.
 //!
 //! Receiving: the pairs are written into a new tree; once the core accepts
 //! the snapshot, [`KvState::finish_install`] makes it the active tree with one
 //! insert and drops the old one. An interrupted transfer leaves the old state
-//! untouched.
+//! untouched, and its partial tree is dropped.
+
+use std::sync::{Arc, Mutex};
 
 use super::keys::meta_key;
 use super::{applied_value, read_applied, KvState, StateError, ACTIVE_KEY, INSTALLED};
 use crate::raft::SnapshotMeta;
 
-const FROZEN_TREE: &[u8] = b"snapshot-out";
+/// The tree of before images of a frozen snapshot.
+pub(super) const UNDO_TREE: &[u8] = b"snapshot-undo";
 
 /// Stored key-value pairs of the state, in key order.
 pub type Chunk = Vec<(Vec<u8>, Vec<u8>)>;
 
-/// A consistent copy of the state, ready to stream.
+/// The applier's side of a frozen snapshot: where before images go.
+pub(super) struct Freeze {
+    undo: sled::Tree,
+}
+
+impl Freeze {
+    /// Saves what `key` holds in `tree` now, unless it was saved already.
+    pub(super) fn save_before_image(
+        &self,
+        tree: &sled::Tree,
+        key: &[u8],
+    ) -> Result<(), StateError> {
+        if self.undo.contains_key(key)? {
+            return Ok(());
+        }
+        let image = match tree.get(key)? {
+            Some(value) => {
+                let mut image = Vec::with_capacity(value.len() + 1);
+                image.push(PRESENT);
+                image.extend_from_slice(&value);
+                image
+            }
+            None => vec![ABSENT],
+        };
+        self.undo.insert(key, image)?;
+        Ok(())
+    }
+}
+
+const ABSENT: u8 = 0;
+const PRESENT: u8 = 1;
+
+/// The value a before image records, if the key was present.
+fn before_value(image: &[u8]) -> Option<&[u8]> {
+    match image.split_first() {
+        Some((&PRESENT, value)) => Some(value),
+        _ => None,
+    }
+}
+
+/// A consistent view of the state at one applied point, ready to stream.
 pub struct FrozenSnapshot {
     tree: sled::Tree,
+    undo: sled::Tree,
+    db: sled::Db,
+    freeze: Arc<Mutex<Option<Arc<Freeze>>>>,
+    applying: Arc<Mutex<()>>,
     /// Where the snapshot ends.
     pub meta: SnapshotMeta,
 }
 
 impl FrozenSnapshot {
-    /// The pairs in chunks of about `max_bytes`.
+    /// The pairs in chunks of about `max_bytes` (a pair may be sent twice;
+    /// the receiver stores it once).
     pub fn chunks(&self, max_bytes: usize) -> impl Iterator<Item = Result<Chunk, StateError>> + '_ {
-        let mut iter = self.tree.iter();
+        let undo = &self.undo;
+        let live = self.tree.iter().filter_map(move |item| {
+            let (key, value) = match item {
+                Ok(pair) => pair,
+                Err(e) => return Some(Err(StateError::from(e))),
+            };
+            match undo.get(&key) {
+                Ok(Some(image)) => before_value(&image).map(|v| Ok((key.to_vec(), v.to_vec()))),
+                Ok(None) => Some(Ok((key.to_vec(), value.to_vec()))),
+                Err(e) => Some(Err(e.into())),
+            }
+        });
+        // Keys deleted since the freeze are only in the undo tree.
+        let deleted = undo.iter().filter_map(|item| match item {
+            Ok((key, image)) => before_value(&image).map(|v| Ok((key.to_vec(), v.to_vec()))),
+            Err(e) => Some(Err(e.into())),
+        });
+        let mut pairs = live.chain(deleted);
         let mut done = false;
         std::iter::from_fn(move || {
             if done {
@@ -38,12 +116,12 @@ impl FrozenSnapshot {
             let mut chunk = Vec::new();
             let mut bytes = 0;
             while bytes < max_bytes {
-                match iter.next() {
+                match pairs.next() {
                     Some(Ok((k, v))) => {
                         bytes += k.len() + v.len();
-                        chunk.push((k.to_vec(), v.to_vec()));
+                        chunk.push((k, v));
                     }
-                    Some(Err(e)) => return Some(Err(e.into())),
+                    Some(Err(e)) => return Some(Err(e)),
                     None => {
                         done = true;
                         break;
@@ -56,6 +134,18 @@ impl FrozenSnapshot {
                 Some(Ok(chunk))
             }
         })
+    }
+}
+
+impl Drop for FrozenSnapshot {
+    /// Stops saving before images and drops them.
+    fn drop(&mut self) {
+        // Not in the middle of an apply batch that saves before images.
+        let _applying = self.applying.lock().unwrap_or_else(|e| e.into_inner());
+        *self.freeze.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        if let Err(e) = self.db.drop_tree(UNDO_TREE) {
+            tracing::warn!(error = %e, "dropping a snapshot's before images");
+        }
     }
 }
 
@@ -84,25 +174,25 @@ impl SnapshotWriter {
 }
 
 impl KvState {
-    /// Copies the current state into a frozen tree for sending.
+    /// Freezes the state at its applied point for sending, without copying
+    /// it (see the module documentation). One snapshot is frozen at a time.
     pub fn freeze_snapshot(&self) -> Result<FrozenSnapshot, StateError> {
+        // No apply batch is half-way, and the next one sees the freeze.
+        let _applying = self.applying.lock().unwrap_or_else(|e| e.into_inner());
         let active = self.read();
-        self.db.drop_tree(FROZEN_TREE)?;
-        let frozen = self.db.open_tree(FROZEN_TREE)?;
-        let mut batch = sled::Batch::default();
-        let mut in_batch = 0usize;
-        for item in active.tree.iter() {
-            let (k, v) = item?;
-            in_batch += k.len() + v.len();
-            batch.insert(k, v);
-            if in_batch > 4 << 20 {
-                frozen.apply_batch(std::mem::take(&mut batch))?;
-                in_batch = 0;
-            }
+        let mut freeze = self.freeze.lock().unwrap_or_else(|e| e.into_inner());
+        if freeze.is_some() {
+            return Err(StateError::Busy("a snapshot is being sent already".into()));
         }
-        frozen.apply_batch(batch)?;
+        self.db.drop_tree(UNDO_TREE)?;
+        let undo = self.db.open_tree(UNDO_TREE)?;
+        *freeze = Some(Arc::new(Freeze { undo: undo.clone() }));
         Ok(FrozenSnapshot {
-            tree: frozen,
+            tree: active.tree.clone(),
+            undo,
+            db: self.db.clone(),
+            freeze: self.freeze.clone(),
+            applying: self.applying.clone(),
             meta: SnapshotMeta {
                 index: active.applied_index,
                 term: active.applied_term,
@@ -155,7 +245,10 @@ impl KvState {
             &applied_value(meta.index, meta.term)[..],
         )?;
         writer.tree.flush()?;
+        let _applying = self.applying.lock().unwrap_or_else(|e| e.into_inner());
         let mut active = self.write();
+        // A snapshot frozen from the state being replaced is over.
+        *self.freeze.lock().unwrap_or_else(|e| e.into_inner()) = None;
         let old = active.name.clone();
         self.db.insert(ACTIVE_KEY, writer.name.as_slice())?;
         *active = Self::load_active(&self.db, writer.name)?;

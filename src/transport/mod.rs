@@ -641,10 +641,19 @@ impl Peer for PeerService {
                 .into_iter()
                 .map(|p| (p.key.to_vec(), p.value.to_vec()))
                 .collect();
-            writer = tokio::task::spawn_blocking(move || writer.write(pairs).map(|_| writer))
-                .await
-                .map_err(|e| Status::internal(e.to_string()))?
-                .map_err(|e| Status::internal(e.to_string()))?;
+            let (back, written) = tokio::task::spawn_blocking(move || {
+                let written = writer.write(pairs);
+                (writer, written)
+            })
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?;
+            writer = back;
+            if let Err(e) = written {
+                // A full disk, say: drop what arrived, so that every retry
+                // does not leave another partial tree behind.
+                let _ = self.node.state().abort_install(writer);
+                return Err(Error::from(e).into());
+            }
             if complete.is_some() {
                 break;
             }
