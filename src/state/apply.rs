@@ -57,6 +57,14 @@ pub struct Overlay<'a> {
     /// The changes of the command being applied, newest last, so that a
     /// command refused half-way changes nothing.
     undo: Vec<Undo>,
+    /// The stored size (key and value) each changed key had in the tree
+    /// before the batch, 0 if absent: for the space accounting.
+    originals: BTreeMap<Vec<u8>, u64>,
+}
+
+/// The stored size of a user key and its value.
+pub fn stored_size(key: &[u8], value: &StoredKv) -> u64 {
+    (1 + key.len() + value.encoded_len()) as u64
 }
 
 impl<'a> Overlay<'a> {
@@ -66,12 +74,20 @@ impl<'a> Overlay<'a> {
             tree,
             changes: BTreeMap::new(),
             undo: Vec::new(),
+            originals: BTreeMap::new(),
         }
     }
 
-    /// The changed user keys and their new values (`None`: deleted).
-    pub fn into_changes(self) -> BTreeMap<Vec<u8>, Option<StoredKv>> {
-        self.changes
+    /// The changed user keys and their new values (`None`: deleted), and by
+    /// how many bytes they change the stored size.
+    pub fn into_changes(self) -> (BTreeMap<Vec<u8>, Option<StoredKv>>, i64) {
+        let mut delta = 0i64;
+        for (key, value) in &self.changes {
+            let before = self.originals.get(key).copied().unwrap_or(0);
+            let after = value.as_ref().map_or(0, |v| stored_size(key, v));
+            delta += after as i64 - before as i64;
+        }
+        (self.changes, delta)
     }
 
     /// Keeps the changes of the command applied since the last call.
@@ -171,9 +187,17 @@ impl<'a> Overlay<'a> {
         Ok((out, false))
     }
 
-    fn set(&mut self, key: Vec<u8>, value: Option<StoredKv>) {
+    fn set(&mut self, key: Vec<u8>, value: Option<StoredKv>) -> Result<(), StateError> {
+        if !self.originals.contains_key(&key) {
+            let size = match self.tree.get(data_key(&key))? {
+                Some(raw) => (1 + key.len() + raw.len()) as u64,
+                None => 0,
+            };
+            self.originals.insert(key.clone(), size);
+        }
         let before = self.changes.insert(key.clone(), value);
         self.undo.push((key, before));
+        Ok(())
     }
 }
 
@@ -212,7 +236,7 @@ pub fn put(
         prev_kv: prev_kv.clone(),
         revision,
     });
-    batch.set(req.key.to_vec(), Some(stored));
+    batch.set(req.key.to_vec(), Some(stored))?;
     Ok(PutResponse {
         header: None,
         prev_kv: if req.prev_kv { prev_kv } else { None },
@@ -240,7 +264,7 @@ pub fn delete(
 ) -> Result<(DeleteResponse, bool), StateError> {
     let range = KeyRange::from_request(&req.key, &req.range_end, req.prefix, true);
     let (victims, more) = batch.range(&range, DELETE_STEP_KEYS, DELETE_STEP_BYTES)?;
-    Ok((remove(batch, revision, req.prev_kv, victims, events), more))
+    Ok((remove(batch, revision, req.prev_kv, victims, events)?, more))
 }
 
 /// Deletes `victims` at `revision`.
@@ -250,7 +274,7 @@ fn remove(
     prev_kv: bool,
     victims: Vec<(Vec<u8>, StoredKv)>,
     events: &mut Vec<Event>,
-) -> DeleteResponse {
+) -> Result<DeleteResponse, StateError> {
     let deleted = victims.len() as u64;
     let mut prev_kvs = Vec::new();
     for (key, prev) in victims {
@@ -268,13 +292,13 @@ fn remove(
         if prev_kv {
             prev_kvs.push(prev_value);
         }
-        batch.set(key, None);
+        batch.set(key, None)?;
     }
-    DeleteResponse {
+    Ok(DeleteResponse {
         header: None,
         deleted,
         prev_kvs,
-    }
+    })
 }
 
 /// Reads a range (inside a batch, seeing its earlier writes).
@@ -400,13 +424,16 @@ pub enum Reads {
 /// Applies a transaction at `revision`. A transaction that passes one of
 /// the bounds ([`TXN_CHANGE_BYTES`], [`TXN_PREV_KV_BYTES`], a delete of more
 /// than one delete step) changes nothing and returns the reason: every
-/// replica decides that the same way, from the same state. Range reads share
-/// [`TXN_RANGE_BYTES`] and are cut short with `more`.
+/// replica decides that the same way, from the same state; so does one that
+/// puts while writes that add data are refused (`refuse_puts`, the NOSPACE
+/// alarm). Range reads share [`TXN_RANGE_BYTES`] and are cut short with
+/// `more`.
 pub fn txn(
     batch: &mut Overlay<'_>,
     revision: u64,
     req: &TxnRequest,
     reads: Reads,
+    refuse_puts: Option<&str>,
     events: &mut Vec<Event>,
 ) -> Result<Result<TxnResponse, String>, StateError> {
     let mut succeeded = true;
@@ -427,6 +454,9 @@ pub fn txn(
     for op in ops {
         let before = events.len();
         let response = match &op.request {
+            Some(request_op::Request::Put(_)) if refuse_puts.is_some() => {
+                Err(refuse_puts.unwrap_or_default().to_string())
+            }
             Some(request_op::Request::Put(p)) => {
                 let resp = put(batch, revision, p, events)?;
                 let returned = resp
@@ -446,7 +476,7 @@ pub fn txn(
                         DELETE_STEP_BYTES >> 20
                     ))
                 } else {
-                    let resp = remove(batch, revision, d.prev_kv, victims, events);
+                    let resp = remove(batch, revision, d.prev_kv, victims, events)?;
                     budget
                         .charge(&events[before..], prev_kv_bytes(&resp.prev_kvs))
                         .map(|()| response_op::Response::Delete(resp))

@@ -11,7 +11,7 @@ use crate::proto::kv::{
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Command {
     /// The operation.
-    #[prost(oneof = "Op", tags = "1, 2, 3, 4")]
+    #[prost(oneof = "Op", tags = "1, 2, 3, 4, 5")]
     pub op: Option<Op>,
 }
 
@@ -32,6 +32,9 @@ pub enum Op {
     /// The first command of a new cluster: records its id.
     #[prost(message, tag = "4")]
     Bootstrap(Bootstrap),
+    /// Raises or clears a member's NOSPACE alarm.
+    #[prost(message, tag = "5")]
+    Alarm(super::space::Alarm),
 }
 
 /// The cluster id, chosen by the first leader of a new cluster.
