@@ -106,7 +106,7 @@ fn encode_alarms(alarms: &BTreeSet<u32>) -> Vec<u8> {
 }
 
 fn decode_alarms(raw: &[u8]) -> Result<BTreeSet<u32>, StateError> {
-    if raw.len() % 4 != 0 {
+    if !raw.len().is_multiple_of(4) {
         return Err(StateError::corrupt(
             ALARMS.as_bytes(),
             "not a list of ordinals",
