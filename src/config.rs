@@ -256,6 +256,12 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub log: LogArgs,
 
+    /// Bytes of keys and values (data and watch history) this pod may hold
+    /// before writes that add data are refused with RESOURCE_EXHAUSTED
+    /// (reads and deletes go on). Default: a fifth of the data dir's volume.
+    #[arg(long, env = "KVSTORE_QUOTA_BYTES")]
+    pub quota_bytes: Option<u64>,
+
     /// The cluster this pod belongs to, as 16 hex digits (the id `kvctl
     /// status` shows). When set, a volume of another cluster is refused at
     /// start-up, and a new cluster takes this id. Unset: the first leader

@@ -47,6 +47,20 @@ pub fn run(args: ServeArgs) -> ExitCode {
 }
 
 async fn serve(args: ServeArgs, name: NodeName) -> ExitCode {
+    let space = match space_policy(&args) {
+        Ok(policy) => policy,
+        Err(e) => {
+            tracing::error!("cannot start: {e}");
+            eprintln!("kvstore: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    tracing::info!(
+        quota = space.quota,
+        min_free = space.min_free,
+        reserve = space.reserve,
+        "space bounds of the data dir's volume"
+    );
     let cfg = NodeConfig {
         name: name.clone(),
         replicas: args.replicas,
@@ -57,6 +71,7 @@ async fn serve(args: ServeArgs, name: NodeName) -> ExitCode {
         compaction: args.compaction(),
         priority_return: true,
         cluster_id: args.cluster_id,
+        space,
         wal_sync_delay: Duration::from_millis(args.fault_fsync_delay_ms),
     };
     if let Err(e) = args.limits().check() {
@@ -90,6 +105,8 @@ async fn serve(args: ServeArgs, name: NodeName) -> ExitCode {
     if let Some(p) = &grpc_peers {
         p.attach(handle.clone());
     }
+    let space_monitor =
+        tokio::spawn(crate::node::space::monitor(handle.clone(), space).in_current_span());
     let peer_listener = if args.replicas > 1 {
         match TcpListener::bind(args.peer_listen).await {
             Ok(l) => Some(l),
@@ -196,6 +213,7 @@ async fn serve(args: ServeArgs, name: NodeName) -> ExitCode {
     }
     let stopped = node.stop().await;
     let _ = peer_stop_tx.send(true);
+    let _ = space_monitor.await;
     match stopped {
         Ok(()) => {
             tracing::info!("stopped cleanly; everything acknowledged is durable");
@@ -210,6 +228,18 @@ async fn serve(args: ServeArgs, name: NodeName) -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// The space bounds of the data dir's volume (creating the data dir).
+fn space_policy(args: &ServeArgs) -> Result<crate::node::space::SpacePolicy, String> {
+    std::fs::create_dir_all(&args.data_dir)
+        .map_err(|e| format!("data dir {}: {e}", args.data_dir.display()))?;
+    crate::node::space::SpacePolicy::for_volume(&args.data_dir, args.quota_bytes).map_err(|e| {
+        format!(
+            "data dir {}: cannot read its volume's size: {e}",
+            args.data_dir.display()
+        )
+    })
 }
 
 /// Graceful stop of a leader: hand leadership to the lowest caught-up

@@ -11,6 +11,7 @@
 pub mod applier;
 pub mod peers;
 pub mod raft_loop;
+pub mod space;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -91,6 +92,8 @@ pub struct NodeConfig {
     /// data dir of another cluster is refused at start-up, and a new
     /// cluster takes this id instead of a random one.
     pub cluster_id: Option<u64>,
+    /// The space bounds of the data dir's volume (see [`space`]).
+    pub space: space::SpacePolicy,
 }
 
 /// Why a node could not start.
@@ -245,6 +248,8 @@ struct Shared {
     data_dir: PathBuf,
     /// Set when the node starts shutting down: streams end, requests refuse.
     stopping: watch::Sender<bool>,
+    /// The space bounds.
+    space: space::SpacePolicy,
     /// The leader's commit index when this node first heard from a leader
     /// after starting: it has caught up once it has applied that.
     catch_up_to: std::sync::OnceLock<u64>,
@@ -341,6 +346,63 @@ fn check_identity(state: &KvState, cfg: &NodeConfig) -> std::result::Result<(), 
     Ok(())
 }
 
+/// Opens the log and the applied state. An applied state that cannot be read
+/// (sled's files damaged, by a full disk say) is not a reason to stay down:
+/// it is rebuilt, from the log alone when the log still holds every entry,
+/// otherwise from the leader as a lost volume is (the term and vote in the
+/// log are kept, and the member votes again only once it has caught up).
+/// A one-member cluster has no one to rebuild from, and refuses to start.
+fn open_storage(
+    cfg: &NodeConfig,
+    dirs: &DataDir,
+) -> std::result::Result<(KvState, Wal, crate::storage::wal::WalState), StartError> {
+    let (mut wal, mut log) = Wal::open(&dirs.wal())?;
+    wal.set_sync_delay(cfg.wal_sync_delay);
+    let open = || KvState::open(&dirs.state(), cfg.cache_bytes, cfg.history_revisions);
+    // sled recovers damaged files to their last readable point, silently:
+    // a state that ends before the log's compaction point lost data too.
+    let problem = match open() {
+        Ok(state) if state.applied().0 >= log.snapshot.index => {
+            return Ok((state.with_history_budget(cfg.space.quota / 4), wal, log))
+        }
+        Ok(state) => format!(
+            "it ends at index {}, before the log's compaction point {}: its files lost data",
+            state.applied().0,
+            log.snapshot.index
+        ),
+        Err(e) if e.is_unreadable() => e.to_string(),
+        Err(e) => return Err(e.into()),
+    };
+    let whole_log = log.snapshot.index == 0;
+    if !whole_log && cfg.replicas == 1 {
+        return Err(StartError::Inconsistent {
+            dir: dirs.root.clone(),
+            reason: format!("the applied state cannot be read ({problem}), and the log no longer holds every entry, so it cannot be rebuilt (a one-member cluster has no peer to copy it from); restore the data dir from a backup"),
+        });
+    }
+    tracing::error!(
+        dir = %dirs.state().display(),
+        problem,
+        from = if whole_log { "the log" } else { "the leader (as a lost volume)" },
+        "the applied state cannot be read: discarding it and rebuilding it"
+    );
+    std::fs::remove_dir_all(dirs.state()).map_err(|io| StartError::DataDir(dirs.state(), io))?;
+    if !whole_log {
+        let hard_state = raft::HardState {
+            voting: Voting::AwaitingPeers,
+            ..log.hard_state
+        };
+        wal.compact(hard_state, SnapshotMeta::default(), &[])?;
+        log = crate::storage::wal::WalState {
+            hard_state,
+            snapshot: SnapshotMeta::default(),
+            entries: Vec::new(),
+        };
+    }
+    let state = open()?;
+    Ok((state.with_history_budget(cfg.space.quota / 4), wal, log))
+}
+
 /// Reconciles the log with the applied state after a crash, returning what to
 /// restore the core from.
 fn restore(
@@ -432,14 +494,9 @@ impl Node {
         let dirs = DataDir::new(&cfg.data_dir);
         std::fs::create_dir_all(&dirs.root)
             .map_err(|e| StartError::DataDir(dirs.root.clone(), e))?;
-        let state = Arc::new(KvState::open(
-            &dirs.state(),
-            cfg.cache_bytes,
-            cfg.history_revisions,
-        )?);
+        let (state, mut wal, log) = open_storage(&cfg, &dirs)?;
+        let state = Arc::new(state);
         check_identity(&state, &cfg)?;
-        let (mut wal, log) = Wal::open(&dirs.wal())?;
-        wal.set_sync_delay(cfg.wal_sync_delay);
         let restored = restore(
             &dirs.root,
             &mut wal,
@@ -496,7 +553,7 @@ impl Node {
             status_tx,
             state.clone(),
             timing.tick,
-            cfg.compaction,
+            cfg.compaction.within_quota(cfg.space.quota),
             cfg.name.clone(),
         )
         .with_cluster_id(cfg.cluster_id);
@@ -516,6 +573,7 @@ impl Node {
             peers,
             data_dir: cfg.data_dir,
             stopping,
+            space: cfg.space,
             catch_up_to: std::sync::OnceLock::new(),
         }));
         Ok(Node {
@@ -591,6 +649,33 @@ impl NodeHandle {
     /// The data dir.
     pub fn data_dir(&self) -> &Path {
         &self.0.data_dir
+    }
+
+    /// The space bounds.
+    pub fn space_policy(&self) -> space::SpacePolicy {
+        self.0.space
+    }
+
+    /// Refuses, before it is proposed, a write that adds data while a
+    /// NOSPACE alarm is raised or this member is past its quota.
+    fn check_space(&self, command: &Command) -> Result<()> {
+        if !command.adds_data() {
+            return Ok(());
+        }
+        let alarms = self.0.state.alarms();
+        if !alarms.is_empty() {
+            return Err(Error::ResourceExhausted(
+                crate::state::space::nospace_refusal(&alarms),
+            ));
+        }
+        let stored = self.0.state.stored_bytes();
+        if stored > self.0.space.quota {
+            return Err(Error::ResourceExhausted(format!(
+                "NOSPACE: this member stores {stored} bytes, over its space quota of {} (--quota-bytes): writes that add data are refused until data is deleted and the history compacted",
+                self.0.space.quota
+            )));
+        }
+        Ok(())
     }
 
     /// The replication state now.
@@ -680,6 +765,7 @@ impl NodeHandle {
     /// when this node does not lead. Retries internally, within `timeout`,
     /// whatever is certain not to have been applied.
     pub async fn write(&self, command: &Command, timeout: Duration) -> Result<WriteResult> {
+        self.check_space(command)?;
         let deadline = Instant::now() + timeout;
         let data = command.encode();
         loop {
@@ -957,7 +1043,7 @@ impl NodeHandle {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::raft::{Entry, EntryKind};
+    use crate::raft::{Entry, EntryKind, HardState};
 
     fn log_of(last: u64) -> (tempfile::TempDir, Wal, crate::storage::wal::WalState) {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -992,6 +1078,11 @@ mod tests {
             priority_return: true,
             wal_sync_delay: Duration::ZERO,
             cluster_id,
+            space: space::SpacePolicy {
+                quota: 1 << 30,
+                min_free: 0,
+                reserve: 0,
+            },
         }
     }
 
@@ -1064,5 +1155,122 @@ mod tests {
         let (dir, mut wal, state) = log_of(5);
         let restored = restore(dir.path(), &mut wal, state, (4, 1), None).expect("in the log");
         assert_eq!((restored.applied, restored.entries.len()), (4, 5));
+    }
+
+    /// Damages the state's sled files the way a full disk did: the middle
+    /// of its data file overwritten.
+    fn damage_state(dir: &Path) {
+        {
+            let state = KvState::open(&dir.join("state"), 1 << 20, 100).expect("open");
+            let entries: Vec<Entry> = (1..=50)
+                .map(|index| Entry {
+                    index,
+                    term: 1,
+                    kind: EntryKind::Normal,
+                    data: crate::state::command::Command::new(crate::state::command::Op::Put(
+                        crate::proto::kv::PutRequest {
+                            key: format!("k{index}").into(),
+                            value: vec![b'v'; 4000].into(),
+                            prev_kv: false,
+                        },
+                    ))
+                    .encode(),
+                })
+                .collect();
+            state.apply_all(&entries).expect("apply");
+            state.checkpoint().expect("checkpoint");
+        }
+        let db = dir.join("state").join("db");
+        let mut bytes = std::fs::read(&db).expect("read db");
+        // Every segment's second half: whatever sled reads first is hit.
+        let segment = 512 << 10;
+        for start in (segment / 2..bytes.len()).step_by(segment) {
+            let end = (start + segment / 2).min(bytes.len());
+            for b in &mut bytes[start..end] {
+                *b = 0xa5;
+            }
+        }
+        std::fs::write(&db, &bytes).expect("damage db");
+        // sled either reports the damage or recovers to an earlier point.
+        match KvState::open(&dir.join("state"), 1 << 20, 100) {
+            Err(e) if e.is_unreadable() => {}
+            Err(e) => panic!("the damage gave another error: {e:?}"),
+            Ok(s) => assert!(s.applied().0 < 50, "the damage went unnoticed"),
+        }
+    }
+
+    /// An applied state that cannot be read is rebuilt instead of keeping
+    /// the member down: from the log when it holds every entry, else from
+    /// the leader as a lost volume (the term and vote kept); a one-member
+    /// cluster, with no one to rebuild from, refuses to start.
+    #[test]
+    fn an_unreadable_state_is_rebuilt() {
+        // The log holds every entry: replayed.
+        let dir = tempfile::tempdir().expect("tempdir");
+        damage_state(dir.path());
+        let (mut wal, _) = Wal::open(&dir.path().join("wal")).expect("wal");
+        wal.append(
+            Some(HardState {
+                term: 3,
+                vote: Some(1),
+                voting: Voting::Enabled,
+            }),
+            None,
+            &(1..=5)
+                .map(|index| Entry {
+                    index,
+                    term: 1,
+                    kind: EntryKind::Normal,
+                    data: Bytes::from_static(b"x"),
+                })
+                .collect::<Vec<_>>(),
+        )
+        .expect("append");
+        drop(wal);
+        let cfg = config_for(dir.path(), "kvstore-1", None);
+        let (state, _, log) = open_storage(&cfg, &DataDir::new(dir.path())).expect("rebuilt");
+        assert_eq!(state.applied().0, 0, "a new state, to be replayed");
+        assert_eq!(log.entries.len(), 5, "from the whole log");
+        drop(state);
+        // The log was compacted: a lost volume that keeps its term and vote.
+        let dir = tempfile::tempdir().expect("tempdir");
+        damage_state(dir.path());
+        let (mut wal, _) = Wal::open(&dir.path().join("wal")).expect("wal");
+        let hs = HardState {
+            term: 3,
+            vote: Some(1),
+            voting: Voting::Enabled,
+        };
+        wal.compact(hs, SnapshotMeta { index: 40, term: 1 }, &[])
+            .expect("compact");
+        drop(wal);
+        let (state, _, log) = open_storage(&cfg, &DataDir::new(dir.path())).expect("rebuilt");
+        assert_eq!(state.applied().0, 0);
+        assert_eq!(log.snapshot, SnapshotMeta::default());
+        assert_eq!(
+            log.hard_state,
+            HardState {
+                voting: Voting::AwaitingPeers,
+                ..hs
+            }
+        );
+        drop(state);
+        let (_, again) = Wal::open(&dir.path().join("wal")).expect("wal");
+        assert_eq!(again.hard_state.voting, Voting::AwaitingPeers, "durably");
+        // One member: refused.
+        let dir = tempfile::tempdir().expect("tempdir");
+        damage_state(dir.path());
+        let (mut wal, _) = Wal::open(&dir.path().join("wal")).expect("wal");
+        wal.compact(hs, SnapshotMeta { index: 40, term: 1 }, &[])
+            .expect("compact");
+        drop(wal);
+        let mut single = config_for(dir.path(), "kvstore-0", None);
+        single.replicas = 1;
+        match open_storage(&single, &DataDir::new(dir.path())) {
+            Err(StartError::Inconsistent { reason, .. }) => {
+                assert!(reason.contains("cannot be rebuilt"), "{reason}")
+            }
+            other => panic!("expected a refusal, got {:?}", other.map(|_| ())),
+        }
     }
 }

@@ -71,6 +71,24 @@ pub struct CompactionPolicy {
     pub keep_entries: u64,
 }
 
+impl CompactionPolicy {
+    /// The byte size of a write-ahead segment beyond which the log is
+    /// rewritten even if it holds few entries (truncations and hard-state
+    /// records).
+    pub fn max_segment_bytes(&self) -> u64 {
+        4 * self.max_bytes
+    }
+
+    /// The policy scaled down to a space quota: the log (and its segment)
+    /// stays a small part of what the volume may hold.
+    pub fn within_quota(self, quota: u64) -> Self {
+        CompactionPolicy {
+            max_bytes: self.max_bytes.min((quota / 16).max(64 << 10)),
+            ..self
+        }
+    }
+}
+
 /// A fatal failure of the replication thread: the node must stop.
 #[derive(Debug, thiserror::Error)]
 pub enum Fatal {
@@ -132,10 +150,6 @@ pub struct RaftLoop {
 /// A follower heard from within this long keeps the entries it needs from
 /// being compacted away (within four times the compaction limits).
 const PROTECT_FOLLOWERS_HEARD_WITHIN: Duration = Duration::from_secs(30);
-
-/// The byte size of a write-ahead segment beyond which the log is rewritten
-/// even if it holds few entries (truncations and hard-state records).
-const MAX_WAL_SEGMENT: u64 = 256 << 20;
 
 impl RaftLoop {
     /// Builds the loop; `run` starts it.
@@ -441,7 +455,9 @@ impl RaftLoop {
             let target = self.compaction_target(index);
             self.core.compact(target);
             let snapshot = self.core.log().snapshot();
-            if snapshot.index > before || self.wal.active_len() > MAX_WAL_SEGMENT {
+            if snapshot.index > before
+                || self.wal.active_len() > self.compaction.max_segment_bytes()
+            {
                 self.wal
                     .compact(self.core.hard_state(), snapshot, self.core.log().entries())?;
                 tracing::debug!(index = snapshot.index, "compacted the log");
@@ -450,7 +466,7 @@ impl RaftLoop {
         let log = self.core.log();
         let too_big = log.entries().len() as u64 > self.compaction.max_entries
             || log.data_bytes() > self.compaction.max_bytes
-            || self.wal.active_len() > MAX_WAL_SEGMENT;
+            || self.wal.active_len() > self.compaction.max_segment_bytes();
         if too_big && !self.checkpoint_in_flight && log.last_index() >= self.checkpoint_after {
             self.checkpoint_in_flight = true;
             self.checkpoint_after = log.last_index() + (self.compaction.max_entries / 4).max(1);

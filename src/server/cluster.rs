@@ -147,6 +147,9 @@ impl Cluster for ClusterService {
             ready: node.is_ready(self.ready_lag),
             voter: status.voting == Voting::Enabled,
             oldest_revision: state.history_floor(),
+            nospace_alarms: state.alarms().into_iter().collect(),
+            stored_bytes: state.stored_bytes(),
+            quota_bytes: node.space_policy().quota,
         }))
     }
 

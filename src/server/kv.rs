@@ -121,6 +121,8 @@ impl Kv for KvService {
                 resp.header = Some(header(&self.node, result.revision));
                 Ok(Response::new(resp))
             }
+            // The NOSPACE alarm went up between the check and the commit.
+            Output::Refused(refusal) => Err(Error::ResourceExhausted(refusal).into()),
             other => Err(unexpected(&other)),
         }
     }

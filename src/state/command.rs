@@ -51,6 +51,21 @@ impl Command {
         Command { op: Some(op) }
     }
 
+    /// Whether applying it may add data (a put, or a transaction with a
+    /// put in either branch): what the NOSPACE alarm refuses.
+    pub fn adds_data(&self) -> bool {
+        match &self.op {
+            Some(Op::Put(_)) => true,
+            Some(Op::Txn(t)) => t.success.iter().chain(&t.failure).any(|op| {
+                matches!(
+                    op.request,
+                    Some(crate::proto::kv::request_op::Request::Put(_))
+                )
+            }),
+            _ => false,
+        }
+    }
+
     /// The encoded form stored in the log.
     pub fn encode(&self) -> Bytes {
         Bytes::from(self.encode_to_vec())

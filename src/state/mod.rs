@@ -57,6 +57,15 @@ pub enum StateError {
 }
 
 impl StateError {
+    /// Whether the state's files cannot be read (as opposed to a failure of
+    /// the disk or of the moment).
+    pub fn is_unreadable(&self) -> bool {
+        matches!(
+            self,
+            StateError::Sled(sled::Error::Corruption { .. }) | StateError::Corrupt { .. }
+        )
+    }
+
     fn corrupt(key: &[u8], reason: impl std::fmt::Display) -> Self {
         StateError::Corrupt {
             key: String::from_utf8_lossy(key).into_owned(),

@@ -47,6 +47,11 @@ pub async fn start_node_with(opts: ServeOptions) -> InProcessNode {
         },
         priority_return: true,
         cluster_id: None,
+        space: kvstore::node::space::SpacePolicy {
+            quota: 1 << 30,
+            min_free: 0,
+            reserve: 0,
+        },
         wal_sync_delay: Duration::ZERO,
     };
     let node = Node::start(cfg, Arc::new(NoPeers), NodeInbox::new()).expect("start node");
