@@ -82,6 +82,7 @@ fn code_name(code: Code) -> &'static str {
         Code::OutOfRange => "out of range",
         Code::NotFound => "not found",
         Code::Internal => "internal error",
+        Code::ResourceExhausted => "resource exhausted",
         _ => "error",
     }
 }

@@ -18,6 +18,9 @@ pub struct BoxCluster {
     pub endpoints: Vec<String>,
     pub dir: tempfile::TempDir,
     pub net: Subnet,
+    /// Released once the pods are stopped and before the dir is removed
+    /// (volumes mounted in it, say).
+    pub after_stop: Vec<Box<dyn std::any::Any>>,
 }
 
 impl BoxCluster {
@@ -32,8 +35,20 @@ impl BoxCluster {
         restart_delay: Duration,
         binary: &std::path::Path,
     ) -> BoxCluster {
-        let rt = tokio::runtime::Runtime::new().expect("runtime");
         let dir = tempfile::tempdir().expect("tempdir");
+        Self::start_in(dir, replicas, serve_args, restart_delay, binary)
+    }
+
+    /// Starts pods whose data dirs are `dir/kvstore-<n>` (prepared by the
+    /// caller: small volumes mounted there, say).
+    pub fn start_in(
+        dir: tempfile::TempDir,
+        replicas: u32,
+        serve_args: &[&str],
+        restart_delay: Duration,
+        binary: &std::path::Path,
+    ) -> BoxCluster {
+        let rt = tokio::runtime::Runtime::new().expect("runtime");
         let net = Subnet::new();
         let cfg = LocalConfig {
             replicas,
@@ -56,6 +71,7 @@ impl BoxCluster {
             endpoints,
             dir,
             net,
+            after_stop: Vec::new(),
         }
     }
 
@@ -157,5 +173,6 @@ impl Drop for BoxCluster {
             }
             sup.stop(Duration::from_secs(20));
         }
+        self.after_stop.clear();
     }
 }

@@ -3,3 +3,4 @@ pub mod in_process;
 pub mod memory_cap;
 pub mod node_process;
 pub mod raft_cluster;
+pub mod small_volume;
