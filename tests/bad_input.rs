@@ -106,3 +106,488 @@ async fn rapid_reset_abuse_is_cut_off() {
     );
     node.stop().await;
 }
+
+mod rpcs {
+    //! Every RPC with empty, oversized and boundary values, unknown enums,
+    //! inverted and huge ranges.
+
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use kvstore::proto::kv::cluster_client::ClusterClient;
+    use kvstore::proto::kv::kv_client::KvClient;
+    use kvstore::proto::kv::{
+        request_op, Compare, DeleteRequest, GetRequest, PutRequest, RangeRequest, RequestOp,
+        StatusRequest, TransferLeadershipRequest, TxnRequest, WatchRequest,
+    };
+    use kvstore::server::ServeOptions;
+    use tonic::Code;
+
+    use super::support::in_process::start_node_with;
+
+    const KEY_LIMIT: usize = 4096;
+    const VALUE_LIMIT: usize = 1 << 20;
+
+    fn put(key: impl Into<Bytes>, value: impl Into<Bytes>) -> PutRequest {
+        PutRequest {
+            key: key.into(),
+            value: value.into(),
+            prev_kv: false,
+        }
+    }
+
+    fn op_put(key: &str) -> RequestOp {
+        RequestOp {
+            request: Some(request_op::Request::Put(put(key.to_string(), "v"))),
+        }
+    }
+
+    /// One check: the outcome of a call, the code expected, and words the
+    /// message must hold.
+    struct Check {
+        what: &'static str,
+        got: Result<(), tonic::Status>,
+        code: Code,
+        says: &'static str,
+    }
+
+    fn ok<T>(r: Result<tonic::Response<T>, tonic::Status>) -> Result<(), tonic::Status> {
+        r.map(|_| ())
+    }
+
+    fn check(
+        what: &'static str,
+        got: Result<(), tonic::Status>,
+        code: Code,
+        says: &'static str,
+    ) -> Check {
+        Check {
+            what,
+            got,
+            code,
+            says,
+        }
+    }
+
+    /// Every bad request gets the code that tells the client what to do,
+    /// with a message naming the rule or limit; boundary values are
+    /// accepted; and afterwards the node still serves what it stored.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_rpc_refuses_bad_input_clearly_and_keeps_serving() {
+        let node = start_node_with(ServeOptions {
+            request_timeout: Duration::from_secs(1),
+            ..ServeOptions::default()
+        })
+        .await;
+        let mut kv = KvClient::connect(node.client_uri())
+            .await
+            .expect("connect")
+            .max_encoding_message_size(64 << 20)
+            .max_decoding_message_size(64 << 20);
+        let mut cluster = ClusterClient::connect(node.client_uri())
+            .await
+            .expect("connect");
+        kv.put(put("kept", "still here")).await.expect("put");
+        let max_key = Bytes::from(vec![b'k'; KEY_LIMIT]);
+        let max_value = Bytes::from(vec![b'v'; VALUE_LIMIT]);
+        let checks = vec![
+            check(
+                "empty key",
+                ok(kv.put(put("", "v")).await),
+                Code::InvalidArgument,
+                "empty",
+            ),
+            check(
+                "key at the limit",
+                ok(kv.put(put(max_key.clone(), "v")).await),
+                Code::Ok,
+                "",
+            ),
+            check(
+                "key one byte over",
+                ok(kv.put(put(vec![b'k'; KEY_LIMIT + 1], "v")).await),
+                Code::InvalidArgument,
+                "key limit of 4096 bytes",
+            ),
+            check(
+                "value at the limit",
+                ok(kv.put(put("big", max_value.clone())).await),
+                Code::Ok,
+                "",
+            ),
+            check(
+                "value one byte over",
+                ok(kv.put(put("big", vec![b'v'; VALUE_LIMIT + 1])).await),
+                Code::InvalidArgument,
+                "value limit of 1048576 bytes",
+            ),
+            check(
+                "a 2 MiB put",
+                ok(kv.put(put("big", vec![b'v'; 2 << 20])).await),
+                Code::InvalidArgument,
+                "request limit",
+            ),
+            check(
+                "a 20 MiB put",
+                ok(kv.put(put("big", vec![b'v'; 20 << 20])).await),
+                Code::InvalidArgument,
+                "request limit",
+            ),
+            check(
+                "get of an empty key",
+                ok(kv.get(GetRequest::default()).await),
+                Code::InvalidArgument,
+                "empty",
+            ),
+            check(
+                "unknown consistency",
+                ok(kv
+                    .get(GetRequest {
+                        key: "kept".into(),
+                        consistency: 99,
+                        min_revision: 0,
+                    })
+                    .await),
+                Code::InvalidArgument,
+                "unknown consistency",
+            ),
+            check(
+                "a min_revision far in the future",
+                ok(kv
+                    .get(GetRequest {
+                        key: "kept".into(),
+                        consistency: 2,
+                        min_revision: u64::MAX,
+                    })
+                    .await),
+                Code::Unavailable,
+                "has not applied revision",
+            ),
+            check(
+                "inverted range",
+                ok(kv
+                    .range(RangeRequest {
+                        key: "b".into(),
+                        range_end: "a".into(),
+                        ..Default::default()
+                    })
+                    .await),
+                Code::InvalidArgument,
+                "inverted range",
+            ),
+            check(
+                "prefix with range_end",
+                ok(kv
+                    .range(RangeRequest {
+                        key: "a".into(),
+                        range_end: "b".into(),
+                        prefix: true,
+                        ..Default::default()
+                    })
+                    .await),
+                Code::InvalidArgument,
+                "cannot be combined",
+            ),
+            check(
+                "the whole keyspace with a huge limit",
+                ok(kv
+                    .range(RangeRequest {
+                        limit: u64::MAX,
+                        ..Default::default()
+                    })
+                    .await),
+                Code::Ok,
+                "",
+            ),
+            check(
+                "delete of an empty key",
+                ok(kv.delete(DeleteRequest::default()).await),
+                Code::InvalidArgument,
+                "empty",
+            ),
+            check(
+                "inverted delete range",
+                ok(kv
+                    .delete(DeleteRequest {
+                        key: "z".into(),
+                        range_end: "a".into(),
+                        ..Default::default()
+                    })
+                    .await),
+                Code::InvalidArgument,
+                "inverted range",
+            ),
+            check(
+                "a transaction of 129 operations",
+                ok(kv
+                    .txn(TxnRequest {
+                        success: (0..129).map(|i| op_put(&format!("t{i}"))).collect(),
+                        ..Default::default()
+                    })
+                    .await),
+                Code::InvalidArgument,
+                "limit of 128",
+            ),
+            check(
+                "a transaction of 128 operations",
+                ok(kv
+                    .txn(TxnRequest {
+                        success: (0..128).map(|i| op_put(&format!("t{i}"))).collect(),
+                        ..Default::default()
+                    })
+                    .await),
+                Code::Ok,
+                "",
+            ),
+            check(
+                "a transaction whose puts pass the request limit",
+                ok(kv
+                    .txn(TxnRequest {
+                        success: (0..3)
+                            .map(|i| RequestOp {
+                                request: Some(request_op::Request::Put(put(
+                                    format!("t{i}"),
+                                    vec![b'v'; 512 << 10],
+                                ))),
+                            })
+                            .collect(),
+                        ..Default::default()
+                    })
+                    .await),
+                Code::InvalidArgument,
+                "request limit",
+            ),
+            check(
+                "unknown compare target",
+                ok(kv
+                    .txn(TxnRequest {
+                        compare: vec![Compare {
+                            key: "kept".into(),
+                            target: 42,
+                            result: 1,
+                            ..Default::default()
+                        }],
+                        ..Default::default()
+                    })
+                    .await),
+                Code::InvalidArgument,
+                "unknown compare target",
+            ),
+            check(
+                "unknown compare result",
+                ok(kv
+                    .txn(TxnRequest {
+                        compare: vec![Compare {
+                            key: "kept".into(),
+                            target: 1,
+                            result: -3,
+                            ..Default::default()
+                        }],
+                        ..Default::default()
+                    })
+                    .await),
+                Code::InvalidArgument,
+                "unknown compare result",
+            ),
+            check(
+                "an empty transaction operation",
+                ok(kv
+                    .txn(TxnRequest {
+                        success: vec![RequestOp { request: None }],
+                        ..Default::default()
+                    })
+                    .await),
+                Code::InvalidArgument,
+                "empty",
+            ),
+            check(
+                "a key written twice",
+                ok(kv
+                    .txn(TxnRequest {
+                        success: vec![op_put("a"), op_put("a")],
+                        ..Default::default()
+                    })
+                    .await),
+                Code::InvalidArgument,
+                "at most once",
+            ),
+            check(
+                "a watch of an empty key",
+                ok(kv.watch(WatchRequest::default()).await),
+                Code::InvalidArgument,
+                "empty",
+            ),
+            check(
+                "a watch of an inverted range",
+                ok(kv
+                    .watch(WatchRequest {
+                        key: "b".into(),
+                        range_end: "a".into(),
+                        ..Default::default()
+                    })
+                    .await),
+                Code::InvalidArgument,
+                "inverted range",
+            ),
+            check(
+                "a transfer to a member that does not exist",
+                ok(cluster
+                    .transfer_leadership(TransferLeadershipRequest { to_ordinal: 99 })
+                    .await),
+                Code::InvalidArgument,
+                "no member with ordinal 99",
+            ),
+            check(
+                "status",
+                ok(cluster.status(StatusRequest {}).await),
+                Code::Ok,
+                "",
+            ),
+        ];
+        let mut failures = Vec::new();
+        for c in &checks {
+            let (code, message) = match &c.got {
+                Ok(()) => (Code::Ok, String::new()),
+                Err(s) => (s.code(), s.message().to_string()),
+            };
+            println!("{:48} {code:?}: {message}", c.what);
+            if code != c.code || !message.contains(c.says) {
+                failures.push(format!(
+                    "{}: expected {:?} saying {:?}, got {code:?}: {message}",
+                    c.what, c.code, c.says
+                ));
+            }
+        }
+        assert!(failures.is_empty(), "{}", failures.join("\n"));
+        let kept = kv
+            .get(GetRequest {
+                key: "kept".into(),
+                ..Default::default()
+            })
+            .await
+            .expect("get")
+            .into_inner()
+            .kv
+            .expect("kept");
+        assert_eq!(kept.value, Bytes::from("still here"));
+        node.stop().await;
+    }
+
+    /// A thousand watches at once each see a write; then a client that
+    /// opens and cancels watch streams a thousand times over leaves the node
+    /// serving.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_thousand_watches_and_cancelled_streams() {
+        let node = start_node_with(ServeOptions::default()).await;
+        let kv = KvClient::connect(node.client_uri()).await.expect("connect");
+        let mut streams = Vec::new();
+        for _ in 0..1000 {
+            let mut kv = kv.clone();
+            let stream = kv
+                .watch(WatchRequest {
+                    key: "w/".into(),
+                    prefix: true,
+                    ..Default::default()
+                })
+                .await
+                .expect("watch")
+                .into_inner();
+            streams.push(stream);
+        }
+        let mut writer = kv.clone();
+        writer.put(put("w/1", "seen")).await.expect("put");
+        let mut seen = 0;
+        for mut s in streams {
+            let msg = tokio::time::timeout(Duration::from_secs(30), s.message())
+                .await
+                .expect("an event in time")
+                .expect("stream")
+                .expect("a response");
+            assert_eq!(
+                msg.events[0].kv.as_ref().expect("kv").value,
+                Bytes::from("seen")
+            );
+            seen += 1;
+        }
+        assert_eq!(seen, 1000);
+        for i in 0..1000 {
+            let mut client = kv.clone();
+            let call = client.watch(WatchRequest {
+                key: format!("c/{i}").into(),
+                ..Default::default()
+            });
+            // Dropped at once, or after the stream opened.
+            if i % 2 == 0 {
+                drop(call);
+            } else {
+                drop(call.await);
+            }
+        }
+        let got = writer
+            .get(GetRequest {
+                key: "w/1".into(),
+                ..Default::default()
+            })
+            .await
+            .expect("still serving");
+        assert!(got.into_inner().kv.is_some());
+        node.stop().await;
+    }
+}
+
+mod flags {
+    //! Bad flags: each makes `kvstore serve` exit by itself, non-zero, with
+    //! a message naming the flag.
+
+    use std::process::Command;
+    use std::time::Duration;
+
+    use super::support::node_process::{kvstore_bin, run_bounded};
+
+    /// Every bad flag value is refused at start-up, naming it.
+    #[test]
+    fn bad_flags_are_refused_at_start_up() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cases: &[(&[&str], &str)] = &[
+            (&["--max-value-bytes", "9000000"], "--max-value-bytes"),
+            (&["--max-key-bytes", "0"], "--max-key-bytes"),
+            (&["--max-key-bytes", "100000"], "--max-key-bytes"),
+            (&["--cluster-id", "zz"], "--cluster-id"),
+            (&["--cluster-id", "0"], "never 0"),
+            (&["--quota-bytes=-5"], "--quota-bytes"),
+            (&["--listen", "nowhere"], "--listen"),
+            (&["--heartbeat-ms", "soon"], "--heartbeat-ms"),
+            (
+                &["--replicas", "3", "--node-name", "kvstore-5"],
+                "ordinal 5",
+            ),
+            (&["--node-name", "kvstore"], "ordinal"),
+            (&["--log-format", "xml"], "--log-format"),
+        ];
+        let mut failures = Vec::new();
+        for (n, (args, names)) in cases.iter().enumerate() {
+            let mut cmd = Command::new(kvstore_bin());
+            cmd.arg("serve")
+                .arg("--data-dir")
+                .arg(dir.path().join(format!("d{n}")))
+                .args(["--peer-listen", "127.0.0.1:0"]);
+            if !args.contains(&"--listen") {
+                cmd.args(["--listen", "127.0.0.1:0"]);
+            }
+            if !args.contains(&"--node-name") {
+                cmd.args(["--node-name", "kvstore-0"]);
+            }
+            cmd.args(*args);
+            let (code, _, stderr) = run_bounded(&mut cmd, Duration::from_secs(20));
+            let line = stderr
+                .lines()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or_default();
+            println!("{args:?}: exit {code}: {line}");
+            if code == 0 || code == -1 || !stderr.contains(names) {
+                failures.push(format!("{args:?}: exit {code}, stderr: {stderr}"));
+            }
+        }
+        assert!(failures.is_empty(), "{}", failures.join("\n"));
+    }
+}

@@ -489,6 +489,8 @@ async fn main() -> ExitCode {
                             "applied": s.applied_revision, "lag": max_commit.saturating_sub(s.applied_revision),
                             "ready": s.ready, "voter": s.voter, "cluster_id": s.cluster_id,
                             "data_size_bytes": s.data_size_bytes, "version": s.version,
+                            "stored_bytes": s.stored_bytes, "quota_bytes": s.quota_bytes,
+                            "nospace_alarms": s.nospace_alarms,
                             "peers": s.peers.iter().map(|p| json!({
                                 "name": p.name, "ordinal": p.ordinal, "dns_name": p.dns_name, "address": p.address,
                                 "client_address": p.client_address, "in_srv": p.in_srv, "match": p.match_revision,
@@ -537,6 +539,20 @@ async fn main() -> ExitCode {
                                 writeln!(out, "{:>3} {:<12} {e:<22} unreachable: {err}", "-", "-");
                         }
                     }
+                }
+                // The alarm is replicated: every member reports the same.
+                if let Some(s) = rows
+                    .iter()
+                    .filter_map(|(_, r)| r.as_ref().ok())
+                    .find(|s| !s.nospace_alarms.is_empty())
+                {
+                    let members: Vec<String> =
+                        s.nospace_alarms.iter().map(|m| m.to_string()).collect();
+                    let _ = writeln!(
+                        out,
+                        "NOSPACE alarm raised by member(s) {}: writes that add data are refused; delete data to clear it",
+                        members.join(", ")
+                    );
                 }
             }
             ExitCode::SUCCESS

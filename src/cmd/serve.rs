@@ -25,6 +25,10 @@ use crate::transport::{serve_peers, GrpcPeers};
 
 /// Runs `kvstore serve` to completion and returns the process exit code.
 pub fn run(args: ServeArgs) -> ExitCode {
+    if let Err(e) = args.limits().check() {
+        eprintln!("kvstore: {e}");
+        return ExitCode::from(2);
+    }
     let name = match NodeName::parse(&args.node_name()) {
         Ok(name) => name,
         Err(e) => {
@@ -74,10 +78,6 @@ async fn serve(args: ServeArgs, name: NodeName) -> ExitCode {
         space,
         wal_sync_delay: Duration::from_millis(args.fault_fsync_delay_ms),
     };
-    if let Err(e) = args.limits().check() {
-        eprintln!("kvstore: {e}");
-        return ExitCode::from(2);
-    }
     let discovery = match start_discovery(&args, &name) {
         Ok(d) => d,
         Err(e) => {

@@ -8,11 +8,12 @@
 //!   exactly by the state), by default a fifth of the volume: the rest is
 //!   room for sled's own overhead, a second copy of the state while a
 //!   snapshot is installed, and the write-ahead log;
-//! * a **free-space floor**: a tenth of the volume must stay free, whatever
-//!   the quota says (the volume may be shared, or sled may grow more than
-//!   expected);
-//! * a **reserve file** that holds space back, released when the volume is
-//!   nearly full so that the node can still start, recover and compact.
+//! * a **free-space floor**: a tenth of the volume (at most 1 GiB) must stay
+//!   free, whatever the quota says (the volume may be shared, or sled may
+//!   grow more than expected);
+//! * a **reserve file** (a twentieth of the volume, at most 64 MiB) that
+//!   holds space back, released when the volume is nearly full so that the
+//!   node can still start, recover and compact.
 //!
 //! Past either bound the member raises the NOSPACE alarm through the log
 //! (see [`crate::state::space`]): every member then refuses writes that add
@@ -69,8 +70,8 @@ impl SpacePolicy {
         let (size, _) = volume(dir)?;
         Ok(SpacePolicy {
             quota: quota.unwrap_or(size / 5),
-            min_free: size / 10,
-            reserve: (size / 20).min(256 << 20),
+            min_free: (size / 10).min(1 << 30),
+            reserve: (size / 20).min(64 << 20),
         })
     }
 

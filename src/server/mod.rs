@@ -5,6 +5,7 @@
 pub mod cluster;
 pub mod incoming;
 pub mod kv;
+mod oversized;
 pub mod validate;
 pub mod watch;
 
@@ -100,6 +101,7 @@ pub async fn serve_clients(
         opts.client_port,
     ));
     Server::builder()
+        .layer(oversized::layer(limits.max_request_bytes()))
         .http2_max_pending_accept_reset_streams(Some(incoming::MAX_PENDING_ACCEPT_RESETS))
         .http2_keepalive_interval(Some(Duration::from_secs(10)))
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))
