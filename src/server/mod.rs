@@ -75,6 +75,14 @@ pub async fn serve_clients(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
     let (reporter, health) = tonic_health::server::health_reporter();
+    // tonic-health starts the server-wide name "" as SERVING: a pod that
+    // just started (on an empty volume, say) would look ready until the
+    // tracker's first round. Not ready until the tracker says so.
+    for name in ["", KV_SERVICE_NAME] {
+        reporter
+            .set_service_status(name, ServingStatus::NotServing)
+            .await;
+    }
     reporter
         .set_service_status(LIVENESS_SERVICE_NAME, ServingStatus::Serving)
         .await;
