@@ -196,6 +196,8 @@
 //!   the target campaign; that costs an election, never safety.
 
 mod log;
+#[cfg_attr(not(feature = "mutations"), allow(dead_code))]
+pub mod mutations;
 mod node;
 mod progress;
 mod rng;

@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, VecDeque};
 use bytes::Bytes;
 
 use super::log::RaftLog;
+use super::mutations::mutated;
 use super::progress::{Progress, ReplicationState};
 use super::rng::SplitMix64;
 use super::types::*;
@@ -43,6 +44,10 @@ pub struct Config {
     pub max_append_bytes: usize,
     /// The most appends in flight to one follower.
     pub max_inflight: usize,
+    /// One safety rule switched off, for the tests that prove the
+    /// simulation notices.
+    #[cfg(feature = "mutations")]
+    pub mutation: Option<super::mutations::Mutation>,
 }
 
 impl Config {
@@ -62,6 +67,8 @@ impl Config {
             max_append_entries: 1024,
             max_append_bytes: 4 << 20,
             max_inflight: 64,
+            #[cfg(feature = "mutations")]
+            mutation: None,
         }
     }
 
@@ -203,6 +210,9 @@ impl RaftNode {
             cfg,
         };
         node.reset_election_timeout();
+        if node.voting == Voting::AwaitingPeers && mutated!(node, LostVolumeVotesAtOnce) {
+            node.voting = Voting::Enabled;
+        }
         if node.voting == Voting::AwaitingPeers {
             node.send_fresh_probes();
             node.check_fresh_probes_complete();
@@ -607,7 +617,8 @@ impl RaftNode {
             } => {
                 let can = self.voting == Voting::Enabled
                     && self.vote.is_none_or(|v| v == msg.from)
-                    && self.log.is_up_to_date(last_index, last_term);
+                    && (self.log.is_up_to_date(last_index, last_term)
+                        || mutated!(self, VoteIgnoresLogFreshness));
                 if can {
                     self.vote = Some(msg.from);
                     self.election_elapsed = 0;
@@ -768,7 +779,7 @@ impl RaftNode {
         }
         if !self.reads_unassigned.is_empty() && self.committed_in_term() {
             let index = self.log.commit();
-            if self.cfg.voters == 1 {
+            if self.cfg.voters == 1 || mutated!(self, ReadWithoutQuorumRound) {
                 for id in self.reads_unassigned.drain(..) {
                     self.read_states.push(ReadState { id, index });
                 }
@@ -915,7 +926,8 @@ impl RaftNode {
             && self.voting == Voting::Enabled
             && !self.in_lease()
             && !defer_to_self
-            && self.log.is_up_to_date(last_index, last_term);
+            && (self.log.is_up_to_date(last_index, last_term)
+                || mutated!(self, VoteIgnoresLogFreshness));
         let reply_term = if grant { term } else { self.term };
         self.send(from, reply_term, Body::PreVoteResponse { granted: grant });
     }
@@ -967,6 +979,11 @@ impl RaftNode {
     ) {
         let term = self.term;
         self.note_leader_commit(commit);
+        // (Mutated: whatever entry this log holds at prev_index passes.)
+        let prev_term = match self.log.term(prev_index) {
+            Some(held) if mutated!(self, AppendSkipsPrevTermCheck) => held,
+            _ => prev_term,
+        };
         let result = if prev_index < self.log.commit() {
             AppendResult::Accepted {
                 match_index: self.log.commit(),
@@ -1146,7 +1163,9 @@ impl RaftNode {
         matches.push(self.log.stable());
         matches.sort_unstable_by(|a, b| b.cmp(a));
         let quorum_index = matches[self.cfg.majority() - 1];
-        if quorum_index > self.log.commit() && self.log.term(quorum_index) == Some(self.term) {
+        let of_this_term = self.log.term(quorum_index) == Some(self.term)
+            || mutated!(self, CommitOlderTermByCount);
+        if quorum_index > self.log.commit() && of_this_term {
             self.log.commit_to(quorum_index);
             self.replicate_pending = true;
         }
@@ -1245,7 +1264,8 @@ impl RaftNode {
             let commit = self.log.commit();
             if self.leader.is_some()
                 && self.term >= min_term
-                && self.fresh_catch_up.is_some_and(|c| commit >= c)
+                && (self.fresh_catch_up.is_some_and(|c| commit >= c)
+                    || mutated!(self, LostVolumeVotesAfterPartialCatchUp))
                 && self.log.term(commit) == Some(self.term)
             {
                 self.voting = Voting::Enabled;

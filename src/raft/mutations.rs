@@ -1,0 +1,46 @@
+//! Switches that each turn one safety rule of the core off, for tests only
+//! (the `mutations` feature, which only the test build enables). The suite
+//! turns each on in `tests/raft_mutations.rs` and asserts that the
+//! simulation finds a violation within a bounded number of seeds: a rule
+//! whose removal no test notices is a rule no test checks.
+
+/// One safety rule, switched off.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mutation {
+    /// Votes and pre-votes are granted whatever the candidate's log (Raft
+    /// §5.4.1 dropped).
+    VoteIgnoresLogFreshness,
+    /// An append is accepted without checking the term of the entry before
+    /// it (the log matching check, §5.3, dropped).
+    AppendSkipsPrevTermCheck,
+    /// An entry of an earlier term is committed by counting replicas
+    /// (§5.4.2, figure 8).
+    CommitOlderTermByCount,
+    /// A linearizable read is served without a heartbeat round confirming
+    /// leadership (ReadIndex, thesis §6.4).
+    ReadWithoutQuorumRound,
+    /// A member with a lost volume votes at once.
+    LostVolumeVotesAtOnce,
+    /// A member with a lost volume votes once it holds an entry of the
+    /// leader's term, before it has reached the commit index that leader
+    /// announced (the partial catch-up bug a review found).
+    LostVolumeVotesAfterPartialCatchUp,
+}
+
+/// Whether `$m` is switched on in the core `$node`: always false without the
+/// `mutations` feature, so the product build carries no switch at all.
+#[cfg(feature = "mutations")]
+macro_rules! mutated {
+    ($node:expr, $m:ident) => {
+        $node.cfg.mutation == Some($crate::raft::mutations::Mutation::$m)
+    };
+}
+
+#[cfg(not(feature = "mutations"))]
+macro_rules! mutated {
+    ($node:expr, $m:ident) => {
+        false
+    };
+}
+
+pub(crate) use mutated;
