@@ -138,6 +138,10 @@ pub struct RaftLoop {
     bootstrap_term: u64,
     /// The id a new cluster takes, when the operator pinned one.
     pinned_cluster_id: Option<u64>,
+    /// Send before persisting: a mutation, for the test that proves no
+    /// message leaves before the sync it depends on.
+    #[cfg(feature = "testing")]
+    pub send_before_persist: bool,
     last_role: (Role, u64, Option<NodeId>),
     /// `raft{ordinal, term}`: every log line of this thread carries both.
     span: tracing::Span,
@@ -191,6 +195,8 @@ impl RaftLoop {
             compact_to: None,
             bootstrap_term: 0,
             pinned_cluster_id: None,
+            #[cfg(feature = "testing")]
+            send_before_persist: false,
             span,
             parent_span: tracing::Span::current(),
             name,
@@ -342,7 +348,8 @@ impl RaftLoop {
     /// The Ready loop: persist, advance, send, apply, answer reads.
     fn drive_ready(&mut self) -> std::result::Result<(), Fatal> {
         while self.core.has_ready() {
-            let rd = self.core.take_ready();
+            #[cfg_attr(not(feature = "testing"), allow(unused_mut))]
+            let mut rd = self.core.take_ready();
             if let Some(meta) = rd.snapshot {
                 let (writer, done) = self.pending_snapshot.take().ok_or_else(|| {
                     Fatal::Snapshot("the core installed a snapshot that never arrived".into())
@@ -372,6 +379,12 @@ impl RaftLoop {
                     "installed a snapshot from the leader"
                 );
             } else {
+                #[cfg(feature = "testing")]
+                if self.send_before_persist {
+                    for msg in rd.messages.drain(..) {
+                        self.peers.send(msg);
+                    }
+                }
                 self.wal.append(rd.hard_state, None, &rd.entries)?;
             }
             self.core.advance();
@@ -540,6 +553,7 @@ mod tests {
     use super::*;
     use crate::node::applier::Applier;
     use crate::node::NoPeers;
+    use crate::raft::NodeId;
     use crate::raft::{Config, Entry, EntryKind, HardState, Restored, SnapshotMeta, Voting};
     use crate::state::command::{Command, Op};
     use crate::state::snapshot::SnapshotWriter;
@@ -574,6 +588,95 @@ mod tests {
         (writer, frozen.meta)
     }
 
+    /// A replication thread for member 1 of 3 (term 1, voting), driven by
+    /// hand, over `wal`, with a real apply thread; drop the fixture to stop
+    /// it.
+    struct Fixture {
+        raft: Option<RaftLoop>,
+        state: Arc<KvState>,
+        apply_tx: Sender<ApplyMsg>,
+        apply_thread:
+            Option<std::thread::JoinHandle<std::result::Result<(), crate::state::StateError>>>,
+        _dir: tempfile::TempDir,
+    }
+
+    impl Fixture {
+        fn new(wal: Wal, peers: Arc<dyn Peers>) -> Fixture {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let state =
+                Arc::new(KvState::open(&dir.path().join("state"), 8 << 20, 10_000).expect("open"));
+            let restored = Restored {
+                hard_state: HardState {
+                    term: 1,
+                    vote: None,
+                    voting: Voting::Enabled,
+                },
+                ..Restored::fresh()
+            };
+            let core = RaftNode::new(Config::new(1, 3), restored, 1);
+            let (inbox_tx, inbox_rx) = std::sync::mpsc::channel();
+            let (apply_tx, apply_rx) = std::sync::mpsc::channel();
+            let waiters = Arc::new(Waiters::default());
+            let (status_tx, _status_rx) = watch::channel(RaftStatus::of(&core));
+            let (applied_tx, _applied_rx) = watch::channel(0);
+            let (events, _) = broadcast::channel(16);
+            let applier = Applier {
+                state: state.clone(),
+                rx: apply_rx,
+                inbox: inbox_tx,
+                waiters: waiters.clone(),
+                applied: applied_tx,
+                events,
+                cluster_recorded: true,
+            };
+            let apply_thread = std::thread::spawn(move || applier.run());
+            let raft = RaftLoop::new(
+                core,
+                wal,
+                inbox_rx,
+                apply_tx.clone(),
+                peers,
+                waiters,
+                status_tx,
+                state.clone(),
+                Duration::from_millis(10),
+                CompactionPolicy {
+                    max_entries: 1000,
+                    max_bytes: 1 << 30,
+                    keep_entries: 100,
+                },
+                NodeName::parse("kvstore-1").expect("name"),
+            );
+            Fixture {
+                raft: Some(raft),
+                state,
+                apply_tx,
+                apply_thread: Some(apply_thread),
+                _dir: dir,
+            }
+        }
+
+        fn raft(&mut self) -> &mut RaftLoop {
+            self.raft.as_mut().expect("running")
+        }
+
+        /// Feeds one input and runs the Ready loop.
+        fn step(&mut self, input: Input) {
+            assert!(self.raft().handle(input).expect("not fatal"));
+            self.raft().drive_ready().expect("not fatal");
+        }
+    }
+
+    impl Drop for Fixture {
+        fn drop(&mut self) {
+            self.raft = None;
+            let _ = self.apply_tx.send(ApplyMsg::Stop);
+            if let Some(t) = self.apply_thread.take() {
+                let _ = t.join();
+            }
+        }
+    }
+
     /// Two snapshots arriving in one batch, the higher first: the lower one
     /// is an ordinary rejected snapshot, not a fatal mismatch, and the
     /// higher one is installed.
@@ -582,51 +685,10 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let high = state_with(&dir.path().join("high"), 100);
         let low = state_with(&dir.path().join("low"), 90);
-        let state =
-            Arc::new(KvState::open(&dir.path().join("target"), 8 << 20, 10_000).expect("open"));
         let (wal, _) = Wal::open(&dir.path().join("wal")).expect("wal");
-        let restored = Restored {
-            hard_state: HardState {
-                term: 1,
-                vote: None,
-                voting: Voting::Enabled,
-            },
-            ..Restored::fresh()
-        };
-        let core = RaftNode::new(Config::new(1, 3), restored, 1);
-        let (inbox_tx, inbox_rx) = std::sync::mpsc::channel();
-        let (apply_tx, apply_rx) = std::sync::mpsc::channel();
-        let waiters = Arc::new(Waiters::default());
-        let (status_tx, _status_rx) = watch::channel(RaftStatus::of(&core));
-        let (applied_tx, _applied_rx) = watch::channel(0);
-        let (events, _) = broadcast::channel(16);
-        let applier = Applier {
-            state: state.clone(),
-            rx: apply_rx,
-            inbox: inbox_tx,
-            waiters: waiters.clone(),
-            applied: applied_tx,
-            events,
-            cluster_recorded: true,
-        };
-        let apply_thread = std::thread::spawn(move || applier.run());
-        let mut raft = RaftLoop::new(
-            core,
-            wal,
-            inbox_rx,
-            apply_tx.clone(),
-            Arc::new(NoPeers),
-            waiters,
-            status_tx,
-            state.clone(),
-            Duration::from_millis(10),
-            CompactionPolicy {
-                max_entries: 1000,
-                max_bytes: 1 << 30,
-                keep_entries: 100,
-            },
-            NodeName::parse("kvstore-1").expect("name"),
-        );
+        let mut fixture = Fixture::new(wal, Arc::new(NoPeers));
+        let state = fixture.state.clone();
+        let raft = fixture.raft();
         let mut answers = Vec::new();
         for source in [&high, &low] {
             let (writer, meta) = received(source, &state);
@@ -651,11 +713,163 @@ mod tests {
         for mut answer in answers {
             assert!(matches!(answer.try_recv(), Ok(Ok(()))));
         }
-        drop(raft);
-        let _ = apply_tx.send(ApplyMsg::Stop);
-        apply_thread
-            .join()
-            .expect("apply thread")
-            .expect("clean stop");
+    }
+
+    /// A transport that checks, as each message leaves, that what the
+    /// message promises is already durable: replaying what the simulated
+    /// disk would keep through a power loss at that instant.
+    struct DurabilityCheck {
+        fs: crate::storage::sim_fs::SimFs,
+        sent: std::sync::Mutex<Vec<String>>,
+        broken: std::sync::Mutex<Vec<String>>,
+    }
+
+    impl DurabilityCheck {
+        fn durable(&self) -> crate::storage::wal::WalState {
+            let copy = self.fs.durable_copy();
+            Wal::open_on(Arc::new(copy), std::path::Path::new("/wal"))
+                .expect("replay the durable log")
+                .1
+        }
+    }
+
+    impl Peers for DurabilityCheck {
+        fn send(&self, msg: Message) {
+            let durable = self.durable();
+            let hs = durable.hard_state;
+            let last = durable.snapshot.index + durable.entries.len() as u64;
+            let problem = match &msg.body {
+                Body::VoteResponse { granted: true } => (hs.term < msg.term
+                    || (hs.term == msg.term && hs.vote != Some(msg.to)))
+                    .then(|| format!("a vote for {} in term {} left while the disk held {hs:?}", msg.to, msg.term)),
+                Body::AppendResponse {
+                    result: crate::raft::AppendResult::Accepted { match_index },
+                    ..
+                } => (last < *match_index).then(|| {
+                    format!("an acknowledgement of {match_index} left while the disk held entries to {last}")
+                }),
+                _ => None,
+            };
+            self.sent
+                .lock()
+                .expect("lock")
+                .push(format!("{:?}", msg.body));
+            if let Some(p) = problem {
+                self.broken.lock().expect("lock").push(p);
+            }
+        }
+        fn send_snapshot(&self, _to: NodeId, _term: u64) {}
+        fn forward_write(
+            &self,
+            _leader: NodeId,
+            _command: Bytes,
+        ) -> futures::future::BoxFuture<'static, Result<crate::node::WriteResult>> {
+            Box::pin(async { Err(Error::NoLeader) })
+        }
+        fn forward_read_index(
+            &self,
+            _leader: NodeId,
+        ) -> futures::future::BoxFuture<'static, Result<u64>> {
+            Box::pin(async { Err(Error::NoLeader) })
+        }
+        fn forward_transfer(
+            &self,
+            _leader: NodeId,
+            _to: NodeId,
+        ) -> futures::future::BoxFuture<'static, Result<()>> {
+            Box::pin(async { Err(Error::NoLeader) })
+        }
+    }
+
+    /// Runs a follower through a vote and appends over a simulated disk,
+    /// checking each message as it leaves; returns what the check found.
+    fn votes_and_appends(send_before_persist: bool) -> (Vec<String>, Vec<String>) {
+        let fs = crate::storage::sim_fs::SimFs::new();
+        let (wal, _) =
+            Wal::open_on(Arc::new(fs.clone()), std::path::Path::new("/wal")).expect("wal");
+        let check = Arc::new(DurabilityCheck {
+            fs,
+            sent: Default::default(),
+            broken: Default::default(),
+        });
+        let mut fixture = Fixture::new(wal, check.clone());
+        fixture.raft().send_before_persist = send_before_persist;
+        let from_leader = |term, body| {
+            Input::Step(Message {
+                from: 0,
+                to: 1,
+                term,
+                body,
+            })
+        };
+        fixture.step(from_leader(
+            2,
+            Body::Vote {
+                last_index: 0,
+                last_term: 0,
+                transfer: false,
+            },
+        ));
+        let mut prev = 0;
+        for batch in 0..5u64 {
+            let entries: Vec<Entry> = (prev + 1..=prev + 3)
+                .map(|index| Entry {
+                    index,
+                    term: 2,
+                    kind: if index == 1 {
+                        EntryKind::Noop
+                    } else {
+                        EntryKind::Normal
+                    },
+                    data: if index == 1 {
+                        Bytes::new()
+                    } else {
+                        Command::new(Op::Put(crate::proto::kv::PutRequest {
+                            key: format!("k{index}").into(),
+                            value: "v".into(),
+                            prev_kv: false,
+                        }))
+                        .encode()
+                    },
+                })
+                .collect();
+            fixture.step(from_leader(
+                2,
+                Body::Append {
+                    prev_index: prev,
+                    prev_term: if prev == 0 { 0 } else { 2 },
+                    entries,
+                    commit: batch * 3,
+                },
+            ));
+            prev += 3;
+        }
+        let sent = check.sent.lock().expect("lock").clone();
+        let broken = check.broken.lock().expect("lock").clone();
+        (sent, broken)
+    }
+
+    /// The real Ready loop persists before it sends: a granted vote leaves
+    /// only once the vote is durable, an acknowledgement of entries only
+    /// once they are; with the order reversed, the check sees it.
+    #[test]
+    fn no_message_leaves_before_the_sync_it_depends_on() {
+        let (sent, broken) = votes_and_appends(false);
+        assert!(broken.is_empty(), "{broken:?}");
+        assert!(
+            sent.iter()
+                .any(|m| m.contains("VoteResponse { granted: true }")),
+            "{sent:?}"
+        );
+        assert_eq!(
+            sent.iter().filter(|m| m.contains("Accepted")).count(),
+            5,
+            "{sent:?}"
+        );
+        let (_, broken) = votes_and_appends(true);
+        assert!(
+            broken.len() >= 6,
+            "sending before persisting must be caught: {broken:?}"
+        );
     }
 }

@@ -196,7 +196,7 @@
 //!   the target campaign; that costs an election, never safety.
 
 mod log;
-#[cfg_attr(not(feature = "mutations"), allow(dead_code))]
+#[cfg_attr(not(feature = "testing"), allow(dead_code))]
 pub mod mutations;
 mod node;
 mod progress;

@@ -1,5 +1,5 @@
 //! Switches that each turn one safety rule of the core off, for tests only
-//! (the `mutations` feature, which only the test build enables). The suite
+//! (the `testing` feature, which only the test build enables). The suite
 //! turns each on in `tests/raft_mutations.rs` and asserts that the
 //! simulation finds a violation within a bounded number of seeds: a rule
 //! whose removal no test notices is a rule no test checks.
@@ -28,15 +28,15 @@ pub enum Mutation {
 }
 
 /// Whether `$m` is switched on in the core `$node`: always false without the
-/// `mutations` feature, so the product build carries no switch at all.
-#[cfg(feature = "mutations")]
+/// `testing` feature, so the product build carries no switch at all.
+#[cfg(feature = "testing")]
 macro_rules! mutated {
     ($node:expr, $m:ident) => {
         $node.cfg.mutation == Some($crate::raft::mutations::Mutation::$m)
     };
 }
 
-#[cfg(not(feature = "mutations"))]
+#[cfg(not(feature = "testing"))]
 macro_rules! mutated {
     ($node:expr, $m:ident) => {
         false

@@ -46,7 +46,7 @@ pub struct Config {
     pub max_inflight: usize,
     /// One safety rule switched off, for the tests that prove the
     /// simulation notices.
-    #[cfg(feature = "mutations")]
+    #[cfg(feature = "testing")]
     pub mutation: Option<super::mutations::Mutation>,
 }
 
@@ -67,7 +67,7 @@ impl Config {
             max_append_entries: 1024,
             max_append_bytes: 4 << 20,
             max_inflight: 64,
-            #[cfg(feature = "mutations")]
+            #[cfg(feature = "testing")]
             mutation: None,
         }
     }

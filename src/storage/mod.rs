@@ -7,6 +7,9 @@
 //!   state/    sled: identity record, applied data, watch history
 //! ```
 
+pub mod fs;
+#[cfg(any(test, feature = "testing"))]
+pub mod sim_fs;
 pub mod wal;
 
 use std::fs::File;

@@ -25,16 +25,16 @@
 //! write that was never acknowledged) is cut off at start-up. A bad record
 //! anywhere else is corruption and refuses start-up.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use prost::Message as _;
 
 use crate::raft::{Entry, EntryKind, HardState, Index, SnapshotMeta, Voting};
 
-use super::fsync_dir;
+use super::fs::{LogFile, LogFs, RealFs};
 
 /// Errors of the write-ahead log.
 #[derive(Debug, thiserror::Error)]
@@ -270,17 +270,31 @@ impl WalState {
 }
 
 /// The open write-ahead log.
-#[derive(Debug)]
 pub struct Wal {
+    fs: Arc<dyn LogFs>,
     dir: PathBuf,
     /// The segment being appended to, and its sequence number.
-    active: File,
+    active: Box<dyn LogFile>,
     active_seq: u64,
     /// Bytes in the active segment.
     active_len: u64,
     buf: Vec<u8>,
     /// Slept after every sync (a slow disk, for tests).
     sync_delay: std::time::Duration,
+    /// Skip the sync of appends: a mutation, for the test that proves a
+    /// power loss then loses acknowledged entries.
+    #[cfg(feature = "testing")]
+    skip_sync: bool,
+}
+
+impl std::fmt::Debug for Wal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Wal")
+            .field("dir", &self.dir)
+            .field("active_seq", &self.active_seq)
+            .field("active_len", &self.active_len)
+            .finish()
+    }
 }
 
 const SEGMENT_SUFFIX: &str = ".wal";
@@ -292,17 +306,14 @@ fn segment_name(seq: u64) -> String {
     format!("{seq:016x}{SEGMENT_SUFFIX}")
 }
 
-fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, WalError> {
+fn list_segments(fs: &dyn LogFs, dir: &Path) -> Result<Vec<(u64, PathBuf)>, WalError> {
     let mut segments = Vec::new();
-    for item in fs::read_dir(dir).map_err(io_err(dir))? {
-        let item = item.map_err(io_err(dir))?;
-        let name = item.file_name();
-        let Some(name) = name.to_str() else { continue };
+    for name in fs.list(dir).map_err(io_err(dir))? {
         let Some(hex) = name.strip_suffix(SEGMENT_SUFFIX) else {
             continue;
         };
         if let Ok(seq) = u64::from_str_radix(hex, 16) {
-            segments.push((seq, item.path()));
+            segments.push((seq, dir.join(&name)));
         }
     }
     segments.sort();
@@ -352,8 +363,12 @@ fn intact_record_after(data: &[u8], off: usize) -> Option<usize> {
 /// anywhere in the file: a bad length, a bad checksum or a zero header with
 /// an intact record after it is corruption, and refuses start-up rather than
 /// silently drop durable votes or entries.
-fn replay_segment(path: &Path, state: &mut WalState) -> Result<(u64, Option<String>), WalError> {
-    let data = fs::read(path).map_err(io_err(path))?;
+fn replay_segment(
+    fs: &dyn LogFs,
+    path: &Path,
+    state: &mut WalState,
+) -> Result<(u64, Option<String>), WalError> {
+    let data = fs.read(path).map_err(io_err(path))?;
     let corrupt = |offset: usize, reason: String| WalError::Corrupt {
         path: path.to_path_buf(),
         offset: offset as u64,
@@ -405,18 +420,24 @@ fn replay_segment(path: &Path, state: &mut WalState) -> Result<(u64, Option<Stri
 impl Wal {
     /// Opens (or creates) the log in `dir` and replays it.
     pub fn open(dir: &Path) -> Result<(Wal, WalState), WalError> {
-        fs::create_dir_all(dir).map_err(io_err(dir))?;
+        Self::open_on(Arc::new(RealFs), dir)
+    }
+
+    /// Opens (or creates) the log in `dir` on `fs` and replays it.
+    pub fn open_on(fs: Arc<dyn LogFs>, dir: &Path) -> Result<(Wal, WalState), WalError> {
+        fs.create_dir_all(dir).map_err(io_err(dir))?;
         // A compaction that crashed before its rename left a temporary file.
-        for item in fs::read_dir(dir).map_err(io_err(dir))?.flatten() {
-            if item.file_name().to_string_lossy().ends_with(".tmp") {
-                fs::remove_file(item.path()).map_err(io_err(dir))?;
+        for name in fs.list(dir).map_err(io_err(dir))? {
+            if name.ends_with(".tmp") {
+                let path = dir.join(&name);
+                fs.remove(&path).map_err(io_err(&path))?;
             }
         }
-        let segments = list_segments(dir)?;
+        let segments = list_segments(fs.as_ref(), dir)?;
         let mut state = WalState::new();
         let last = segments.len().saturating_sub(1);
         for (i, (_, path)) in segments.iter().enumerate() {
-            let (valid, problem) = replay_segment(path, &mut state)?;
+            let (valid, problem) = replay_segment(fs.as_ref(), path, &mut state)?;
             if let Some(reason) = problem {
                 if i != last {
                     return Err(WalError::Corrupt {
@@ -427,35 +448,30 @@ impl Wal {
                 }
                 tracing::warn!(path = %path.display(), offset = valid, %reason,
                     "cutting off the torn end of the write-ahead log (a write that was never acknowledged)");
-                let f = OpenOptions::new()
-                    .write(true)
-                    .open(path)
-                    .map_err(io_err(path))?;
-                f.set_len(valid).map_err(io_err(path))?;
-                f.sync_all().map_err(io_err(path))?;
+                fs.truncate(path, valid).map_err(io_err(path))?;
             }
         }
         let (active_seq, active_path) = match segments.last() {
             Some((seq, path)) => (*seq, path.clone()),
             None => {
                 let path = dir.join(segment_name(1));
-                File::create(&path).map_err(io_err(&path))?;
-                fsync_dir(dir).map_err(io_err(dir))?;
+                fs.create(&path).map_err(io_err(&path))?;
+                fs.sync_dir(dir).map_err(io_err(dir))?;
                 (1, path)
             }
         };
-        let active = OpenOptions::new()
-            .append(true)
-            .open(&active_path)
-            .map_err(io_err(&active_path))?;
-        let active_len = active.metadata().map_err(io_err(&active_path))?.len();
+        let active = fs.open_append(&active_path).map_err(io_err(&active_path))?;
+        let active_len = active.len().map_err(io_err(&active_path))?;
         let wal = Wal {
+            fs,
             dir: dir.to_path_buf(),
             active,
             active_seq,
             active_len,
             buf: Vec::new(),
             sync_delay: std::time::Duration::ZERO,
+            #[cfg(feature = "testing")]
+            skip_sync: false,
         };
         Ok((wal, state))
     }
@@ -482,7 +498,13 @@ impl Wal {
         }
         let path = self.active_path();
         self.active.write_all(&self.buf).map_err(io_err(&path))?;
-        self.active.sync_data().map_err(io_err(&path))?;
+        #[cfg(feature = "testing")]
+        let skip = self.skip_sync;
+        #[cfg(not(feature = "testing"))]
+        let skip = false;
+        if !skip {
+            self.active.sync_data().map_err(io_err(&path))?;
+        }
         self.slow_disk();
         self.active_len += self.buf.len() as u64;
         Ok(())
@@ -506,26 +528,30 @@ impl Wal {
             frame(&mut self.buf, e.into());
         }
         {
-            let mut f = File::create(&tmp).map_err(io_err(&tmp))?;
+            let mut f = self.fs.create(&tmp).map_err(io_err(&tmp))?;
             f.write_all(&self.buf).map_err(io_err(&tmp))?;
-            f.sync_all().map_err(io_err(&tmp))?;
+            f.sync_data().map_err(io_err(&tmp))?;
             self.slow_disk();
         }
-        fs::rename(&tmp, &path).map_err(io_err(&path))?;
-        fsync_dir(&self.dir).map_err(io_err(&self.dir))?;
-        self.active = OpenOptions::new()
-            .append(true)
-            .open(&path)
-            .map_err(io_err(&path))?;
+        self.fs.rename(&tmp, &path).map_err(io_err(&path))?;
+        self.fs.sync_dir(&self.dir).map_err(io_err(&self.dir))?;
+        self.active = self.fs.open_append(&path).map_err(io_err(&path))?;
         self.active_seq = seq;
         self.active_len = self.buf.len() as u64;
-        for (old, old_path) in list_segments(&self.dir)? {
+        for (old, old_path) in list_segments(self.fs.as_ref(), &self.dir)? {
             if old < seq {
-                fs::remove_file(&old_path).map_err(io_err(&old_path))?;
+                self.fs.remove(&old_path).map_err(io_err(&old_path))?;
             }
         }
-        fsync_dir(&self.dir).map_err(io_err(&self.dir))?;
+        self.fs.sync_dir(&self.dir).map_err(io_err(&self.dir))?;
         Ok(())
+    }
+
+    /// Skips the sync of appends (a mutation: the test that proves the sync
+    /// is needed turns it on).
+    #[cfg(feature = "testing")]
+    pub fn skip_sync_for_tests(&mut self) {
+        self.skip_sync = true;
     }
 
     /// Plays a slow disk: every sync takes `delay` longer (tests only).
@@ -552,6 +578,7 @@ impl Wal {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs::{self, OpenOptions};
 
     fn entry(index: Index, term: u64, data: &str) -> Entry {
         Entry {
@@ -628,7 +655,7 @@ mod tests {
             .expect("compact");
         wal.append(None, None, &[entry(11, 1, "y")])
             .expect("append");
-        assert_eq!(list_segments(dir.path()).expect("list").len(), 1);
+        assert_eq!(list_segments(&RealFs, dir.path()).expect("list").len(), 1);
         let (_, state) = Wal::open(dir.path()).expect("reopen");
         assert_eq!(state.snapshot.index, 7);
         assert_eq!(
