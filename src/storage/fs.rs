@@ -13,7 +13,7 @@ pub trait LogFile: Send {
     /// Makes what was written durable (`fdatasync`).
     fn sync_data(&mut self) -> io::Result<()>;
     /// The file's length.
-    fn len(&self) -> io::Result<u64>;
+    fn size(&self) -> io::Result<u64>;
 }
 
 /// The directory operations of the log.
@@ -49,7 +49,7 @@ impl LogFile for File {
     fn sync_data(&mut self) -> io::Result<()> {
         File::sync_data(self)
     }
-    fn len(&self) -> io::Result<u64> {
+    fn size(&self) -> io::Result<u64> {
         Ok(self.metadata()?.len())
     }
 }

@@ -139,7 +139,7 @@ impl LogFile for SimFile {
         contents.durable = contents.data.len();
         Ok(())
     }
-    fn len(&self) -> io::Result<u64> {
+    fn size(&self) -> io::Result<u64> {
         let disk = self.fs.disk();
         Ok(disk.files.get(&self.id).map_or(0, |c| c.data.len()) as u64)
     }

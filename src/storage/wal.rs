@@ -461,7 +461,7 @@ impl Wal {
             }
         };
         let active = fs.open_append(&active_path).map_err(io_err(&active_path))?;
-        let active_len = active.len().map_err(io_err(&active_path))?;
+        let active_len = active.size().map_err(io_err(&active_path))?;
         let wal = Wal {
             fs,
             dir: dir.to_path_buf(),
