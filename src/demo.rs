@@ -73,13 +73,28 @@ pub struct Failover {
     pub leadership_back: Option<Duration>,
 }
 
+/// One pod of the rolling restart.
+#[derive(Clone, Debug)]
+pub struct RollingStep {
+    /// The pod's ordinal.
+    pub ordinal: u32,
+    /// The longest gap between acknowledged writes while it restarted.
+    pub write_gap: Duration,
+    /// How its process ended ("exit code 0" for a clean stop).
+    pub exit: String,
+    /// Whether it led when it was asked to stop.
+    pub was_leader: bool,
+    /// Whether it handed leadership over before stopping (its log says so).
+    pub handed_over: bool,
+}
+
 /// The demo's outcome.
 #[derive(Clone, Debug)]
 pub struct Report {
     /// Each leader kill.
     pub failovers: Vec<Failover>,
-    /// For each pod restarted in the rolling restart, the longest write gap.
-    pub rolling_gaps: Vec<(u32, Duration)>,
+    /// Each pod restarted in the rolling restart, in order.
+    pub rolling: Vec<RollingStep>,
     /// Writes acknowledged.
     pub acked: usize,
     /// Writes whose outcome is unknown (the client got an error that does not
@@ -262,18 +277,28 @@ impl Load {
             .len()
     }
 
-    async fn finish(self) -> LoadLog {
+    /// Stops the load and returns its log; a load task that panicked or
+    /// did not stop in time makes the log untrustworthy, and is an error.
+    async fn finish(self) -> Result<LoadLog, String> {
         let _ = self.stop.send(true);
+        let mut problems = Vec::new();
         for t in self.tasks {
             let abort = t.abort_handle();
-            if tokio::time::timeout(Duration::from_secs(20), t)
-                .await
-                .is_err()
-            {
-                abort.abort();
+            match tokio::time::timeout(Duration::from_secs(20), t).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => problems.push(format!("a load task failed: {e}")),
+                Err(_) => {
+                    abort.abort();
+                    problems.push("a load task did not stop within 20 s".to_string());
+                }
             }
         }
-        std::mem::take(&mut *self.log.lock().unwrap_or_else(|p| p.into_inner()))
+        if !problems.is_empty() {
+            return Err(problems.join("; "));
+        }
+        Ok(std::mem::take(
+            &mut *self.log.lock().unwrap_or_else(|p| p.into_inner()),
+        ))
     }
 }
 
@@ -394,6 +419,71 @@ pub fn run(opts: &DemoOptions, say: &mut dyn FnMut(String)) -> Result<Report, St
     let mut report = result?;
     report.elapsed = epoch.elapsed();
     Ok(report)
+}
+
+/// One step of a rolling restart: SIGTERM pod `n`, wait until it is back
+/// and ready, and report how it went.
+async fn restart_gracefully(
+    sup: &RunningSupervisor,
+    endpoints: &[String],
+    load: &Load,
+    opts: &DemoOptions,
+    n: u32,
+) -> Result<RollingStep, String> {
+    const HANDOVER: &str = "handed leadership over before stopping";
+    let log_path = opts.dir.join(format!("kvstore-{n}.log"));
+    let handovers = || {
+        std::fs::read_to_string(&log_path)
+            .unwrap_or_default()
+            .matches(HANDOVER)
+            .count()
+    };
+    let handovers_before = handovers();
+    let was_leader = current_leader(endpoints)
+        .await
+        .is_some_and(|(l, _, _)| l == n);
+    sup.take_events();
+    let started = Instant::now();
+    sup.signal(n, libc::SIGTERM)?;
+    let name = format!("kvstore-{n}");
+    let mut exit = None;
+    wait_for("the pod to restart", Duration::from_secs(60), || {
+        let events = sup.take_events();
+        for (_, e) in &events {
+            if let PodEvent::Exited {
+                name: who, status, ..
+            } = e
+            {
+                if *who == name {
+                    exit = Some(status.clone());
+                }
+            }
+        }
+        let restarted = events
+            .iter()
+            .any(|(_, e)| matches!(e, PodEvent::Restarted { name: who, .. } if *who == name));
+        async move { restarted.then_some(()) }
+    })
+    .await?;
+    let own = endpoints[n as usize].clone();
+    wait_for("the pod to be ready", Duration::from_secs(30), || async {
+        statuses(std::slice::from_ref(&own))
+            .await
+            .into_iter()
+            .flatten()
+            .next()
+            .filter(|s| s.ready)
+            .map(|_| ())
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    Ok(RollingStep {
+        ordinal: n,
+        write_gap: load.longest_gap(started),
+        exit: exit.unwrap_or_else(|| "unknown".into()),
+        was_leader,
+        handed_over: handovers() > handovers_before,
+    })
 }
 
 async fn drive(
@@ -522,40 +612,17 @@ async fn drive(
         });
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
-    let mut rolling_gaps = Vec::new();
+    let mut rolling = Vec::new();
     if opts.rolling_restart {
         say(stamp(
             "rolling restart, highest ordinal first, SIGTERM each pod as Kubernetes does",
         ));
         for n in (0..opts.replicas).rev() {
-            sup.take_events();
-            let started = Instant::now();
-            sup.signal(n, libc::SIGTERM)?;
-            wait_for("the pod to restart", Duration::from_secs(60), || async {
-                sup.take_events()
-                    .into_iter()
-                    .any(|(_, e)| matches!(e, PodEvent::Restarted { name, .. } if name == format!("kvstore-{n}")))
-                    .then_some(())
-            })
-            .await?;
-            let own = endpoints[n as usize].clone();
-            wait_for("the pod to be ready", Duration::from_secs(30), || async {
-                statuses(std::slice::from_ref(&own))
-                    .await
-                    .into_iter()
-                    .flatten()
-                    .next()
-                    .filter(|s| s.ready)
-                    .map(|_| ())
-            })
-            .await?;
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            let gap = load.longest_gap(started);
+            rolling.push(restart_gracefully(sup, endpoints, &load, opts, n).await?);
             say(stamp(&format!(
                 "kvstore-{n} restarted and ready; longest write gap meanwhile {}",
-                ms(gap)
+                ms(rolling.last().map(|r| r.write_gap).unwrap_or_default())
             )));
-            rolling_gaps.push((n, gap));
         }
         wait_for("kvstore-0 to lead", Duration::from_secs(30), || async {
             current_leader(endpoints)
@@ -567,7 +634,7 @@ async fn drive(
         say(stamp("rolling restart done; kvstore-0 leads"));
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let log = load.finish().await;
+    let log = load.finish().await?;
     say(stamp(&format!(
         "load stopped: {} writes acknowledged, {} of unknown outcome; reading every acknowledged key back",
         log.acked.len(),
@@ -594,7 +661,7 @@ async fn drive(
     )));
     Ok(Report {
         failovers,
-        rolling_gaps,
+        rolling,
         acked: log.acked.len(),
         unknown: log.unknown,
         lost,
@@ -693,11 +760,11 @@ pub fn summary(report: &Report) -> String {
             ),
         ));
     }
-    if !report.rolling_gaps.is_empty() {
+    if !report.rolling.is_empty() {
         let worst = report
-            .rolling_gaps
+            .rolling
             .iter()
-            .map(|(_, g)| *g)
+            .map(|r| r.write_gap)
             .max()
             .unwrap_or_default();
         lines.push(row("rolling restart: longest write gap", ms(worst)));

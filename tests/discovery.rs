@@ -192,8 +192,26 @@ fn late_peer_is_picked_up_without_restart() {
     let endpoints: Vec<String> = nodes.iter().map(|n| n.endpoint()).collect();
     let mut client =
         Client::new(&endpoints, RetryPolicy::default(), Duration::from_secs(5)).expect("client");
-    rt.block_on(client.put("formed", "yes"))
+    let put = rt
+        .block_on(client.put("formed", "yes"))
         .expect("the cluster formed once kvstore-2 appeared");
+    let revision = put.header.expect("header").revision;
+    // The late pod itself holds the write: a member, not a bystander.
+    let mut on_late = Client::new(
+        &[nodes[2].endpoint()],
+        RetryPolicy::default(),
+        Duration::from_secs(10),
+    )
+    .expect("client");
+    let got = rt
+        .block_on(on_late.get_request(kvstore::proto::kv::GetRequest {
+            key: "formed".into(),
+            consistency: kvstore::proto::kv::Consistency::Serializable as i32,
+            min_revision: revision,
+        }))
+        .expect("a read on kvstore-2 at the write's revision");
+    assert_eq!(got.kv.map(|kv| kv.value), Some("yes".into()));
+    assert!(got.header.expect("header").revision >= revision);
 }
 
 /// Bad discovery flags are clear errors at start-up, not hangs.

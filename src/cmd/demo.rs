@@ -59,7 +59,10 @@ pub fn run(args: DemoArgs) -> ExitCode {
         let doc = json!({
             "failovers": failovers,
             "median_write_gap_ms": report.median_write_gap().map(|d| d.as_millis() as u64),
-            "rolling_gaps_ms": report.rolling_gaps.iter().map(|(n, g)| json!({"ordinal": n, "gap_ms": g.as_millis() as u64})).collect::<Vec<_>>(),
+            "rolling": report.rolling.iter().map(|r| json!({
+                "ordinal": r.ordinal, "gap_ms": r.write_gap.as_millis() as u64, "exit": r.exit,
+                "was_leader": r.was_leader, "handed_over": r.handed_over,
+            })).collect::<Vec<_>>(),
             "acked": report.acked, "unknown": report.unknown, "lost": report.lost.len(),
             "linearizable": report.linearizable == Verdict::Linearizable, "history_ops": report.history_ops,
         });

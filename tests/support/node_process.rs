@@ -240,7 +240,9 @@ pub fn wait_for_address(log_path: &Path, within: Duration) -> SocketAddr {
 }
 
 /// Runs a command to completion with a time bound; returns (code, stdout,
-/// stderr).
+/// stderr). A command still running at the bound is killed, and its code
+/// is -1: a test that expects the command to exit by itself checks for a
+/// code of 0 or more.
 pub fn run_bounded(cmd: &mut Command, within: Duration) -> (i32, String, String) {
     let mut child = cmd
         .stdin(Stdio::null())
