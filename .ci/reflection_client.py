@@ -5,6 +5,7 @@ message classes built from the reflected descriptors.
 
 Usage: reflection_client.py HOST:PORT
 """
+import signal
 import sys
 import time
 
@@ -28,7 +29,20 @@ def unary(channel, pool, service, method):
     return req, call, m
 
 
+# Every call below has its own deadline; the reflection calls take none, so
+# the whole client is bounded too.
+WHOLE_RUN_SECONDS = 120
+CALL_SECONDS = 10
+
+
+def give_up(_signum, _frame):
+    print(f"reflection client: no answer within {WHOLE_RUN_SECONDS} s", file=sys.stderr)
+    sys.exit(1)
+
+
 def main():
+    signal.signal(signal.SIGALRM, give_up)
+    signal.alarm(WHOLE_RUN_SECONDS)
     addr = sys.argv[1]
     channel = grpc.insecure_channel(addr)
     grpc.channel_ready_future(channel).result(timeout=20)
@@ -43,7 +57,9 @@ def main():
     status_enum = m.output_type.fields_by_name["status"].enum_type
     deadline = time.time() + 20
     while True:
-        status = status_enum.values_by_number[check(req(service="")).status].name
+        status = status_enum.values_by_number[
+            check(req(service=""), timeout=CALL_SECONDS).status
+        ].name
         if status == "SERVING" or time.time() > deadline:
             break
         time.sleep(0.2)
@@ -51,10 +67,10 @@ def main():
     assert status == "SERVING", status
 
     put_req, put, _ = unary(channel, pool, "kvstore.v1.KV", "Put")
-    resp = put(put_req(key=b"reflection/key", value=b"hello from python"))
+    resp = put(put_req(key=b"reflection/key", value=b"hello from python"), timeout=CALL_SECONDS)
     print("put revision:", resp.header.revision)
     get_req, get, _ = unary(channel, pool, "kvstore.v1.KV", "Get")
-    got = get(get_req(key=b"reflection/key"))
+    got = get(get_req(key=b"reflection/key"), timeout=CALL_SECONDS)
     print("get:", got.kv.value.decode())
     assert got.kv.value == b"hello from python"
     assert got.kv.mod_revision == resp.header.revision

@@ -32,8 +32,9 @@
 #   5. every acknowledged write is read back from every node: lost = 0
 #
 # Every container, network, volume and image tag it makes carries a random
-# run id and is removed at the end, also on failure or interruption. Without
-# a Docker engine it prints SKIPPED and exits 0.
+# run id and is removed at the end, also on failure or interruption. It
+# prints SKIPPED and exits 0 only without a docker client or when
+# KVSTORE_SKIP_CONTAINER_TEST=1; an engine that does not answer fails it.
 #
 # Environment:
 #   KVSTORE_BIN_DIR   take kvstore and kvctl from here instead of running
@@ -49,9 +50,19 @@ say() { printf '[ctest %3ss] %s\n' "$(( $(date +%s) - START ))" "$*"; }
 die() { say "FAILED: $*"; exit 1; }
 
 # --- is there an engine? ---------------------------------------------------
-if ! command -v docker >/dev/null 2>&1 || ! timeout 20 docker info >/dev/null 2>&1; then
-  say "SKIPPED: container-level StatefulSet test: no Docker engine answers (docker info failed)"
+# Skipped only when there is no docker client at all, or when asked to
+# (KVSTORE_SKIP_CONTAINER_TEST=1). A client whose engine does not answer is a
+# failure, not a skip: a machine with Docker must run this test.
+if [ "${KVSTORE_SKIP_CONTAINER_TEST:-}" = "1" ]; then
+  say "SKIPPED: container-level StatefulSet test: KVSTORE_SKIP_CONTAINER_TEST=1"
   exit 0
+fi
+if ! command -v docker >/dev/null 2>&1; then
+  say "SKIPPED: container-level StatefulSet test: no docker client on PATH"
+  exit 0
+fi
+if ! timeout 60 docker info >/dev/null 2>&1; then
+  die "the docker client is here but no engine answered 'docker info' within 60 s (set KVSTORE_SKIP_CONTAINER_TEST=1 to skip on purpose)"
 fi
 
 # --- a BuildKit builder ----------------------------------------------------
