@@ -158,6 +158,16 @@ else
   problems=$((problems + 1))
 fi
 
+# --- the invariant checker catches every invariant, broken one at a time ---
+if (cd "$ROOT/.ci/k8s" && "$BIN/python" test_invariants.py "$OUT/overlay-local.yaml") > "$OUT/test-invariants.log" 2>&1; then
+  passed=$((passed + 1))
+  say "ok: $(tail -n 1 "$OUT/test-invariants.log")"
+else
+  echo "--- the invariant checker let broken manifests through:"
+  cat "$OUT/test-invariants.log"
+  problems=$((problems + 1))
+fi
+
 # --- what is broken must fail, at the expected gate ------------------------
 for dir in "$FIXTURES"/broken-*/; do
   name=$(basename "$dir")

@@ -1,0 +1,135 @@
+#!/usr/bin/env python3
+"""Checks the checker: every invariant of check_invariants.py, broken on
+purpose in a copy of a rendered manifest that passes, must be reported.
+
+Usage: test_invariants.py RENDERED.yaml
+
+Each case below is one broken fixture: a change that breaks exactly one
+invariant, and the words its report must hold. A case the checker lets
+through means the invariant is not checked, and the run fails.
+"""
+
+import copy
+import sys
+
+import yaml
+
+import check_invariants
+
+
+def sts(docs):
+    return next(d for d in docs if d["kind"] == "StatefulSet")
+
+
+def container(docs):
+    return next(
+        c
+        for c in sts(docs)["spec"]["template"]["spec"]["containers"]
+        if any(e["name"] == "KVSTORE_REPLICAS" for e in c.get("env", []))
+    )
+
+
+def set_env(docs, name, value):
+    env = container(docs)["env"]
+    env[:] = [e for e in env if e["name"] != name]
+    if value is not None:
+        env.append({"name": name, "value": value})
+
+
+def service(docs):
+    name = sts(docs)["spec"]["serviceName"]
+    return next(d for d in docs if d["kind"] == "Service" and d["metadata"]["name"] == name)
+
+
+def drop_kind(docs, kind):
+    docs[:] = [d for d in docs if d["kind"] != kind]
+
+
+def probe(docs, which):
+    return container(docs)[which]
+
+
+CASES = [
+    ("no kvstore StatefulSet", lambda d: set_env(d, "KVSTORE_REPLICAS", None), "no StatefulSet runs kvstore"),
+    ("replicas not a number", lambda d: set_env(d, "KVSTORE_REPLICAS", "three"), "must be a literal number"),
+    ("membership differs from replicas", lambda d: set_env(d, "KVSTORE_REPLICAS", "5"), "the node's membership must equal"),
+    ("ordinals not from 0", lambda d: sts(d)["spec"].update(ordinals={"start": 1}), "ordinals.start must be 0"),
+    ("OrderedReady", lambda d: sts(d)["spec"].update(podManagementPolicy="OrderedReady"), "must be Parallel"),
+    ("service name mismatch", lambda d: set_env(d, "KVSTORE_SERVICE", "elsewhere"), "is not serviceName"),
+    ("peer Service missing", lambda d: sts(d)["spec"].update(serviceName="missing"), "is not among the rendered Services"),
+    ("Service not headless", lambda d: service(d)["spec"].update(clusterIP="10.0.0.1"), "must be headless"),
+    (
+        "not-ready addresses hidden",
+        lambda d: service(d)["spec"].update(publishNotReadyAddresses=False),
+        "publishNotReadyAddresses must be true",
+    ),
+    ("selector misses the pods", lambda d: service(d)["spec"].update(selector={"app": "other"}), "does not select the pods"),
+    ("no SRV port", lambda d: set_env(d, "KVSTORE_SRV_PORT_NAME", "nope"), "has no port named"),
+    ("namespace not from the downward API", lambda d: set_env(d, "KVSTORE_NAMESPACE", "default"), "downward API"),
+    (
+        "service links on",
+        lambda d: sts(d)["spec"]["template"]["spec"].update(enableServiceLinks=True),
+        "enableServiceLinks must be false",
+    ),
+    ("no PDB", lambda d: drop_kind(d, "PodDisruptionBudget"), "no PodDisruptionBudget"),
+    (
+        "PDB below a quorum",
+        lambda d: next(x for x in d if x["kind"] == "PodDisruptionBudget")["spec"].update(minAvailable=1),
+        "but a quorum of",
+    ),
+    (
+        "grace period too short",
+        lambda d: sts(d)["spec"]["template"]["spec"].update(terminationGracePeriodSeconds=5),
+        "terminationGracePeriodSeconds",
+    ),
+    ("readiness not gRPC", lambda d: container(d).update(readinessProbe={"tcpSocket": {"port": 7379}}), "readiness probe must be"),
+    ("no liveness probe", lambda d: container(d).pop("livenessProbe"), "no livenessProbe"),
+    ("no startup probe", lambda d: container(d).pop("startupProbe"), "no startupProbe"),
+    (
+        "liveness on the readiness name",
+        lambda d: probe(d, "livenessProbe")["grpc"].update(service=""),
+        "the livenessProbe asks the readiness health service",
+    ),
+    (
+        "nothing at the data dir",
+        lambda d: set_env(d, "KVSTORE_DATA_DIR", "/elsewhere"),
+        "nothing is mounted at KVSTORE_DATA_DIR",
+    ),
+    (
+        "data dir not a claim template",
+        lambda d: sts(d)["spec"].update(volumeClaimTemplates=[]),
+        "is not a volumeClaimTemplate",
+    ),
+    (
+        "no fsGroup",
+        lambda d: sts(d)["spec"]["template"]["spec"].setdefault("securityContext", {}).pop("fsGroup", None),
+        "no fsGroup",
+    ),
+    ("no memory limit", lambda d: container(d)["resources"]["limits"].pop("memory"), "no memory limit"),
+    (
+        "memory under three caches",
+        lambda d: set_env(d, "KVSTORE_CACHE_MB", "4096"),
+        "under three times KVSTORE_CACHE_MB",
+    ),
+]
+
+
+def main():
+    with open(sys.argv[1], encoding="utf-8") as f:
+        base = [d for d in yaml.safe_load_all(f) if d]
+    assert not check_invariants.check(base), "the base manifest must pass"
+    failures = []
+    for name, breaks, says in CASES:
+        docs = copy.deepcopy(base)
+        breaks(docs)
+        errors = check_invariants.check(docs)
+        if not any(says in e for e in errors):
+            failures.append(f"{name}: expected a report with {says!r}, got {errors}")
+    for f in failures:
+        print(f"NOT CAUGHT: {f}")
+    print(f"invariant checker: {len(CASES) - len(failures)} of {len(CASES)} broken fixtures caught")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
