@@ -527,6 +527,64 @@ fn kvctl_dead_endpoint_is_one_line() {
     assert!(stderr.contains("cannot reach"), "{stderr}");
 }
 
+/// kvctl's exit codes mean one thing each: a frozen server (it accepts
+/// connections and never answers) is 3, "no endpoint answers in time", like
+/// a dead one, not 2; a refused request is 2; a missing key is 1; a key
+/// listing with no limit lists every key, past the 1,000 of a page.
+#[test]
+fn kvctl_exit_codes_mean_one_thing_each() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = single(dir.path());
+    let kvctl = |args: &[&str]| {
+        run_bounded(
+            Command::new(kvctl_bin())
+                .args(["--endpoints", &node.endpoint(), "--timeout", "2"])
+                .args(args),
+            Duration::from_secs(30),
+        )
+    };
+    let (code, _, stderr) = kvctl(&["get", "missing"]);
+    assert_eq!(code, 1, "{stderr}");
+    let (code, _, stderr) = kvctl(&["put", "", "v"]);
+    assert_eq!(code, 2, "{stderr}");
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let mut client = node.client();
+        for batch in 0..13 {
+            let puts = (0..100)
+                .map(|i| RequestOp {
+                    request: Some(request_op::Request::Put(PutRequest {
+                        key: Bytes::from(format!("many/{batch:02}/{i:03}")),
+                        value: Bytes::from("x"),
+                        prev_kv: false,
+                    })),
+                })
+                .collect();
+            client
+                .txn(TxnRequest {
+                    success: puts,
+                    ..Default::default()
+                })
+                .await
+                .expect("txn");
+        }
+    });
+    let (code, out, _) = kvctl(&["ls", "--prefix", "many/", "--keys-only"]);
+    assert_eq!(
+        (code, out.lines().count()),
+        (0, 1300),
+        "every key, not one page"
+    );
+    support::node_process::signal(node.pid(), libc::SIGSTOP);
+    let (code, stdout, stderr) = kvctl(&["get", "k"]);
+    support::node_process::signal(node.pid(), libc::SIGCONT);
+    assert_eq!(
+        code, 3,
+        "a frozen server: stdout {stdout:?} stderr {stderr:?}"
+    );
+    assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr:?}");
+}
+
 /// kvctl's commands work end to end, with text and JSON output.
 #[test]
 fn kvctl_commands() {

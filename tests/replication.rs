@@ -369,3 +369,71 @@ fn fast_failover_on_a_slow_disk_raises_the_term_by_at_most_two() {
         );
     }
 }
+
+/// `kvctl watch` survives the node it watches through going away: it
+/// resumes on another endpoint from the revision after the last it printed,
+/// so every change is printed exactly once.
+#[test]
+fn kvctl_watch_resumes_when_its_node_stops() {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+
+    let c = BoxCluster::start(3, &[], Duration::from_millis(500));
+    let _in = c.rt.enter();
+    let mut client = c.client();
+    c.wait("a leader", Duration::from_secs(30), |c| c.leader());
+    let start =
+        c.rt.block_on(client.put("not-watched", "x"))
+            .expect("put")
+            .header
+            .expect("header")
+            .revision
+            + 1;
+    let endpoints = format!("{},{}", c.endpoints[1], c.endpoints[2]);
+    let mut watch = Command::new(support::node_process::kvctl_bin())
+        .args(["--endpoints", &endpoints, "--timeout", "30"])
+        .args(["watch", "w/", "--prefix", "--count", "20", "--rev"])
+        .arg(start.to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kvctl watch");
+    let stdout = watch.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let mut lines = Vec::new();
+    let mut put_until_seen = |from: u32, to: u32, lines: &mut Vec<String>| {
+        for i in from..to {
+            c.rt.block_on(client.put(format!("w/{i:02}"), format!("v{i}")))
+                .expect("put");
+        }
+        while lines.len() < to as usize {
+            match rx.recv_timeout(Duration::from_secs(30)) {
+                Ok(line) => lines.push(line),
+                Err(_) => panic!("the watch printed {lines:?} and then nothing"),
+            }
+        }
+    };
+    put_until_seen(0, 10, &mut lines);
+    c.signal(1, libc::SIGKILL);
+    put_until_seen(10, 20, &mut lines);
+    let status = watch.wait().expect("kvctl exits");
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut watch.stderr.take().expect("stderr"), &mut stderr)
+        .expect("stderr");
+    assert!(status.success(), "kvctl watch: {status}, {stderr}");
+    assert!(stderr.contains("resuming"), "{stderr}");
+    let keys: Vec<String> = lines
+        .iter()
+        .map(|l| l.split_whitespace().nth(1).unwrap_or_default().to_string())
+        .collect();
+    let expected: Vec<String> = (0..20).map(|i| format!("w/{i:02}")).collect();
+    assert_eq!(keys, expected, "every change once, in order: {lines:?}");
+}

@@ -1,7 +1,10 @@
 //! `kvctl`: the command-line client for kvstore.
 //!
-//! Errors print one line and exit non-zero: 1 for "not found" or a failed
-//! compare, 2 for bad usage or a refused request, 3 when no endpoint answers.
+//! Exit codes, one meaning each: 0 done; 1 the answer is no (a key not
+//! found, a compare that failed); 2 the request is wrong or was refused (bad
+//! usage, INVALID_ARGUMENT, RESOURCE_EXHAUSTED, ...); 3 no endpoint could be
+//! reached or answered in time; 4 a write's outcome is unknown (it may have
+//! been applied). Errors print one line on stderr.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -23,13 +26,10 @@ use kvstore::proto::kv::{
 #[command(name = "kvctl", version, about)]
 struct Cli {
     /// Comma-separated `host:port` client endpoints of the cluster's nodes.
-    #[arg(
-        long,
-        env = "KVCTL_ENDPOINTS",
-        default_value = "127.0.0.1:7379",
-        global = true
-    )]
-    endpoints: String,
+    /// Default: the pods of the cluster in a box started from this
+    /// directory (`.kvstore/local/state.json`), else 127.0.0.1:7379.
+    #[arg(long, env = "KVCTL_ENDPOINTS", global = true)]
+    endpoints: Option<String>,
     /// Read consistency.
     #[arg(long, value_enum, default_value = "linearizable", global = true)]
     consistency: Consistency,
@@ -72,7 +72,8 @@ enum Cmd {
         #[arg(long)]
         prefix: bool,
     },
-    /// List keys in [START, END) in key order (all keys by default).
+    /// List keys in [START, END) in key order (all keys by default, read
+    /// page by page).
     #[command(alias = "ls")]
     Range {
         /// First key (or the prefix with --prefix).
@@ -81,8 +82,8 @@ enum Cmd {
         end: Option<String>,
         #[arg(long)]
         prefix: bool,
-        /// Most keys to print (pages through the range as needed).
-        #[arg(long, default_value_t = 1000)]
+        /// Most keys to print (0: all of them).
+        #[arg(long, default_value_t = 0)]
         limit: u64,
         /// Print only keys.
         #[arg(long)]
@@ -100,7 +101,9 @@ enum Cmd {
         #[arg(long)]
         absent: bool,
     },
-    /// Print changes to KEY (or a prefix) as they happen.
+    /// Print changes to KEY (or a prefix) as they happen. When the node
+    /// answering it stops, the watch resumes on another from the next
+    /// revision, so no change is missed or printed twice.
     Watch {
         key: String,
         #[arg(long)]
@@ -146,12 +149,155 @@ fn kv_json(kv: &KeyValue) -> Value {
     })
 }
 
+/// The exit code of a failed command (see the module documentation).
+fn exit_code(e: &ClientError, write: bool) -> u8 {
+    use tonic::Code;
+    match e {
+        ClientError::Unreachable { .. } => 3,
+        ClientError::BadEndpoint(..) => 2,
+        ClientError::Status(_) if write && e.outcome_unknown() => 4,
+        ClientError::Status(s) => match s.code() {
+            Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Unknown => 3,
+            _ => 2,
+        },
+    }
+}
+
 fn fail(e: ClientError) -> ExitCode {
     eprintln!("kvctl: {e}");
-    match e {
-        ClientError::Unreachable { .. } => ExitCode::from(3),
-        _ => ExitCode::from(2),
+    ExitCode::from(exit_code(&e, false))
+}
+
+fn fail_write(e: ClientError) -> ExitCode {
+    eprintln!("kvctl: {e}");
+    if exit_code(&e, true) == 4 {
+        eprintln!("kvctl: the write may have been applied; check before repeating it");
     }
+    ExitCode::from(exit_code(&e, true))
+}
+
+/// Why one endpoint failed, without the endpoint list a client error repeats.
+fn reason(e: &ClientError) -> String {
+    match e {
+        ClientError::Unreachable { last, .. } => last.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Prints the changes `req` asks for until `count` (0: forever). When the
+/// stream ends or breaks (its node stopped), it is opened again, on any
+/// endpoint, from the revision after the last one printed; a watch "from
+/// now" first reads the current revision, so that the resumed watch misses
+/// nothing in between.
+async fn watch(
+    client: &mut Client,
+    mut req: WatchRequest,
+    count: u64,
+    json_out: bool,
+    timeout_s: u64,
+) -> ExitCode {
+    let out = std::io::stdout();
+    if req.start_revision == 0 {
+        match client
+            .range(kvstore::proto::kv::RangeRequest {
+                key: req.key.clone(),
+                limit: 1,
+                keys_only: true,
+                ..Default::default()
+            })
+            .await
+        {
+            Ok(r) => req.start_revision = r.header.map_or(0, |h| h.revision) + 1,
+            Err(e) => return fail(e),
+        }
+    }
+    let mut seen = 0u64;
+    let mut broken_since: Option<std::time::Instant> = None;
+    loop {
+        let mut stream = match client.watch(req.clone()).await {
+            Ok(s) => s,
+            Err(e)
+                if exit_code(&e, false) == 3
+                    && broken_since
+                        .is_some_and(|t| t.elapsed() < Duration::from_secs(timeout_s)) =>
+            {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+            Err(e) => return fail(e),
+        };
+        loop {
+            match stream.message().await {
+                Ok(Some(resp)) => {
+                    let mut out = out.lock();
+                    for ev in resp.events {
+                        print_event(&mut out, &ev, json_out);
+                        req.start_revision = req.start_revision.max(ev.revision + 1);
+                        seen += 1;
+                        if count > 0 && seen >= count {
+                            return ExitCode::SUCCESS;
+                        }
+                    }
+                }
+                Ok(None) => break,
+                Err(status) if status.code() == tonic::Code::OutOfRange => {
+                    return fail(ClientError::Status(status))
+                }
+                Err(_) => break,
+            }
+        }
+        eprintln!(
+            "kvctl: the watch's node went away; resuming on another from revision {}",
+            req.start_revision
+        );
+        broken_since = Some(std::time::Instant::now());
+    }
+}
+
+fn print_event(out: &mut impl Write, ev: &kvstore::proto::kv::Event, json_out: bool) {
+    let kv = ev.kv.clone().unwrap_or_default();
+    let kind = if ev.r#type == EventType::Delete as i32 {
+        "DELETE"
+    } else {
+        "PUT"
+    };
+    if json_out {
+        let _ = writeln!(
+            out,
+            "{}",
+            json!({ "type": kind, "revision": ev.revision, "key": json_bytes(&kv.key), "value": json_bytes(&kv.value) })
+        );
+    } else if kind == "PUT" {
+        let _ = writeln!(
+            out,
+            "{kind} {} = {} (revision {})",
+            text(&kv.key),
+            text(&kv.value),
+            ev.revision
+        );
+    } else {
+        let _ = writeln!(out, "{kind} {} (revision {})", text(&kv.key), ev.revision);
+    }
+    let _ = out.flush();
+}
+
+/// The endpoints to use when none are given: the pods of the cluster in a
+/// box whose state file is under the current directory, else the usual
+/// local port.
+fn default_endpoints() -> String {
+    let state = std::path::Path::new(".kvstore/local/state.json");
+    let from_box = std::fs::read_to_string(state)
+        .ok()
+        .and_then(|text| serde_json::from_str::<Value>(&text).ok())
+        .and_then(|v| {
+            let pods = v.get("pods")?.as_array()?;
+            let clients: Vec<&str> = pods
+                .iter()
+                .filter_map(|p| p.get("client")?.as_str())
+                .collect();
+            (!clients.is_empty()).then(|| clients.join(","))
+        });
+    from_box.unwrap_or_else(|| "127.0.0.1:7379".to_string())
 }
 
 fn role_name(raw: i32) -> &'static str {
@@ -169,6 +315,8 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     let endpoints: Vec<String> = cli
         .endpoints
+        .clone()
+        .unwrap_or_else(default_endpoints)
         .split(',')
         .map(str::trim)
         .filter(|e| !e.is_empty())
@@ -213,7 +361,7 @@ async fn main() -> ExitCode {
                     }
                     ExitCode::SUCCESS
                 }
-                Err(e) => fail(e),
+                Err(e) => fail_write(e),
             }
         }
         Cmd::Get { key, min_revision } => {
@@ -258,7 +406,7 @@ async fn main() -> ExitCode {
                     }
                     ExitCode::SUCCESS
                 }
-                Err(e) => fail(e),
+                Err(e) => fail_write(e),
             }
         }
         Cmd::Range {
@@ -277,6 +425,7 @@ async fn main() -> ExitCode {
             } else {
                 end.unwrap_or_default().into()
             };
+            let limit = if limit == 0 { u64::MAX } else { limit };
             let kvs = match client.scan(start, end, limit, consistency, keys_only).await {
                 Ok(kvs) => kvs,
                 Err(e) => return fail(e),
@@ -337,7 +486,7 @@ async fn main() -> ExitCode {
                         ExitCode::from(1)
                     }
                 }
-                Err(e) => fail(e),
+                Err(e) => fail_write(e),
             }
         }
         Cmd::Watch {
@@ -353,62 +502,9 @@ async fn main() -> ExitCode {
                 start_revision: rev,
                 prev_kv: false,
             };
-            let mut stream = match client.watch(req).await {
-                Ok(s) => s,
-                Err(e) => return fail(e),
-            };
-            let mut seen = 0u64;
-            loop {
-                let msg = tokio::select! {
-                    m = stream.message() => m,
-                    _ = tokio::signal::ctrl_c() => return ExitCode::SUCCESS,
-                };
-                match msg {
-                    Ok(Some(resp)) => {
-                        for ev in resp.events {
-                            let kv = ev.kv.unwrap_or_default();
-                            let kind = if ev.r#type == EventType::Delete as i32 {
-                                "DELETE"
-                            } else {
-                                "PUT"
-                            };
-                            if cli.json {
-                                let _ = writeln!(
-                                    out,
-                                    "{}",
-                                    json!({ "type": kind, "revision": ev.revision, "key": json_bytes(&kv.key), "value": json_bytes(&kv.value) })
-                                );
-                            } else if kind == "PUT" {
-                                let _ = writeln!(
-                                    out,
-                                    "{kind} {} = {} (revision {})",
-                                    text(&kv.key),
-                                    text(&kv.value),
-                                    ev.revision
-                                );
-                            } else {
-                                let _ = writeln!(
-                                    out,
-                                    "{kind} {} (revision {})",
-                                    text(&kv.key),
-                                    ev.revision
-                                );
-                            }
-                            let _ = out.flush();
-                            seen += 1;
-                            if count > 0 && seen >= count {
-                                return ExitCode::SUCCESS;
-                            }
-                        }
-                    }
-                    Ok(None) => {
-                        eprintln!(
-                            "kvctl: the watch ended (the node is shutting down); resume with --rev"
-                        );
-                        return ExitCode::from(3);
-                    }
-                    Err(status) => return fail(ClientError::Status(status)),
-                }
+            tokio::select! {
+                code = watch(&mut client, req, count, cli.json, cli.timeout) => code,
+                _ = tokio::signal::ctrl_c() => ExitCode::SUCCESS,
             }
         }
         Cmd::Status { no_follow } => {
@@ -441,6 +537,7 @@ async fn main() -> ExitCode {
                         for p in &s.peers {
                             if !names.contains(&p.name)
                                 && !p.client_address.is_empty()
+                                && !given.contains(&p.client_address)
                                 && !follow.contains(&p.client_address)
                             {
                                 follow.push(p.client_address.clone());
@@ -462,15 +559,13 @@ async fn main() -> ExitCode {
                 }
             }
             if rows.iter().all(|(_, r)| r.is_err()) {
-                let last = rows
-                    .pop()
-                    .and_then(|(_, r)| r.err())
-                    .map(|e| e.to_string())
-                    .unwrap_or_default();
-                eprintln!(
-                    "kvctl: cannot reach any endpoint ({}): {last}",
-                    cli.endpoints
-                );
+                let reasons: Vec<String> = rows
+                    .iter()
+                    .filter_map(|(e, r)| {
+                        r.as_ref().err().map(|err| format!("{e}: {}", reason(err)))
+                    })
+                    .collect();
+                eprintln!("kvctl: no endpoint answers ({})", reasons.join("; "));
                 return ExitCode::from(3);
             }
             rows.sort_by_key(|(e, r)| (r.as_ref().map_or(u32::MAX, |s| s.ordinal), e.clone()));
