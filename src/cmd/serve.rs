@@ -121,6 +121,9 @@ async fn serve(args: ServeArgs, name: NodeName) -> ExitCode {
             }
         }
     } else {
+        tracing::info!(
+            "a cluster of one member (--replicas 1): the peer port is not opened; set --replicas to the StatefulSet's replica count"
+        );
         None
     };
     let peer_addr = peer_listener
