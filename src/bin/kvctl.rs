@@ -630,8 +630,13 @@ async fn main() -> ExitCode {
                             );
                         }
                         Err(err) => {
-                            let _ =
-                                writeln!(out, "{:>3} {:<12} {e:<22} unreachable: {err}", "-", "-");
+                            let _ = writeln!(
+                                out,
+                                "{:>3} {:<12} {e:<22} unreachable: {}",
+                                "-",
+                                "-",
+                                reason(err)
+                            );
                         }
                     }
                 }
