@@ -591,3 +591,116 @@ mod flags {
         assert!(failures.is_empty(), "{}", failures.join("\n"));
     }
 }
+
+mod limits {
+    //! Limits the README names that only show over gRPC.
+
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use kvstore::proto::kv::kv_client::KvClient;
+    use kvstore::proto::kv::{
+        request_op, DeleteRequest, GetRequest, PutRequest, RequestOp, TxnRequest, WatchRequest,
+    };
+    use kvstore::server::ServeOptions;
+    use tonic::Code;
+
+    use super::support::in_process::start_node_with;
+
+    fn put(key: String, value: Bytes) -> PutRequest {
+        PutRequest {
+            key: key.into(),
+            value,
+            prev_kv: false,
+        }
+    }
+
+    /// A delete with prev_kv over more than 8 MiB of values is refused
+    /// with RESOURCE_EXHAUSTED, and deletes nothing; without prev_kv it
+    /// deletes them all.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_delete_with_prev_kv_is_bounded() {
+        let node = start_node_with(ServeOptions::default()).await;
+        let mut kv = KvClient::connect(node.client_uri())
+            .await
+            .expect("connect")
+            .max_encoding_message_size(16 << 20)
+            .max_decoding_message_size(64 << 20);
+        let value = Bytes::from(vec![b'v'; 1 << 20]);
+        for i in 0..10 {
+            kv.put(put(format!("d/{i}"), value.clone()))
+                .await
+                .expect("put");
+        }
+        let delete = |prev_kv| DeleteRequest {
+            key: "d/".into(),
+            prefix: true,
+            prev_kv,
+            ..Default::default()
+        };
+        let err = kv
+            .delete(delete(true))
+            .await
+            .expect_err("too much to return");
+        assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+        assert!(err.message().contains("8 MiB"), "{}", err.message());
+        let kept = kv
+            .get(GetRequest {
+                key: "d/9".into(),
+                ..Default::default()
+            })
+            .await
+            .expect("get");
+        assert!(kept.into_inner().kv.is_some(), "nothing was deleted");
+        let done = kv.delete(delete(false)).await.expect("delete").into_inner();
+        assert_eq!(done.deleted, 10);
+        node.stop().await;
+    }
+
+    /// A revision's events are split across watch responses of about 1 MiB.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn watch_responses_are_bounded() {
+        let node = start_node_with(ServeOptions::default()).await;
+        let mut kv = KvClient::connect(node.client_uri()).await.expect("connect");
+        let mut watch = kv
+            .clone()
+            .watch(WatchRequest {
+                key: "w/".into(),
+                prefix: true,
+                ..Default::default()
+            })
+            .await
+            .expect("watch")
+            .into_inner();
+        let value = Bytes::from(vec![b'v'; 350 << 10]);
+        kv.txn(TxnRequest {
+            success: (0..3)
+                .map(|i| RequestOp {
+                    request: Some(request_op::Request::Put(put(
+                        format!("w/{i}"),
+                        value.clone(),
+                    ))),
+                })
+                .collect(),
+            ..Default::default()
+        })
+        .await
+        .expect("txn");
+        let mut responses = Vec::new();
+        let mut events = 0;
+        while events < 3 {
+            let resp = tokio::time::timeout(Duration::from_secs(10), watch.message())
+                .await
+                .expect("in time")
+                .expect("stream")
+                .expect("a response");
+            events += resp.events.len();
+            responses.push(resp.events.len());
+        }
+        assert!(
+            responses.len() >= 2,
+            "1,050 KiB of events of one revision in responses of {responses:?} events"
+        );
+        node.stop().await;
+    }
+}

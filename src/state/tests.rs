@@ -580,3 +580,90 @@ fn the_nospace_alarm_refuses_writes_that_add_data() {
     assert!(s.alarms().is_empty());
     assert!(matches!(&out[1].output, Output::Put(_)));
 }
+
+/// A delete step stops at 2,000 keys however small they are, and says the
+/// range holds more.
+#[test]
+fn a_delete_step_stops_at_its_key_count() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = open(dir.path());
+    let entries: Vec<Entry> = (0..2_001)
+        .map(|i| entry(i + 1, put(&format!("n/{i:05}"), "v")))
+        .collect();
+    s.apply_all(&entries).expect("apply");
+    let delete = Op::Delete(DeleteRequest {
+        key: Bytes::from("n/"),
+        prefix: true,
+        ..Default::default()
+    });
+    let out = s.apply_all(&[entry(2_002, delete.clone())]).expect("apply");
+    assert!(
+        matches!(&out[0].output, Output::Delete { response, more: true } if response.deleted == apply::DELETE_STEP_KEYS as u64),
+        "{:?}",
+        out[0].output
+    );
+    let out = s.apply_all(&[entry(2_003, delete)]).expect("apply");
+    assert!(
+        matches!(&out[0].output, Output::Delete { response, more: false } if response.deleted == 1)
+    );
+}
+
+/// A transaction whose changes (with the previous values the history
+/// keeps) pass 32 MiB is refused whole, even without prev_kv.
+#[test]
+fn a_transaction_over_its_change_bound_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = open(dir.path());
+    let value = big(1 << 20);
+    let entries: Vec<Entry> = (0..40)
+        .map(|i| entry(i + 1, put(&format!("b/{i:02}"), &value)))
+        .collect();
+    s.apply_all(&entries).expect("apply");
+    let overwrite = Op::Txn(TxnRequest {
+        success: (0..40)
+            .map(|i| RequestOp {
+                request: Some(request_op::Request::Put(PutRequest {
+                    key: Bytes::from(format!("b/{i:02}")),
+                    value: Bytes::from("small"),
+                    prev_kv: false,
+                })),
+            })
+            .collect(),
+        ..Default::default()
+    });
+    let out = s.apply_all(&[entry(41, overwrite)]).expect("apply");
+    assert!(
+        matches!(&out[0].output, Output::Refused(r) if r.contains("32 MiB")),
+        "{:?}",
+        out[0].output
+    );
+    assert_eq!(
+        s.get(b"b/39").expect("get").0.expect("kept").value.len(),
+        1 << 20
+    );
+}
+
+/// A range page stops after about 8 MiB of keys and values, with `more`.
+#[test]
+fn a_range_page_is_bounded_in_bytes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = open(dir.path());
+    let value = big(1 << 20);
+    let entries: Vec<Entry> = (0..12)
+        .map(|i| entry(i + 1, put(&format!("r/{i:02}"), &value)))
+        .collect();
+    s.apply_all(&entries).expect("apply");
+    let (page, _) = s
+        .range(&RangeRequest {
+            key: Bytes::from("r/"),
+            prefix: true,
+            ..Default::default()
+        })
+        .expect("range");
+    assert!(page.more);
+    assert!(
+        (7..=8).contains(&page.kvs.len()),
+        "{} values of 1 MiB",
+        page.kvs.len()
+    );
+}
