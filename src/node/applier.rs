@@ -49,9 +49,17 @@ pub struct Waiters {
 }
 
 impl Waiters {
-    /// Registers the proposal at (`index`, `term`).
+    /// Registers the proposal at (`index`, `term`). A proposal of an
+    /// earlier term waiting at the same index was replaced: this member,
+    /// leading again, proposes at `index` only because its log no longer
+    /// holds that entry, and a leader's log holds every committed entry, so
+    /// the earlier one was never committed and never will be.
     pub fn insert(&self, index: u64, term: u64, done: oneshot::Sender<Result<WriteResult>>) {
-        self.lock().insert(index, (term, done));
+        if let Some((_, replaced)) = self.lock().insert(index, (term, done)) {
+            let _ = replaced.send(Err(Error::NotApplied(
+                "a new leader replaced the entry".into(),
+            )));
+        }
     }
 
     fn has(&self, index: u64) -> bool {
@@ -203,5 +211,28 @@ impl Applier {
         }
         self.cluster_recorded = true;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A proposal whose index is proposed again in a later term is answered
+    /// "not applied" (safe to retry), not dropped (which reads as "the node
+    /// stopped", an unknown outcome).
+    #[test]
+    fn a_replaced_proposal_is_answered_not_applied() {
+        let waiters = Waiters::default();
+        let (first, mut first_answer) = oneshot::channel();
+        waiters.insert(7, 2, first);
+        let (second, mut second_answer) = oneshot::channel();
+        waiters.insert(7, 3, second);
+        assert!(matches!(
+            first_answer.try_recv(),
+            Ok(Err(Error::NotApplied(_)))
+        ));
+        assert!(second_answer.try_recv().is_err(), "the new proposal waits");
+        assert!(waiters.has(7));
     }
 }

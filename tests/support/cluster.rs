@@ -166,6 +166,17 @@ impl BoxCluster {
 
 impl Drop for BoxCluster {
     fn drop(&mut self) {
+        // A failing test shows what the pods said last.
+        if std::thread::panicking() {
+            for n in 0..self.endpoints.len() as u32 {
+                let log = self.log(n);
+                let tail: Vec<&str> = log.lines().rev().take(25).collect();
+                eprintln!("--- the last lines of kvstore-{n}'s log:");
+                for line in tail.iter().rev() {
+                    eprintln!("{line}");
+                }
+            }
+        }
         if let Some(sup) = self.sup.take() {
             // Thaw anything a test froze, so it can stop.
             for p in sup.pods().iter().filter_map(|p| p.pid) {
