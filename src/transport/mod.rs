@@ -364,10 +364,17 @@ impl GrpcPeers {
                 leader: None,
             })?;
         let freezer = node.clone();
+        let started = Instant::now();
         let frozen = tokio::task::spawn_blocking(move || freezer.state().freeze_snapshot())
             .await
             .map_err(task_error)??;
         let meta = frozen.meta;
+        tracing::info!(
+            peer = to,
+            index = meta.index,
+            froze_us = started.elapsed().as_micros() as u64,
+            "froze a snapshot to send (no copy: applies go on)"
+        );
         let header = SnapshotHeader {
             cluster_id: node.state().cluster_id(),
             from: self.me,
