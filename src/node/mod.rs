@@ -32,10 +32,6 @@ use applier::{Applier, Waiters};
 pub use peers::{NoPeers, Peers, WriteResult};
 pub use raft_loop::{CompactionPolicy, Fatal, Input};
 
-/// How far (in entries) a follower may trail the commit index and still be
-/// chosen to take over leadership on a graceful stop.
-const SUCCESSOR_LAG: u64 = 256;
-
 /// Timing of the protocol, in wall-clock terms.
 #[derive(Clone, Copy, Debug)]
 pub struct Timing {
@@ -965,7 +961,7 @@ impl NodeHandle {
                 p.voter
                     && p.reachable
                     && p.replicating
-                    && p.match_index + SUCCESSOR_LAG >= status.commit
+                    && p.match_index + crate::raft::CAUGHT_UP_LAG >= status.commit
             })
             .map(|p| p.id)
             .min()

@@ -195,16 +195,23 @@
 //! * A TimeoutNow that arrives after its transfer was abandoned still makes
 //!   the target campaign; that costs an election, never safety.
 
+mod config;
+mod election;
 mod log;
 #[cfg_attr(not(feature = "testing"), allow(dead_code))]
 pub mod mutations;
 mod node;
 mod progress;
+mod reads;
+mod rejoin;
+mod replication;
 mod rng;
+mod transfer;
 mod types;
 
+pub use config::{Config, Restored, CAUGHT_UP_LAG};
 pub use log::RaftLog;
-pub use node::{Config, RaftNode, Restored};
+pub use node::RaftNode;
 pub use progress::{Progress, ReplicationState};
 pub use rng::SplitMix64;
 pub use types::*;

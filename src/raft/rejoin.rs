@@ -1,0 +1,131 @@
+//! A member whose data dir is new: it may have lost a volume, so it asks
+//! every peer before it votes again (module documentation of
+//! [`crate::raft`], "A member whose data dir is new").
+
+use std::collections::BTreeMap;
+
+use super::mutations::mutated;
+use super::node::RaftNode;
+use super::types::*;
+
+/// What a member with a new data dir has learnt while it may not vote.
+#[derive(Debug, Default)]
+pub(super) struct Rejoin {
+    /// Replies to our probes (term, empty log), while awaiting peers.
+    replies: BTreeMap<NodeId, (Term, bool)>,
+    /// While awaiting a leader: the highest commit index a leader of a
+    /// recent enough term announced. Our log must reach it before we vote:
+    /// it covers every entry committed with our help before the volume was
+    /// lost.
+    catch_up: Option<Index>,
+    /// Ticks since the last round of probes.
+    probe_elapsed: u32,
+}
+
+impl RaftNode {
+    /// Probes again, every heartbeat interval, the peers that have not
+    /// answered.
+    pub(super) fn tick_rejoin(&mut self) {
+        if self.voting != Voting::AwaitingPeers {
+            return;
+        }
+        self.rejoin.probe_elapsed += 1;
+        if self.rejoin.probe_elapsed >= self.cfg.heartbeat_ticks {
+            self.rejoin.probe_elapsed = 0;
+            self.send_fresh_probes();
+        }
+    }
+
+    /// Asks each peer that has not answered for its term and whether its
+    /// log is empty.
+    pub(super) fn send_fresh_probes(&mut self) {
+        let missing: Vec<NodeId> = self
+            .cfg
+            .peers()
+            .filter(|p| !self.rejoin.replies.contains_key(p))
+            .collect();
+        let term = self.term;
+        for peer in missing {
+            self.send(peer, term, Body::FreshProbe);
+        }
+    }
+
+    /// A peer with a new data dir asks for our term and whether our log is
+    /// empty: answered in any term and role.
+    pub(super) fn on_fresh_probe(&mut self, from: NodeId) {
+        let empty_log = self.log.is_empty();
+        let term = self.term;
+        self.send(from, term, Body::FreshProbeResponse { empty_log });
+    }
+
+    /// A peer's answer to our probe.
+    pub(super) fn on_fresh_probe_response(&mut self, from: NodeId, term: Term, empty_log: bool) {
+        if self.voting == Voting::AwaitingPeers {
+            self.rejoin.replies.insert(from, (term, empty_log));
+            self.check_fresh_probes_complete();
+        }
+    }
+
+    /// Once every peer has answered: if all logs are empty this is a new
+    /// cluster and we may vote; otherwise wait for a leader at least as new
+    /// as any term a peer reported. Either way, never vote again in the
+    /// highest reported term: we may have voted in it before our volume was
+    /// lost.
+    pub(super) fn check_fresh_probes_complete(&mut self) {
+        if self.voting != Voting::AwaitingPeers
+            || self.rejoin.replies.len() + 1 < self.cfg.voters as usize
+        {
+            return;
+        }
+        let replies = std::mem::take(&mut self.rejoin.replies);
+        let max_term = replies.values().map(|r| r.0).fold(self.term, Term::max);
+        let all_empty = self.log.is_empty() && replies.values().all(|r| r.1);
+        if max_term > self.term {
+            self.become_follower(max_term, None);
+        }
+        if self.vote.is_none() {
+            // A fence: a vote we cannot give again in this term.
+            self.vote = Some(self.cfg.id);
+        }
+        self.voting = if all_empty {
+            Voting::Enabled
+        } else {
+            Voting::AwaitingLeader { min_term: max_term }
+        };
+    }
+
+    /// Records the commit index a leader announced; while awaiting a leader,
+    /// also as the point to catch up to, if that leader's term is recent
+    /// enough.
+    pub(super) fn note_leader_commit(&mut self, leader_commit: Index) {
+        self.leader_commit = self.leader_commit.max(leader_commit);
+        if let Voting::AwaitingLeader { min_term } = self.voting {
+            if self.term >= min_term {
+                let catch_up = self.rejoin.catch_up.get_or_insert(leader_commit);
+                *catch_up = (*catch_up).max(leader_commit);
+            }
+        }
+    }
+
+    /// A member awaiting a leader may vote once its commit index has reached
+    /// the commit index a leader (of a term at least `min_term`) announced,
+    /// and is an entry of the current term. The first covers entries
+    /// committed with this member's acknowledgement in that leader's own
+    /// term; the second every entry committed before the current term.
+    /// Returns whether this member may vote.
+    pub(super) fn check_caught_up(&mut self) -> bool {
+        if let Voting::AwaitingLeader { min_term } = self.voting {
+            let commit = self.log.commit();
+            if self.leader.is_some()
+                && self.term >= min_term
+                && (self.rejoin.catch_up.is_some_and(|c| commit >= c)
+                    || mutated!(self, LostVolumeVotesAfterPartialCatchUp))
+                && self.log.term(commit) == Some(self.term)
+            {
+                self.voting = Voting::Enabled;
+                self.rejoin.catch_up = None;
+            }
+        }
+        self.voting == Voting::Enabled
+    }
+}
