@@ -76,6 +76,14 @@ pub enum Error {
 }
 
 impl Error {
+    /// This node does not lead; `leader` names the one that does, if known.
+    pub fn not_leader(leader: Option<String>) -> Self {
+        Error::Unavailable {
+            reason: "not the leader".into(),
+            leader,
+        }
+    }
+
     /// The kind carried in [`KIND_METADATA`].
     fn kind(&self) -> Option<&'static str> {
         match self {

@@ -85,6 +85,14 @@ fn lost_volume_voting_after_partial_catch_up_is_caught() {
     caught(Mutation::LostVolumeVotesAfterPartialCatchUp);
 }
 
+/// Messages sent before their Ready is durable: the simulation checks, as
+/// each message leaves, that the vote or entries it promises are on the
+/// simulated disk.
+#[test]
+fn sending_before_persisting_is_caught() {
+    caught(Mutation::SendBeforePersist);
+}
+
 /// Replays `SIM_SEED` with `MUTATION` switched on, with a trace (does
 /// nothing without both).
 #[test]
@@ -95,16 +103,9 @@ fn replay() {
     ) else {
         return;
     };
-    let mutation = [
-        Mutation::VoteIgnoresLogFreshness,
-        Mutation::AppendSkipsPrevTermCheck,
-        Mutation::CommitOlderTermByCount,
-        Mutation::ReadWithoutQuorumRound,
-        Mutation::LostVolumeVotesAtOnce,
-        Mutation::LostVolumeVotesAfterPartialCatchUp,
-    ]
-    .into_iter()
-    .find(|m| format!("{m:?}") == name)
-    .unwrap_or_else(|| panic!("no mutation named {name}"));
+    let mutation = Mutation::ALL
+        .into_iter()
+        .find(|m| format!("{m:?}") == name)
+        .unwrap_or_else(|| panic!("no mutation named {name}"));
     run_schedule(3, seed, true, Some(mutation));
 }

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::{broadcast, oneshot, watch};
 
-use super::raft_loop::Input;
+use super::replication::Input;
 use super::{WatchBatch, WriteResult};
 use crate::error::{Error, Result};
 use crate::raft::Entry;

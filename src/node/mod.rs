@@ -10,7 +10,7 @@
 
 pub mod applier;
 pub mod peers;
-pub mod raft_loop;
+pub mod replication;
 pub mod space;
 
 use std::path::{Path, PathBuf};
@@ -30,7 +30,7 @@ use crate::storage::wal::{Wal, WalError};
 use crate::storage::DataDir;
 use applier::{Applier, Waiters};
 pub use peers::{NoPeers, Peers, WriteResult};
-pub use raft_loop::{CompactionPolicy, Fatal, Input};
+pub use replication::{CompactionPolicy, Fatal, Input};
 
 /// Timing of the protocol, in wall-clock terms.
 #[derive(Clone, Copy, Debug)]
@@ -539,7 +539,7 @@ impl Node {
             .name("apply".into())
             .spawn(move || apply_span.in_scope(|| applier.run()))
             .map_err(|e| StartError::DataDir(dirs.root.clone(), e))?;
-        let raft_loop = raft_loop::RaftLoop::new(
+        let replication = replication::ReplicationThread::new(
             core,
             wal,
             inbox.rx,
@@ -555,7 +555,7 @@ impl Node {
         .with_cluster_id(cfg.cluster_id);
         let raft_thread = std::thread::Builder::new()
             .name("raft".into())
-            .spawn(move || span.in_scope(|| raft_loop.run()))
+            .spawn(move || span.in_scope(|| replication.run()))
             .map_err(|e| StartError::DataDir(dirs.root.clone(), e))?;
         let (stopping, _) = watch::channel(false);
         let handle = NodeHandle(Arc::new(Shared {
@@ -822,10 +822,7 @@ impl NodeHandle {
             return Err(Error::ShuttingDown);
         }
         if self.status().leader != Some(self.0.name.ordinal) {
-            return Err(Error::Unavailable {
-                reason: "not the leader".into(),
-                leader: self.leader_name(),
-            });
+            return Err(Error::not_leader(self.leader_name()));
         }
         self.propose_local(data, Instant::now() + timeout).await
     }
@@ -854,10 +851,7 @@ impl NodeHandle {
     /// Confirms leadership for a follower's read (leader only).
     pub async fn read_index_as_leader(&self, timeout: Duration) -> Result<u64> {
         if self.status().leader != Some(self.0.name.ordinal) {
-            return Err(Error::Unavailable {
-                reason: "not the leader".into(),
-                leader: self.leader_name(),
-            });
+            return Err(Error::not_leader(self.leader_name()));
         }
         let (done, answer) = oneshot::channel();
         self.0

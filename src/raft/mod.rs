@@ -27,8 +27,10 @@
 //!
 //! # The Ready loop: persist, then send, then apply
 //!
-//! After feeding inputs the driver calls [`RaftNode::take_ready`] and does,
-//! in this order:
+//! After feeding inputs the driver calls [`RaftNode::handle_ready`] with its
+//! [`ReadyHandler`] (the disk, network and state machine it has), which takes
+//! a [`Ready`] and carries it out in this order, the same for the server and
+//! the simulation:
 //!
 //! 1. persist the snapshot (if the leader sent one), the hard state (term,
 //!    vote, voting state) and the new entries, ending in an fsync;
@@ -203,6 +205,7 @@ pub mod mutations;
 mod node;
 mod progress;
 mod reads;
+mod ready;
 mod rejoin;
 mod replication;
 mod rng;
@@ -213,5 +216,6 @@ pub use config::{Config, Restored, CAUGHT_UP_LAG};
 pub use log::RaftLog;
 pub use node::RaftNode;
 pub use progress::{Progress, ReplicationState};
+pub use ready::ReadyHandler;
 pub use rng::SplitMix64;
 pub use types::*;

@@ -25,6 +25,24 @@ pub enum Mutation {
     /// leader's term, before it has reached the commit index that leader
     /// announced (the partial catch-up bug a review found).
     LostVolumeVotesAfterPartialCatchUp,
+    /// A Ready's messages leave before its hard state and entries are
+    /// durable (the Ready loop's persist-then-send order dropped): a crash
+    /// can make a member forget a vote or an entry it acknowledged.
+    SendBeforePersist,
+}
+
+impl Mutation {
+    /// Every mutation, each of which a test in `tests/raft_mutations.rs`
+    /// must see caught.
+    pub const ALL: [Mutation; 7] = [
+        Mutation::VoteIgnoresLogFreshness,
+        Mutation::AppendSkipsPrevTermCheck,
+        Mutation::CommitOlderTermByCount,
+        Mutation::ReadWithoutQuorumRound,
+        Mutation::LostVolumeVotesAtOnce,
+        Mutation::LostVolumeVotesAfterPartialCatchUp,
+        Mutation::SendBeforePersist,
+    ];
 }
 
 /// Whether `$m` is switched on in the core `$node`: always false without the

@@ -30,7 +30,7 @@ pub(super) enum RoleState {
 }
 
 impl RoleState {
-    fn role(&self) -> Role {
+    pub(super) fn role(&self) -> Role {
         match self {
             RoleState::Follower => Role::Follower,
             RoleState::PreCandidate { .. } => Role::PreCandidate,
@@ -80,9 +80,9 @@ pub struct RaftNode {
     pub(super) rejoin: Rejoin,
     pub(super) out: Outbox,
     /// The hard state the driver last persisted (or was handed).
-    last_hard_state: HardState,
+    pub(super) last_hard_state: HardState,
     /// The last index handed out in a Ready, made stable by `advance`.
-    unadvanced_stable: Option<Index>,
+    pub(super) unadvanced_stable: Option<Index>,
 }
 
 impl RaftNode {
@@ -384,63 +384,5 @@ impl RaftNode {
     pub fn compact(&mut self, index: Index) {
         let index = index.min(self.log.handed_out()).min(self.log.stable());
         self.log.compact(index);
-    }
-
-    // ----- output -----
-
-    /// Collects what the driver must do now. Call [`RaftNode::advance`] once
-    /// the hard state, snapshot and entries in it are durable.
-    pub fn take_ready(&mut self) -> Ready {
-        assert!(
-            self.unadvanced_stable.is_none(),
-            "take_ready called again before advance"
-        );
-        self.flush_leader_output();
-        let hs = self.hard_state();
-        let hard_state = (hs != self.last_hard_state).then_some(hs);
-        self.last_hard_state = hs;
-        let snapshot = self.log.take_pending_snapshot();
-        let entries = self.log.unstable_entries();
-        let stable_to = entries
-            .last()
-            .map(|e| e.index)
-            .or(snapshot.map(|s| s.index));
-        if let Some(index) = stable_to {
-            self.unadvanced_stable = Some(index);
-        }
-        Ready {
-            hard_state,
-            snapshot,
-            entries,
-            messages: std::mem::take(&mut self.out.msgs),
-            send_snapshots: std::mem::take(&mut self.out.send_snapshots),
-            committed: self.log.take_committed(),
-            read_states: std::mem::take(&mut self.out.read_states),
-            dropped_reads: std::mem::take(&mut self.out.dropped_reads),
-        }
-    }
-
-    /// The last Ready's hard state, snapshot and entries are durable.
-    pub fn advance(&mut self) {
-        if let Some(index) = self.unadvanced_stable.take() {
-            self.log.stable_to(index);
-        }
-        self.maybe_commit();
-    }
-
-    /// Whether `take_ready` would return anything.
-    pub fn has_ready(&self) -> bool {
-        let leader_work = match &self.role {
-            RoleState::Leader(l) => l.has_work(&self.log, self.term),
-            _ => false,
-        };
-        self.hard_state() != self.last_hard_state
-            || !self.out.msgs.is_empty()
-            || !self.out.send_snapshots.is_empty()
-            || !self.out.read_states.is_empty()
-            || !self.out.dropped_reads.is_empty()
-            || self.log.last_index() > self.log.stable()
-            || self.log.commit() > self.log.handed_out()
-            || leader_work
     }
 }

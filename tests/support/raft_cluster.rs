@@ -252,103 +252,50 @@ impl Cluster {
 
     // ----- driving one member -----
 
-    /// Runs the Ready loop of a member until it has nothing left to do.
+    /// Runs the Ready loop of a member until it has nothing left to do,
+    /// through the core's own `handle_ready` (the order the server uses),
+    /// checking the safety properties after each Ready.
     pub fn process_ready(&mut self, id: NodeId) {
+        let Some(mut core) = self.nodes[id as usize].core.take() else {
+            return;
+        };
         loop {
-            let Some(core) = self.nodes[id as usize].core.as_mut() else {
-                return;
-            };
-            if !core.has_ready() {
-                break;
+            let handled = core.handle_ready(&mut SimReady { cluster: self, id });
+            match handled {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err(never) => match never {},
             }
-            let rd = core.take_ready();
-            self.handle_ready(id, rd);
+            self.nodes[id as usize].core = Some(core);
             self.check(id);
+            core = self.nodes[id as usize].core.take().expect("still up");
         }
+        self.nodes[id as usize].core = Some(core);
     }
 
-    fn handle_ready(&mut self, id: NodeId, rd: Ready) {
-        let node = &mut self.nodes[id as usize];
-        // 1. persist
-        if let Some(meta) = rd.snapshot {
-            let state = node
-                .incoming_snapshots
-                .remove(&meta.index)
-                .expect("snapshot data arrived before the snapshot message");
-            node.disk.snapshot = meta;
-            node.disk.snapshot_state = state;
-            node.disk.entries.clear();
-            node.sm = state;
-            node.incoming_snapshots.clear();
-        }
-        if let Some(hs) = rd.hard_state {
-            node.disk.hard_state = hs;
-        }
-        for e in &rd.entries {
-            let keep = (e.index - node.disk.snapshot.index - 1) as usize;
-            assert!(
-                keep <= node.disk.entries.len(),
-                "gap in persisted log of {id}"
-            );
-            node.disk.entries.truncate(keep);
-            node.disk.entries.push(e.clone());
-        }
-        // 2. advance
-        let core = node.core.as_mut().expect("up");
-        core.advance();
-        // 3. send
-        let term_of_applied = core.log().term(node.sm.index);
-        for msg in rd.messages {
-            self.enqueue(msg, None);
-        }
-        // 4. snapshots
-        for peer in rd.send_snapshots {
-            let node = &self.nodes[id as usize];
-            let sm = node.sm;
-            let term =
-                term_of_applied.expect("applied index is in the log or is the snapshot point");
-            let core_term = node.core.as_ref().expect("up").term();
-            let msg = Message {
-                from: id,
-                to: peer,
-                term: core_term,
-                body: Body::Snapshot {
-                    meta: SnapshotMeta {
-                        index: sm.index,
-                        term,
-                    },
-                },
-            };
-            // A transfer can fail (the stream breaks); the leader must cope.
-            let failed = self.snapshot_failure > 0.0 && self.chance(self.snapshot_failure);
-            if !failed {
-                self.enqueue(msg, Some(sm));
+    /// A message leaves `id`: whatever it promises must already be on the
+    /// simulated disk, or a crash now would make the member forget it.
+    fn check_promise_is_durable(&self, id: NodeId, msg: &Message) {
+        let disk = &self.nodes[id as usize].disk;
+        let hs = disk.hard_state;
+        match msg.body {
+            Body::VoteResponse { granted: true } => assert!(
+                hs.term == msg.term && hs.vote == Some(msg.to),
+                "member {id} grants {} its vote in term {} with {hs:?} on disk",
+                msg.to,
+                msg.term
+            ),
+            Body::AppendResponse {
+                result: AppendResult::Accepted { match_index },
+                ..
+            } => {
+                let last = disk.snapshot.index + disk.entries.len() as Index;
+                assert!(
+                    last >= match_index,
+                    "member {id} acknowledges entries to {match_index} with entries to {last} on disk"
+                );
             }
-            self.nodes[id as usize]
-                .core
-                .as_mut()
-                .expect("up")
-                .snapshot_sent(peer, (!failed).then_some(sm.index));
-            self.log(format!("  {id} sends snapshot at {} to {peer}", sm.index));
-        }
-        // 5. apply
-        for e in &rd.committed {
-            self.apply(id, e);
-        }
-        // 6. reads
-        for rs in rd.read_states {
-            let (leader, required) = self.reads.remove(&rs.id).expect("known read");
-            assert_eq!(leader, id, "read answered by another member");
-            assert!(
-                rs.index >= required,
-                "read {} at index {} misses writes committed up to {required}",
-                rs.id,
-                rs.index
-            );
-            self.reads_served += 1;
-        }
-        for id in rd.dropped_reads {
-            self.reads.remove(&id);
+            _ => {}
         }
     }
 
@@ -853,5 +800,126 @@ fn check_log_matching(a: NodeId, la: &RaftLog, b: NodeId, lb: &RaftLog) {
             matched = true;
         }
         i -= 1;
+    }
+}
+
+/// The simulation's side of the Ready loop: a simulated disk, network and
+/// state machine for member `id`.
+struct SimReady<'a> {
+    cluster: &'a mut Cluster,
+    id: NodeId,
+}
+
+impl ReadyHandler for SimReady<'_> {
+    type Error = std::convert::Infallible;
+
+    fn persist(
+        &mut self,
+        _core: &RaftNode,
+        snapshot: Option<SnapshotMeta>,
+        hard_state: Option<HardState>,
+        entries: &[Entry],
+    ) -> Result<(), Self::Error> {
+        let id = self.id;
+        let node = &mut self.cluster.nodes[id as usize];
+        if let Some(meta) = snapshot {
+            let state = node
+                .incoming_snapshots
+                .remove(&meta.index)
+                .expect("snapshot data arrived before the snapshot message");
+            node.disk.snapshot = meta;
+            node.disk.snapshot_state = state;
+            node.disk.entries.clear();
+            node.sm = state;
+            node.incoming_snapshots.clear();
+        }
+        if let Some(hs) = hard_state {
+            node.disk.hard_state = hs;
+        }
+        for e in entries {
+            let keep = (e.index - node.disk.snapshot.index - 1) as usize;
+            assert!(
+                keep <= node.disk.entries.len(),
+                "gap in persisted log of {id}"
+            );
+            node.disk.entries.truncate(keep);
+            node.disk.entries.push(e.clone());
+        }
+        Ok(())
+    }
+
+    fn send(&mut self, messages: Vec<Message>) -> Result<(), Self::Error> {
+        for msg in messages {
+            self.cluster.check_promise_is_durable(self.id, &msg);
+            self.cluster.enqueue(msg, None);
+        }
+        Ok(())
+    }
+
+    fn send_snapshots(
+        &mut self,
+        core: &RaftNode,
+        peers: Vec<NodeId>,
+    ) -> Result<Vec<(NodeId, Option<Index>)>, Self::Error> {
+        let id = self.id;
+        let sm = self.cluster.nodes[id as usize].sm;
+        let term = core
+            .log()
+            .term(sm.index)
+            .expect("applied index is in the log or is the snapshot point");
+        let mut outcomes = Vec::new();
+        for peer in peers {
+            let msg = Message {
+                from: id,
+                to: peer,
+                term: core.term(),
+                body: Body::Snapshot {
+                    meta: SnapshotMeta {
+                        index: sm.index,
+                        term,
+                    },
+                },
+            };
+            // A transfer can fail (the stream breaks); the leader must cope.
+            let c = &mut *self.cluster;
+            let failed = c.snapshot_failure > 0.0 && c.chance(c.snapshot_failure);
+            if !failed {
+                c.enqueue(msg, Some(sm));
+            }
+            outcomes.push((peer, (!failed).then_some(sm.index)));
+            c.log(format!("  {id} sends snapshot at {} to {peer}", sm.index));
+        }
+        Ok(outcomes)
+    }
+
+    fn apply(&mut self, committed: Vec<Entry>) -> Result<(), Self::Error> {
+        for e in &committed {
+            self.cluster.apply(self.id, e);
+        }
+        Ok(())
+    }
+
+    fn answer_reads(
+        &mut self,
+        _core: &RaftNode,
+        ready: Vec<ReadState>,
+        dropped: Vec<u64>,
+    ) -> Result<(), Self::Error> {
+        let c = &mut *self.cluster;
+        for rs in ready {
+            let (leader, required) = c.reads.remove(&rs.id).expect("known read");
+            assert_eq!(leader, self.id, "read answered by another member");
+            assert!(
+                rs.index >= required,
+                "read {} at index {} misses writes committed up to {required}",
+                rs.id,
+                rs.index
+            );
+            c.reads_served += 1;
+        }
+        for id in dropped {
+            c.reads.remove(&id);
+        }
+        Ok(())
     }
 }
