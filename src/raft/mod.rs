@@ -147,7 +147,7 @@
 //! could give a second vote in one term, or help elect a leader that lacks
 //! entries committed with its help. So a new data dir starts with voting
 //! [`Voting::AwaitingPeers`]: it does not vote or campaign, and asks every
-//! peer for its term and whether its log is empty ([`Body::FreshProbe`]).
+//! peer for its term and whether its log is empty ([`Body::RejoinProbe`]).
 //!
 //! * If **all** logs are empty, nothing was ever committed: this is a new
 //!   cluster and the member may vote.
@@ -219,3 +219,5 @@ pub use progress::{Progress, ReplicationState};
 pub use ready::ReadyHandler;
 pub use rng::SplitMix64;
 pub use types::*;
+#[cfg(test)]
+mod tests;

@@ -117,8 +117,8 @@ impl RaftNode {
             node.voting = Voting::Enabled;
         }
         if node.voting == Voting::AwaitingPeers {
-            node.send_fresh_probes();
-            node.check_fresh_probes_complete();
+            node.send_rejoin_probes();
+            node.check_rejoin_probes_complete();
         }
         node
     }
@@ -217,9 +217,9 @@ impl RaftNode {
         // Probes of a member with a lost volume are answered in any term and
         // role: they only ask for the term and whether the log is empty.
         match msg.body {
-            Body::FreshProbe => return self.on_fresh_probe(msg.from),
-            Body::FreshProbeResponse { empty_log } => {
-                return self.on_fresh_probe_response(msg.from, msg.term, empty_log)
+            Body::RejoinProbe => return self.on_rejoin_probe(msg.from),
+            Body::RejoinProbeResponse { empty_log } => {
+                return self.on_rejoin_probe_response(msg.from, msg.term, empty_log)
             }
             _ => {}
         }

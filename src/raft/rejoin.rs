@@ -32,13 +32,13 @@ impl RaftNode {
         self.rejoin.probe_elapsed += 1;
         if self.rejoin.probe_elapsed >= self.cfg.heartbeat_ticks {
             self.rejoin.probe_elapsed = 0;
-            self.send_fresh_probes();
+            self.send_rejoin_probes();
         }
     }
 
     /// Asks each peer that has not answered for its term and whether its
     /// log is empty.
-    pub(super) fn send_fresh_probes(&mut self) {
+    pub(super) fn send_rejoin_probes(&mut self) {
         let missing: Vec<NodeId> = self
             .cfg
             .peers()
@@ -46,23 +46,23 @@ impl RaftNode {
             .collect();
         let term = self.term;
         for peer in missing {
-            self.send(peer, term, Body::FreshProbe);
+            self.send(peer, term, Body::RejoinProbe);
         }
     }
 
     /// A peer with a new data dir asks for our term and whether our log is
     /// empty: answered in any term and role.
-    pub(super) fn on_fresh_probe(&mut self, from: NodeId) {
+    pub(super) fn on_rejoin_probe(&mut self, from: NodeId) {
         let empty_log = self.log.is_empty();
         let term = self.term;
-        self.send(from, term, Body::FreshProbeResponse { empty_log });
+        self.send(from, term, Body::RejoinProbeResponse { empty_log });
     }
 
     /// A peer's answer to our probe.
-    pub(super) fn on_fresh_probe_response(&mut self, from: NodeId, term: Term, empty_log: bool) {
+    pub(super) fn on_rejoin_probe_response(&mut self, from: NodeId, term: Term, empty_log: bool) {
         if self.voting == Voting::AwaitingPeers {
             self.rejoin.replies.insert(from, (term, empty_log));
-            self.check_fresh_probes_complete();
+            self.check_rejoin_probes_complete();
         }
     }
 
@@ -71,7 +71,7 @@ impl RaftNode {
     /// as any term a peer reported. Either way, never vote again in the
     /// highest reported term: we may have voted in it before our volume was
     /// lost.
-    pub(super) fn check_fresh_probes_complete(&mut self) {
+    pub(super) fn check_rejoin_probes_complete(&mut self) {
         if self.voting != Voting::AwaitingPeers
             || self.rejoin.replies.len() + 1 < self.cfg.voters as usize
         {

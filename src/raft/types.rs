@@ -174,9 +174,9 @@ pub enum Body {
     },
     /// From a member with a new data dir: tell me your term and whether your
     /// log is empty.
-    FreshProbe,
-    /// The answer to a fresh probe; the message's term is the responder's.
-    FreshProbeResponse {
+    RejoinProbe,
+    /// The answer to a rejoin probe; the message's term is the responder's.
+    RejoinProbeResponse {
         /// Whether the responder's log (and snapshot) is empty.
         empty_log: bool,
     },

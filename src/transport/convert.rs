@@ -94,9 +94,9 @@ pub fn to_proto(msg: Message) -> Option<peer::RaftMessage> {
             PBody::HeartbeatResponse(peer::HeartbeatResponse { read_round, voter })
         }
         Body::TimeoutNow => PBody::TimeoutNow(Empty {}),
-        Body::FreshProbe => PBody::FreshProbe(Empty {}),
-        Body::FreshProbeResponse { empty_log } => {
-            PBody::FreshProbeResponse(peer::FreshProbeResponse { empty_log })
+        Body::RejoinProbe => PBody::RejoinProbe(Empty {}),
+        Body::RejoinProbeResponse { empty_log } => {
+            PBody::RejoinProbeResponse(peer::RejoinProbeResponse { empty_log })
         }
         Body::Snapshot { .. } => return None,
     };
@@ -153,8 +153,8 @@ pub fn from_proto(msg: peer::RaftMessage) -> Option<Message> {
             voter: h.voter,
         },
         PBody::TimeoutNow(_) => Body::TimeoutNow,
-        PBody::FreshProbe(_) => Body::FreshProbe,
-        PBody::FreshProbeResponse(f) => Body::FreshProbeResponse {
+        PBody::RejoinProbe(_) => Body::RejoinProbe,
+        PBody::RejoinProbeResponse(f) => Body::RejoinProbeResponse {
             empty_log: f.empty_log,
         },
     };
@@ -219,8 +219,8 @@ mod tests {
                 voter: true,
             },
             Body::TimeoutNow,
-            Body::FreshProbe,
-            Body::FreshProbeResponse { empty_log: true },
+            Body::RejoinProbe,
+            Body::RejoinProbeResponse { empty_log: true },
         ];
         for body in bodies {
             let msg = Message {
