@@ -5,3 +5,4 @@ pub mod node_process;
 pub mod raft_cluster;
 pub mod sim;
 pub mod small_volume;
+pub mod trace;

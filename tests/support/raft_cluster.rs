@@ -12,6 +12,8 @@ use std::fmt::Write as _;
 use bytes::Bytes;
 use kvstore::raft::*;
 
+use super::trace::{self, Event, Seen};
+
 /// The toy state machine: how far it has applied and a hash of everything
 /// applied, so that two states compare in O(1).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -151,6 +153,19 @@ pub struct Cluster {
     pub snapshot_failure: f64,
     /// Crash the leader after this many more deliveries (a fault schedule).
     pub crash_leader_after: Option<u32>,
+    /// Deliver messages in the order they were sent (the golden scripts),
+    /// instead of a random due one.
+    pub in_order: bool,
+    /// When set, what happens is recorded for the golden scripts.
+    pub recorder: Option<Recorder>,
+}
+
+/// The events of a cluster, for a readable trace.
+#[derive(Debug, Default)]
+pub struct Recorder {
+    pub events: Vec<Event>,
+    /// What the trace last reported of each member.
+    seen: BTreeMap<NodeId, Seen>,
 }
 
 impl Cluster {
@@ -185,6 +200,8 @@ impl Cluster {
             trace_to_stdout: false,
             snapshot_failure: 0.0,
             crash_leader_after: None,
+            in_order: false,
+            recorder: None,
         };
         for id in 0..n {
             let core = c.make_core(id, Restored::fresh(), 0);
@@ -268,9 +285,34 @@ impl Cluster {
             }
             self.nodes[id as usize].core = Some(core);
             self.check(id);
+            self.record_changes(id);
             core = self.nodes[id as usize].core.take().expect("still up");
         }
         self.nodes[id as usize].core = Some(core);
+        // Changes without output (a leader forgotten on a reset connection).
+        self.record_changes(id);
+    }
+
+    /// Records how member `id` changed since the trace last reported it.
+    pub fn record_changes(&mut self, id: NodeId) {
+        let Some(core) = self.nodes[id as usize].core.as_ref() else {
+            return;
+        };
+        let now = Seen::of(core);
+        let Some(rec) = self.recorder.as_mut() else {
+            return;
+        };
+        if let Some(before) = rec.seen.insert(id, now) {
+            for line in now.changes_since(id, &before) {
+                rec.events.push(Event::Changed(line));
+            }
+        }
+    }
+
+    fn record(&mut self, event: impl FnOnce() -> Event) {
+        if let Some(rec) = self.recorder.as_mut() {
+            rec.events.push(event());
+        }
     }
 
     /// A message leaves `id`: whatever it promises must already be on the
@@ -382,7 +424,11 @@ impl Cluster {
             if due.is_empty() || delivered > 10_000 {
                 return delivered;
             }
-            let pick = due[self.rng.below(due.len() as u64) as usize];
+            let pick = if self.in_order {
+                due[0]
+            } else {
+                due[self.rng.below(due.len() as u64) as usize]
+            };
             self.deliver_one(pick);
             delivered += 1;
         }
@@ -396,7 +442,11 @@ impl Cluster {
         if due.is_empty() {
             return false;
         }
-        let pick = due[self.rng.below(due.len() as u64) as usize];
+        let pick = if self.in_order {
+            due[0]
+        } else {
+            due[self.rng.below(due.len() as u64) as usize]
+        };
         self.deliver_one(pick);
         true
     }
@@ -405,6 +455,8 @@ impl Cluster {
         let dup = self.netcfg.duplicate > 0.0 && self.chance(self.netcfg.duplicate);
         let item = if dup {
             self.net[i].clone()
+        } else if self.in_order {
+            self.net.remove(i)
         } else {
             self.net.swap_remove(i)
         };
@@ -413,6 +465,12 @@ impl Cluster {
         }
         let (from, to) = (item.msg.from, item.msg.to);
         if self.blocked.contains(&(from, to)) || !self.is_up(to) {
+            let why = if self.is_up(to) {
+                "link blocked"
+            } else {
+                "member down"
+            };
+            self.record(|| Event::Dropped(format!("{} ({why})", trace::message(&item.msg))));
             return;
         }
         if let Some(state) = item.snapshot {
@@ -464,6 +522,36 @@ impl Cluster {
             }
             Err(_) => None,
         }
+    }
+
+    /// Asks member `id` to hand leadership to `to`.
+    pub fn transfer(&mut self, id: NodeId, to: NodeId) -> Result<(), TransferError> {
+        let Some(core) = self.nodes[id as usize].core.as_mut() else {
+            return Ok(());
+        };
+        core.transfer_leadership(to)?;
+        self.process_ready(id);
+        Ok(())
+    }
+
+    /// Steps a message straight into its target, bypassing the network
+    /// (what only a stale or forged peer sends).
+    pub fn step_directly(&mut self, msg: Message) {
+        let to = msg.to;
+        if let Some(core) = self.nodes[to as usize].core.as_mut() {
+            core.step(msg);
+            self.process_ready(to);
+        }
+    }
+
+    /// How many messages are on the wire.
+    pub fn in_flight(&self) -> usize {
+        self.net.len()
+    }
+
+    /// The messages on the wire, in the order they were sent.
+    pub fn messages_in_flight(&self) -> Vec<Message> {
+        self.net.iter().map(|m| m.msg.clone()).collect()
     }
 
     /// Asks member `id` for a read index.
@@ -545,6 +633,10 @@ impl Cluster {
         let incarnation = node.incarnation;
         let core = self.make_core(id, restored, incarnation);
         self.nodes[id as usize].core = Some(core);
+        if let Some(rec) = self.recorder.as_mut() {
+            // A new life: the trace starts again from what it restored.
+            rec.seen.remove(&id);
+        }
         self.nodes[id as usize].last_role = Role::Follower;
         self.checked_commit[id as usize] =
             self.checked_commit[id as usize].min(self.nodes[id as usize].sm.index);
@@ -851,6 +943,7 @@ impl ReadyHandler for SimReady<'_> {
     fn send(&mut self, messages: Vec<Message>) -> Result<(), Self::Error> {
         for msg in messages {
             self.cluster.check_promise_is_durable(self.id, &msg);
+            self.cluster.record(|| Event::Sent(trace::message(&msg)));
             self.cluster.enqueue(msg, None);
         }
         Ok(())
@@ -884,6 +977,7 @@ impl ReadyHandler for SimReady<'_> {
             let c = &mut *self.cluster;
             let failed = c.snapshot_failure > 0.0 && c.chance(c.snapshot_failure);
             if !failed {
+                c.record(|| Event::Sent(trace::message(&msg)));
                 c.enqueue(msg, Some(sm));
             }
             outcomes.push((peer, (!failed).then_some(sm.index)));
@@ -916,9 +1010,15 @@ impl ReadyHandler for SimReady<'_> {
                 rs.index
             );
             c.reads_served += 1;
+            let at = self.id;
+            c.record(|| {
+                Event::Changed(format!("n{at} serves read {} at index {}", rs.id, rs.index))
+            });
         }
         for id in dropped {
             c.reads.remove(&id);
+            let at = self.id;
+            c.record(|| Event::Changed(format!("n{at} cannot confirm read {id}")));
         }
         Ok(())
     }
