@@ -92,6 +92,13 @@ impl RaftNode {
         } else {
             Voting::AwaitingLeader { min_term: max_term }
         };
+        if all_empty {
+            // The timer ran while we awaited the peers, so it has expired
+            // on every member of a new cluster: start it over, so that the
+            // ordinal stagger, not whose peers answered first, decides who
+            // campaigns first (ordinal 0 leads a new cluster).
+            self.reset_election_timer();
+        }
     }
 
     /// Records the commit index a leader announced; while awaiting a leader,

@@ -63,6 +63,29 @@ fn every_log_empty_means_a_new_cluster() {
     );
 }
 
+/// The election timer runs while a new member awaits its peers, so it has
+/// long expired when the last answer arrives. It starts over then: the
+/// member waits its whole, ordinal-staggered timeout, so ordinal 0 and not
+/// whichever member heard from its peers first leads a new cluster.
+#[test]
+fn a_new_cluster_member_waits_its_whole_timeout_once_it_may_vote() {
+    let mut n = new_data_dir(1, 3);
+    ready(&mut n);
+    tick_n(&mut n, 200);
+    step(&mut n, 0, 0, probe_answer(true));
+    step(&mut n, 2, 0, probe_answer(true));
+    let cfg = config(1, 3);
+    let (ticks, rd) = tick_until_output(&mut n, 1000);
+    assert_eq!(
+        (ticks, n.role()),
+        (
+            cfg.election_ticks + cfg.election_stagger_ticks,
+            Role::PreCandidate
+        )
+    );
+    assert_eq!(rd.messages.len(), 2, "a pre-vote request to each peer");
+}
+
 /// A non-empty log anywhere: the volume was lost. The member enters the
 /// highest term reported with a vote for itself (it may have voted in that
 /// term before the loss) and waits for a leader of at least that term.
