@@ -1,6 +1,7 @@
 //! kvstore: a small replicated key-value store built for Kubernetes
 //! StatefulSets. See README.md and DESIGN.md for the architecture.
 
+pub mod backoff;
 pub mod client;
 pub mod cmd;
 pub mod config;
