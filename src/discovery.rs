@@ -25,7 +25,10 @@ use std::time::Duration;
 use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig, ResolverOpts};
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::TokioResolver;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
+use crate::backoff::Backoff;
 use crate::identity::NodeName;
 use crate::server::{DirectoryEntry, PeerDirectory};
 
@@ -353,32 +356,40 @@ impl Discovery {
 
     /// Keeps every peer's address and the SRV view fresh in the background:
     /// every second while names resolve, with capped exponential backoff
-    /// while they do not.
-    pub fn spawn_refresh(self: &Arc<Self>) {
+    /// (jittered) while they do not. The tasks run on `tasks` until `stop`
+    /// is cancelled, so that `serve` can wait for them to end.
+    pub fn spawn_refresh(self: &Arc<Self>, tasks: &TaskTracker, stop: &CancellationToken) {
         let ordinals: Vec<u32> = self.lock_peers().keys().copied().collect();
         for ordinal in ordinals {
             let me = self.clone();
-            tokio::spawn(async move {
-                let mut backoff = Duration::from_millis(100);
+            let stop = stop.clone();
+            tasks.spawn(async move {
+                let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
                 loop {
-                    match me.resolve(ordinal).await {
+                    let pause = match me.resolve(ordinal).await {
                         Ok(_) => {
-                            backoff = Duration::from_millis(100);
-                            tokio::time::sleep(Duration::from_secs(1)).await;
+                            backoff.reset();
+                            Duration::from_secs(1)
                         }
-                        Err(_) => {
-                            tokio::time::sleep(backoff).await;
-                            backoff = (backoff * 2).min(Duration::from_secs(2));
-                        }
+                        Err(_) => backoff.next_delay(),
+                    };
+                    if sleep_unless_stopped(pause, &stop).await.is_err() {
+                        return;
                     }
                 }
             });
         }
         let me = self.clone();
-        tokio::spawn(async move {
+        let stop = stop.clone();
+        tasks.spawn(async move {
             loop {
                 let _ = me.refresh_srv().await;
-                tokio::time::sleep(Duration::from_secs(2)).await;
+                if sleep_unless_stopped(Duration::from_secs(2), &stop)
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
             }
         });
     }
@@ -401,6 +412,14 @@ impl PeerDirectory for Discovery {
                 in_srv: srv.contains(&ordinal),
             })
             .collect()
+    }
+}
+
+/// Sleeps for `pause`; `Err` if `stop` is cancelled first.
+async fn sleep_unless_stopped(pause: Duration, stop: &CancellationToken) -> Result<(), ()> {
+    tokio::select! {
+        _ = tokio::time::sleep(pause) => Ok(()),
+        _ = stop.cancelled() => Err(()),
     }
 }
 

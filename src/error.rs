@@ -124,7 +124,7 @@ impl Error {
                 reason: "the leader is shutting down".into(),
                 leader: None,
             },
-            _ if status.code() == Code::Unavailable && is_connect_failure(&status) => {
+            _ if status.code() == Code::Unavailable && crate::client::connect_failed(&status) => {
                 Error::Unavailable {
                     reason: format!("cannot reach the leader: {message}"),
                     leader: None,
@@ -140,20 +140,6 @@ impl Error {
             _ => Error::Forwarded(status),
         }
     }
-}
-
-/// Whether a transport failure happened before anything was sent (the
-/// connection could not be made).
-fn is_connect_failure(status: &Status) -> bool {
-    let mut text = status.message().to_string();
-    let mut source = std::error::Error::source(status);
-    while let Some(err) = source {
-        text.push_str(&err.to_string());
-        source = err.source();
-    }
-    text.contains("tcp connect error")
-        || text.contains("Connection refused")
-        || text.contains("connect timed out")
 }
 
 impl From<Error> for Status {

@@ -27,7 +27,12 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use crate::backoff::Backoff;
 use crate::dns::{DnsServer, HeadlessService};
+
+/// The longest wait before restarting a pod that keeps crashing soon after
+/// its start (kubelet's CrashLoopBackOff, scaled to a box).
+const CRASH_LOOP_MAX_DELAY: Duration = Duration::from_secs(10);
 
 /// How the cluster in a box is laid out.
 #[derive(Clone, Debug)]
@@ -132,7 +137,8 @@ struct Pod {
     child: Option<Child>,
     started: Instant,
     restart_at: Option<Instant>,
-    backoff: Duration,
+    /// Kubelet's crash-loop backoff: from the restart delay up to 10 s.
+    crash_backoff: Backoff,
     /// The supervisor itself was asked to stop or kill it: not a crash loop.
     signalled: bool,
 }
@@ -243,7 +249,7 @@ impl Supervisor {
                     child: None,
                     started: Instant::now(),
                     restart_at: None,
-                    backoff: cfg.restart_delay,
+                    crash_backoff: Backoff::new(cfg.restart_delay, CRASH_LOOP_MAX_DELAY),
                     signalled: false,
                 },
             );
@@ -397,12 +403,12 @@ impl Supervisor {
                         && pod.state.restarts > 0
                         && pod.started.elapsed() < Duration::from_secs(10);
                     pod.signalled = false;
-                    pod.backoff = if crash_looping {
-                        (pod.backoff * 2).min(Duration::from_secs(10))
+                    let delay = if crash_looping {
+                        pod.crash_backoff.next_delay()
                     } else {
+                        pod.crash_backoff.reset();
                         self.cfg.restart_delay
                     };
-                    let delay = pod.backoff;
                     pod.restart_at = Some(now + delay);
                     events.push(PodEvent::Exited {
                         name: pod.state.name.clone(),

@@ -186,7 +186,7 @@ fn follower_with_lost_volume_rejoins_by_snapshot() {
 }
 
 /// SIGTERM of the leader hands leadership to the lowest caught-up follower
-/// before the process exits 0.
+/// before the process exits 0, having waited for every task it spawned.
 #[test]
 fn sigterm_leader_hands_over_then_exits_zero() {
     let c = BoxCluster::start(3, &[], Duration::from_millis(2000));
@@ -212,6 +212,9 @@ fn sigterm_leader_hands_over_then_exits_zero() {
         "{}",
         c.log(0)
     );
+    // Nothing was detached: the servers, the space monitor and discovery's
+    // refreshes all ended before the process exited.
+    assert!(c.log(0).contains("every task ended"), "{}", c.log(0));
     let (leader, _) = c.wait("kvstore-1 to lead", Duration::from_secs(10), |c| c.leader());
     assert_eq!(leader, 1, "the lowest caught-up follower took over");
     c.rt.block_on(client.put("after", "handover"))

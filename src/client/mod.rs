@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 
+use crate::backoff::Backoff;
 use crate::error::{KIND_METADATA, LEADER_METADATA};
 use crate::proto::kv::cluster_client::ClusterClient;
 use crate::proto::kv::kv_client::KvClient;
@@ -112,14 +113,19 @@ pub fn certainly_not_applied(status: &Status) -> bool {
     }
 }
 
-fn connect_failed(status: &Status) -> bool {
-    let text = connection_reason(status) + status.message();
-    text.contains("tcp connect error")
-        || text.contains("Connection refused")
-        || text.contains("connect timed out")
-        || text.contains("error trying to connect")
-        || text.contains("dns error")
-        || text.contains("failed to lookup address")
+/// Whether a request failed before it reached any server: no connection
+/// could be made (name lookup, TCP connect or connect timeout). tonic keeps
+/// a [`tonic::ConnectError`] in the status's source chain for exactly
+/// these, so the check does not depend on any error's wording.
+pub fn connect_failed(status: &Status) -> bool {
+    let mut source = std::error::Error::source(status);
+    while let Some(err) = source {
+        if err.is::<tonic::ConnectError>() {
+            return true;
+        }
+        source = err.source();
+    }
+    false
 }
 
 /// When to retry.
@@ -133,6 +139,18 @@ pub struct RetryPolicy {
     pub max_backoff: Duration,
     /// Which failed writes to retry (see the module docs).
     pub writes: WriteRetry,
+}
+
+impl RetryPolicy {
+    /// The delays between retries: from `initial_backoff` up to
+    /// `max_backoff`, jittered so that clients that lost the same leader do
+    /// not come back in lockstep.
+    fn backoff(&self) -> Backoff {
+        Backoff::new(
+            self.initial_backoff,
+            self.max_backoff.max(self.initial_backoff),
+        )
+    }
 }
 
 impl Default for RetryPolicy {
@@ -243,7 +261,8 @@ impl Client {
         Fut: std::future::Future<Output = Result<tonic::Response<T>, Status>>,
     {
         let deadline = Instant::now() + self.policy.budget;
-        let mut backoff = self.policy.initial_backoff;
+        let mut backoff = self.policy.backoff();
+        let mut delay = backoff.next_delay();
         let mut attempts = 0usize;
         loop {
             attempts += 1;
@@ -263,7 +282,7 @@ impl Client {
                                 WriteRetry::Safe => certainly_not_applied(&status),
                                 WriteRetry::Never => false,
                             });
-                    if !can_retry || Instant::now() + backoff > deadline {
+                    if !can_retry || Instant::now() + delay > deadline {
                         return Err(self.final_error(status, attempts));
                     }
                     let hint = status
@@ -274,8 +293,8 @@ impl Client {
                     self.rotate(hint.as_deref());
                     // Try each endpoint once quickly before backing off.
                     if attempts.is_multiple_of(self.channels.len()) {
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(self.policy.max_backoff);
+                        tokio::time::sleep(delay).await;
+                        delay = backoff.next_delay();
                     }
                 }
             }
@@ -459,6 +478,7 @@ impl Client {
         req: WatchRequest,
     ) -> Result<tonic::Streaming<WatchResponse>, ClientError> {
         let mut attempts = 0;
+        let mut backoff = self.policy.backoff();
         loop {
             attempts += 1;
             let mut kv = KvClient::new(self.channels[self.current].clone());
@@ -466,7 +486,7 @@ impl Client {
                 Ok(resp) => return Ok(resp.into_inner()),
                 Err(status) if retryable(&status) && attempts < self.channels.len() * 3 => {
                     self.rotate(None);
-                    tokio::time::sleep(self.policy.initial_backoff).await;
+                    tokio::time::sleep(backoff.next_delay()).await;
                 }
                 Err(status) => return Err(self.final_error(status, attempts)),
             }
@@ -485,6 +505,7 @@ impl Client {
     /// Asks the cluster to move leadership to `ordinal`.
     pub async fn transfer_leadership(&mut self, ordinal: u32) -> Result<(), ClientError> {
         let deadline = Instant::now() + self.policy.budget;
+        let mut backoff = self.policy.backoff();
         loop {
             let mut c = self.cluster_at(self.current);
             match c
@@ -496,7 +517,7 @@ impl Client {
                 Ok(_) => return Ok(()),
                 Err(status) if retryable(&status) && Instant::now() < deadline => {
                     self.rotate(None);
-                    tokio::time::sleep(self.policy.initial_backoff).await;
+                    tokio::time::sleep(backoff.next_delay()).await;
                 }
                 Err(status) => return Err(self.final_error(status, self.channels.len())),
             }
@@ -526,6 +547,41 @@ fn connection_reason(status: &Status) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Nothing listens on the port, or the name does not resolve: the
+    /// request reached no server. Any other failure, whatever its words,
+    /// is not a connect failure.
+    #[tokio::test]
+    async fn connect_failures_are_found_in_the_source_chain() {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = closed.local_addr().expect("addr").port();
+        drop(closed);
+        for endpoint in [
+            format!("127.0.0.1:{port}"),
+            "kvstore-0.does-not-exist.invalid:7379".to_string(),
+        ] {
+            let policy = RetryPolicy {
+                budget: Duration::ZERO,
+                ..RetryPolicy::default()
+            };
+            let mut client = Client::new(
+                std::slice::from_ref(&endpoint),
+                policy,
+                Duration::from_secs(5),
+            )
+            .expect("client");
+            match client.put("k", "v").await {
+                Err(ClientError::Unreachable { .. }) => {}
+                other => panic!("{endpoint}: want Unreachable, got {other:?}"),
+            }
+        }
+        let worded = Status::unavailable("tcp connect error: Connection refused");
+        assert!(
+            !connect_failed(&worded),
+            "words alone are not a connect failure"
+        );
+        assert!(!certainly_not_applied(&worded));
+    }
 
     /// A leader hint names the endpoint whose host is that pod.
     #[test]

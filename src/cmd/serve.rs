@@ -10,7 +10,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::config::ServeArgs;
@@ -18,6 +20,7 @@ use crate::discovery::{
     parse_dns_server, Discovery, DiscoveryConfig, DiscoveryError, NameTemplate, NameVars,
 };
 use crate::identity::NodeName;
+use crate::node::space::SpacePolicy;
 use crate::node::{NoPeers, Node, NodeConfig, NodeHandle, NodeInbox, Peers};
 use crate::raft::Role;
 use crate::server::{serve_clients, PeerDirectory, ServeOptions};
@@ -51,22 +54,166 @@ pub fn run(args: ServeArgs) -> ExitCode {
 }
 
 async fn serve(args: ServeArgs, name: NodeName) -> ExitCode {
-    let space = match space_policy(&args) {
-        Ok(policy) => policy,
-        Err(e) => {
-            tracing::error!("cannot start: {e}");
-            eprintln!("kvstore: {e}");
-            return ExitCode::from(1);
+    match Running::start(&args, name).await {
+        Ok(running) => running.run_to_end(&args).await,
+        Err(code) => code,
+    }
+}
+
+/// How long `serve` waits, after the node stopped, for the tasks it
+/// spawned to end before it exits anyway.
+const TASKS_GRACE: Duration = Duration::from_secs(10);
+
+/// Everything `serve` started, so that it can stop each part in order and
+/// wait for every task it spawned (mini-redis's shutdown), none detached.
+struct Running {
+    node: Node,
+    handle: NodeHandle,
+    /// Every task `serve` spawned: the client and peer servers, the space
+    /// monitor and discovery's refreshes.
+    tasks: TaskTracker,
+    /// Ends the client server: after leadership is handed over.
+    stop_clients: CancellationToken,
+    /// Ends the peer server and discovery: after the node has stopped, so
+    /// that a handover and the last appends can still reach the peers.
+    stop_peers: CancellationToken,
+    client_server: JoinHandle<Result<(), tonic::transport::Error>>,
+}
+
+/// Why `serve` began to stop.
+enum StopCause {
+    Signal(&'static str),
+    NodeFailed(String),
+    ClientServerEnded,
+}
+
+impl Running {
+    /// Opens the node and its ports and spawns its servers; on failure,
+    /// the exit code (1 for the environment, 2 for the flags).
+    async fn start(args: &ServeArgs, name: NodeName) -> Result<Running, ExitCode> {
+        let space = space_policy(args).map_err(|e| cannot_start(&e, 1))?;
+        tracing::info!(
+            quota = space.quota,
+            min_free = space.min_free,
+            reserve = space.reserve,
+            "space bounds of the data dir's volume"
+        );
+        let discovery = start_discovery(args, &name).map_err(|e| cannot_start(&e, 2))?;
+        let grpc_peers = (args.replicas > 1)
+            .then(|| GrpcPeers::new(name.ordinal, args.replicas, discovery.clone()));
+        let peers: Arc<dyn Peers> = match &grpc_peers {
+            Some(p) => Arc::new(p.clone()),
+            None => Arc::new(NoPeers),
+        };
+        let node = Node::start(node_config(args, name, space), peers, NodeInbox::new())
+            .map_err(|e| cannot_start(&e, 1))?;
+        let handle = node.handle();
+        if let Some(p) = &grpc_peers {
+            p.attach(handle.clone());
         }
-    };
-    tracing::info!(
-        quota = space.quota,
-        min_free = space.min_free,
-        reserve = space.reserve,
-        "space bounds of the data dir's volume"
-    );
-    let cfg = NodeConfig {
-        name: name.clone(),
+        let (peer_listener, listener) = match bind_listeners(args).await {
+            Ok(listeners) => listeners,
+            Err(code) => {
+                let _ = node.stop().await;
+                return Err(code);
+            }
+        };
+        log_serving(args, peer_listener.as_ref(), &listener);
+        let tasks = TaskTracker::new();
+        let stop_clients = CancellationToken::new();
+        let stop_peers = CancellationToken::new();
+        tasks.spawn(crate::node::space::monitor(handle.clone(), space).in_current_span());
+        if args.replicas > 1 {
+            discovery.spawn_refresh(&tasks, &stop_peers);
+        }
+        if let Some(listener) = peer_listener {
+            let timeout = Duration::from_millis(args.request_timeout_ms);
+            let stopped = stop_peers.clone().cancelled_owned();
+            let peer_server = serve_peers(listener, handle.clone(), timeout, stopped);
+            tasks.spawn(
+                async move {
+                    if let Err(e) = peer_server.await {
+                        tracing::error!("peer server: {e}");
+                    }
+                }
+                .in_current_span(),
+            );
+        }
+        let opts = ServeOptions {
+            limits: args.limits(),
+            request_timeout: Duration::from_millis(args.request_timeout_ms),
+            directory: Some(discovery as Arc<dyn PeerDirectory>),
+            client_port: args.listen.port(),
+            ..ServeOptions::default()
+        };
+        let stopped = stop_clients.clone().cancelled_owned();
+        let client_server =
+            tasks.spawn(serve_clients(listener, handle.clone(), opts, stopped).in_current_span());
+        Ok(Running {
+            node,
+            handle,
+            tasks,
+            stop_clients,
+            stop_peers,
+            client_server,
+        })
+    }
+
+    /// Serves until a signal, a node failure or the client server's end,
+    /// then stops in order: leadership handed over, clients drained, the
+    /// node made durable, the peer side closed, every task waited for.
+    async fn run_to_end(mut self, args: &ServeArgs) -> ExitCode {
+        let cause = tokio::select! {
+            signal = super::shutdown_signal() => StopCause::Signal(signal),
+            reason = self.node.failed() => StopCause::NodeFailed(reason.to_string()),
+            result = &mut self.client_server => {
+                tracing::error!("client server stopped: {result:?}");
+                StopCause::ClientServerEnded
+            }
+        };
+        match &cause {
+            StopCause::Signal(signal) => {
+                tracing::info!("received {signal}: draining and shutting down");
+                hand_over_leadership(&self.handle).await;
+            }
+            StopCause::NodeFailed(reason) => {
+                tracing::error!("{reason}: exiting so the pod restarts");
+            }
+            StopCause::ClientServerEnded => hand_over_leadership(&self.handle).await,
+        }
+        self.handle.begin_stop();
+        self.stop_clients.cancel();
+        if matches!(cause, StopCause::Signal(_)) {
+            drain_clients(&mut self.client_server, args.shutdown_grace_s).await;
+        }
+        let stopped = self.node.stop().await;
+        self.stop_peers.cancel();
+        wait_for_tasks(&self.tasks).await;
+        match (stopped, cause) {
+            (Ok(()), StopCause::Signal(_)) => {
+                tracing::info!("stopped cleanly; everything acknowledged is durable");
+                ExitCode::SUCCESS
+            }
+            (Ok(()), _) => ExitCode::from(1),
+            (Err(e), _) => {
+                tracing::error!("stopping: {e}");
+                ExitCode::from(1)
+            }
+        }
+    }
+}
+
+/// Logs and prints why the node cannot start; returns `code`.
+fn cannot_start(e: &dyn std::fmt::Display, code: u8) -> ExitCode {
+    tracing::error!("cannot start: {e}");
+    eprintln!("kvstore: {e}");
+    ExitCode::from(code)
+}
+
+/// The node's configuration from the flags.
+fn node_config(args: &ServeArgs, name: NodeName, space: SpacePolicy) -> NodeConfig {
+    NodeConfig {
+        name,
         replicas: args.replicas,
         data_dir: args.data_dir.clone(),
         cache_bytes: args.cache_mb << 20,
@@ -77,167 +224,74 @@ async fn serve(args: ServeArgs, name: NodeName) -> ExitCode {
         cluster_id: args.cluster_id,
         space,
         wal_sync_delay: Duration::from_millis(args.fault_fsync_delay_ms),
-    };
-    let discovery = match start_discovery(&args, &name) {
-        Ok(d) => d,
-        Err(e) => {
-            tracing::error!("cannot start: {e}");
-            eprintln!("kvstore: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let inbox = NodeInbox::new();
-    let grpc_peers =
-        (args.replicas > 1).then(|| GrpcPeers::new(name.ordinal, args.replicas, discovery.clone()));
-    let peers: Arc<dyn Peers> = match &grpc_peers {
-        Some(p) => Arc::new(p.clone()),
-        None => Arc::new(NoPeers),
-    };
-    let node = match Node::start(cfg, peers, inbox) {
-        Ok(node) => node,
-        Err(e) => {
-            tracing::error!("cannot start: {e}");
-            eprintln!("kvstore: {e}");
-            return ExitCode::from(1);
-        }
-    };
-    let handle = node.handle();
-    if let Some(p) = &grpc_peers {
-        p.attach(handle.clone());
     }
-    let space_monitor =
-        tokio::spawn(crate::node::space::monitor(handle.clone(), space).in_current_span());
-    let peer_listener = if args.replicas > 1 {
-        match TcpListener::bind(args.peer_listen).await {
-            Ok(l) => Some(l),
-            Err(e) => {
-                tracing::error!("cannot listen on {}: {e}", args.peer_listen);
-                eprintln!(
-                    "kvstore: cannot listen on {} (--peer-listen): {e}",
-                    args.peer_listen
-                );
-                let _ = node.stop().await;
-                return ExitCode::from(1);
-            }
-        }
+}
+
+/// Binds the peer port (none for a cluster of one) and the client port.
+async fn bind_listeners(args: &ServeArgs) -> Result<(Option<TcpListener>, TcpListener), ExitCode> {
+    let peer = if args.replicas > 1 {
+        let listener = TcpListener::bind(args.peer_listen).await.map_err(|e| {
+            tracing::error!("cannot listen on {}: {e}", args.peer_listen);
+            eprintln!(
+                "kvstore: cannot listen on {} (--peer-listen): {e}",
+                args.peer_listen
+            );
+            ExitCode::from(1)
+        })?;
+        Some(listener)
     } else {
         tracing::info!(
             "a cluster of one member (--replicas 1): the peer port is not opened; set --replicas to the StatefulSet's replica count"
         );
         None
     };
-    let peer_addr = peer_listener
-        .as_ref()
-        .and_then(|l| l.local_addr().ok())
-        .map(|a| a.to_string())
-        .unwrap_or_default();
-    let listener = match TcpListener::bind(args.listen).await {
-        Ok(l) => l,
-        Err(e) => {
-            tracing::error!("cannot listen on {}: {e}", args.listen);
-            eprintln!("kvstore: cannot listen on {}: {e}", args.listen);
-            let _ = node.stop().await;
-            return ExitCode::from(1);
-        }
-    };
-    let client_addr = listener
-        .local_addr()
-        .map(|a| a.to_string())
-        .unwrap_or_default();
+    let client = TcpListener::bind(args.listen).await.map_err(|e| {
+        tracing::error!("cannot listen on {}: {e}", args.listen);
+        eprintln!("kvstore: cannot listen on {}: {e}", args.listen);
+        ExitCode::from(1)
+    })?;
+    Ok((peer, client))
+}
+
+/// The line that tells an operator (and the tests) where the node listens.
+fn log_serving(args: &ServeArgs, peer: Option<&TcpListener>, client: &TcpListener) {
+    let local = |l: &TcpListener| l.local_addr().map(|a| a.to_string()).unwrap_or_default();
     tracing::info!(
-        client = %client_addr,
-        peer = %peer_addr,
+        client = %local(client),
+        peer = %peer.map(local).unwrap_or_default(),
         data_dir = %args.data_dir.display(),
         replicas = args.replicas,
         "kvstore {} serving",
         env!("CARGO_PKG_VERSION")
     );
-    let directory: Arc<dyn PeerDirectory> = discovery.clone();
-    let opts = ServeOptions {
-        limits: args.limits(),
-        request_timeout: Duration::from_millis(args.request_timeout_ms),
-        directory: Some(directory),
-        client_port: args.listen.port(),
-        ..ServeOptions::default()
-    };
-    let (stop_tx, mut stop_rx) = watch::channel(false);
-    let server_handle = handle.clone();
-    let mut server = tokio::spawn(
-        async move {
-            serve_clients(listener, server_handle, opts, async move {
-                let _ = stop_rx.wait_for(|&s| s).await.map(|_| ());
-            })
-            .await
-        }
-        .in_current_span(),
-    );
-    let (peer_stop_tx, mut peer_stop_rx) = watch::channel(false);
-    if let Some(listener) = peer_listener {
-        let peer_handle = handle.clone();
-        let timeout = Duration::from_millis(args.request_timeout_ms);
-        tokio::spawn(
-            async move {
-                let stopped = async move {
-                    let _ = peer_stop_rx.wait_for(|&s| s).await.map(|_| ());
-                };
-                if let Err(e) = serve_peers(listener, peer_handle, timeout, stopped).await {
-                    tracing::error!("peer server: {e}");
-                }
-            }
-            .in_current_span(),
-        );
+}
+
+/// Lets in-flight client requests finish, for at most `grace_s` seconds.
+async fn drain_clients(server: &mut JoinHandle<Result<(), tonic::transport::Error>>, grace_s: u64) {
+    match tokio::time::timeout(Duration::from_secs(grace_s), server).await {
+        Ok(Ok(Ok(()))) => tracing::info!("client requests drained"),
+        Ok(other) => tracing::warn!("client server ended with {other:?}"),
+        Err(_) => tracing::warn!("in-flight requests did not finish in time; stopping anyway"),
     }
-    let mut server_done = false;
-    tokio::select! {
-        signal = super::shutdown_signal() => {
-            tracing::info!("received {signal}: draining and shutting down");
-        }
-        reason = node.failed() => {
-            tracing::error!("{reason}: exiting so the pod restarts");
-            handle.begin_stop();
-            let _ = stop_tx.send(true);
-            let _ = node.stop().await;
-            return ExitCode::from(1);
-        }
-        result = &mut server => {
-            server_done = true;
-            tracing::error!("client server stopped: {result:?}");
-        }
-    }
-    hand_over_leadership(&handle).await;
-    handle.begin_stop();
-    let _ = stop_tx.send(true);
-    if !server_done {
-        match tokio::time::timeout(Duration::from_secs(args.shutdown_grace_s), &mut server).await {
-            Ok(Ok(Ok(()))) => tracing::info!("client requests drained"),
-            Ok(other) => tracing::warn!("client server ended with {other:?}"),
-            Err(_) => tracing::warn!("in-flight requests did not finish in time; stopping anyway"),
-        }
-    }
-    let stopped = node.stop().await;
-    let _ = peer_stop_tx.send(true);
-    let _ = space_monitor.await;
-    match stopped {
-        Ok(()) => {
-            tracing::info!("stopped cleanly; everything acknowledged is durable");
-            if server_done {
-                ExitCode::from(1)
-            } else {
-                ExitCode::SUCCESS
-            }
-        }
-        Err(e) => {
-            tracing::error!("stopping: {e}");
-            ExitCode::from(1)
-        }
+}
+
+/// Waits, within [`TASKS_GRACE`], for every task `serve` spawned.
+async fn wait_for_tasks(tasks: &TaskTracker) {
+    tasks.close();
+    match tokio::time::timeout(TASKS_GRACE, tasks.wait()).await {
+        Ok(()) => tracing::info!("every task ended"),
+        Err(_) => tracing::warn!(
+            running = tasks.len(),
+            "tasks still running after {TASKS_GRACE:?}; exiting anyway"
+        ),
     }
 }
 
 /// The space bounds of the data dir's volume (creating the data dir).
-fn space_policy(args: &ServeArgs) -> Result<crate::node::space::SpacePolicy, String> {
+fn space_policy(args: &ServeArgs) -> Result<SpacePolicy, String> {
     std::fs::create_dir_all(&args.data_dir)
         .map_err(|e| format!("data dir {}: {e}", args.data_dir.display()))?;
-    crate::node::space::SpacePolicy::for_volume(&args.data_dir, args.quota_bytes).map_err(|e| {
+    SpacePolicy::for_volume(&args.data_dir, args.quota_bytes).map_err(|e| {
         format!(
             "data dir {}: cannot read its volume's size: {e}",
             args.data_dir.display()
@@ -266,7 +320,7 @@ async fn hand_over_leadership(handle: &NodeHandle) {
     }
 }
 
-/// Validates the discovery flags and starts looking peers up.
+/// Validates the discovery flags; the lookups start with `serve`'s tasks.
 fn start_discovery(args: &ServeArgs, name: &NodeName) -> Result<Arc<Discovery>, DiscoveryError> {
     if args.replicas == 0 {
         return Err(DiscoveryError::NoReplicas);
@@ -291,9 +345,5 @@ fn start_discovery(args: &ServeArgs, name: &NodeName) -> Result<Arc<Discovery>, 
         srv_port_name: args.srv_port_name.clone(),
         dns_server,
     };
-    let discovery = Discovery::new(cfg)?;
-    if args.replicas > 1 {
-        discovery.spawn_refresh();
-    }
-    Ok(discovery)
+    Discovery::new(cfg)
 }
