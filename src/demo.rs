@@ -18,10 +18,10 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tokio::sync::watch;
 
-use crate::client::{Client, RetryPolicy, WriteRetry};
 use crate::lincheck::{self, Op, OpKind, Verdict};
 use crate::local::{LocalConfig, PodEvent, RunningSupervisor, Supervisor};
 use crate::proto::kv::{Consistency, Role, StatusResponse};
+use kvstore_client::{Client, RetryPolicy, WriteRetry};
 
 /// What the demo does.
 #[derive(Clone, Debug)]

@@ -28,9 +28,9 @@ use hickory_resolver::TokioResolver;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::backoff::Backoff;
 use crate::identity::NodeName;
 use crate::server::{DirectoryEntry, PeerDirectory};
+use kvstore_client::backoff::Backoff;
 
 /// Errors of discovery set-up. Lookups themselves never fail fatally.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

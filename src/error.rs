@@ -15,11 +15,7 @@ use tonic::{metadata::MetadataValue, Code, Status};
 use crate::state::StateError;
 use crate::storage::wal::WalError;
 
-/// gRPC metadata key carrying the leader's name with UNAVAILABLE answers.
-pub const LEADER_METADATA: &str = "kvstore-leader";
-/// gRPC metadata key telling which kind of UNAVAILABLE an answer is, so a
-/// member that forwarded a write knows whether retrying it is safe.
-pub const KIND_METADATA: &str = "kvstore-error";
+pub use kvstore_proto::{KIND_METADATA, LEADER_METADATA};
 
 /// An error answered to a client.
 #[derive(Debug, thiserror::Error)]
@@ -124,7 +120,7 @@ impl Error {
                 reason: "the leader is shutting down".into(),
                 leader: None,
             },
-            _ if status.code() == Code::Unavailable && crate::client::connect_failed(&status) => {
+            _ if status.code() == Code::Unavailable && kvstore_client::connect_failed(&status) => {
                 Error::Unavailable {
                     reason: format!("cannot reach the leader: {message}"),
                     leader: None,
@@ -200,7 +196,7 @@ mod tests {
         ] {
             let status = Status::from(safe);
             assert_eq!(status.code(), Code::Unavailable, "{status:?}");
-            assert!(crate::client::certainly_not_applied(&status));
+            assert!(kvstore_client::certainly_not_applied(&status));
         }
     }
 }

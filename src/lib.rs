@@ -1,8 +1,6 @@
 //! kvstore: a small replicated key-value store built for Kubernetes
 //! StatefulSets. See README.md and DESIGN.md for the architecture.
 
-pub mod backoff;
-pub mod client;
 pub mod cmd;
 pub mod config;
 pub mod demo;
@@ -10,7 +8,7 @@ pub mod discovery;
 pub mod dns;
 pub mod error;
 pub mod identity;
-pub mod lincheck;
+pub use kvstore_lincheck as lincheck;
 pub mod local;
 pub mod logging;
 pub mod node;
@@ -20,22 +18,9 @@ pub mod state;
 pub mod storage;
 pub mod transport;
 
-/// Generated gRPC code, in modules that mirror the protobuf packages.
-pub mod proto {
-    /// Package `kvstore`.
-    pub mod kvstore {
-        /// The client API, package `kvstore.v1`.
-        pub mod v1 {
-            tonic::include_proto!("kvstore.v1");
-        }
-        /// The replication API.
-        pub mod peer {
-            /// Package `kvstore.peer.v1`.
-            pub mod v1 {
-                tonic::include_proto!("kvstore.peer.v1");
-            }
-        }
-    }
-    pub use kvstore::peer::v1 as peer;
-    pub use kvstore::v1 as kv;
-}
+/// The client library (temporarily re-exported while kvctl and the demo
+/// still live in this crate).
+pub use kvstore_client as client;
+/// The gRPC API (generated code and its conventions): its own crate, so
+/// that the client library and `kvctl` share it without the server.
+pub use kvstore_proto as proto;

@@ -27,8 +27,8 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::backoff::Backoff;
 use crate::dns::{DnsServer, HeadlessService};
+use kvstore_client::backoff::Backoff;
 
 /// The longest wait before restarting a pod that keeps crashing soon after
 /// its start (kubelet's CrashLoopBackOff, scaled to a box).

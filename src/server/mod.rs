@@ -25,9 +25,8 @@ pub use cluster::{ClusterService, DirectoryEntry, PeerDirectory};
 pub use kv::KvService;
 pub use validate::Limits;
 
-/// The encoded descriptors of `proto/`, served by reflection.
-pub const FILE_DESCRIPTOR_SET: &[u8] =
-    include_bytes!(concat!(env!("OUT_DIR"), "/kvstore_descriptor.bin"));
+/// The encoded descriptors of the client API, served by reflection.
+pub use kvstore_proto::FILE_DESCRIPTOR_SET;
 
 /// The health service name of the KV API: SERVING when the node knows a
 /// leader and has applied close to the commit index (readiness).

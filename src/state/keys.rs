@@ -47,18 +47,7 @@ pub fn meta_key(name: &str) -> Vec<u8> {
     k
 }
 
-/// The smallest key greater than every key that starts with `prefix`, or
-/// `None` when there is none (the prefix is empty or all 0xff).
-pub fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
-    let mut end = prefix.to_vec();
-    while let Some(last) = end.pop() {
-        if last < 0xff {
-            end.push(last + 1);
-            return Some(end);
-        }
-    }
-    None
-}
+pub use kvstore_proto::prefix_end;
 
 /// A half-open range of user keys: `[start, end)`, `end` `None` meaning the
 /// end of the keyspace.
@@ -134,15 +123,6 @@ impl KeyRange {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Prefix ends skip trailing 0xff bytes.
-    #[test]
-    fn prefix_end_increments_the_last_byte() {
-        assert_eq!(prefix_end(b"ab"), Some(b"ac".to_vec()));
-        assert_eq!(prefix_end(b"a\xff"), Some(b"b".to_vec()));
-        assert_eq!(prefix_end(b"\xff\xff"), None);
-        assert_eq!(prefix_end(b""), None);
-    }
 
     /// A range holds what it says.
     #[test]

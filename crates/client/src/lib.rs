@@ -21,16 +21,18 @@ use std::time::{Duration, Instant};
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 
-use crate::backoff::Backoff;
-use crate::error::{KIND_METADATA, LEADER_METADATA};
-use crate::proto::kv::cluster_client::ClusterClient;
-use crate::proto::kv::kv_client::KvClient;
-use crate::proto::kv::{
+pub mod backoff;
+
+use backoff::Backoff;
+use kvstore_proto::kv::cluster_client::ClusterClient;
+use kvstore_proto::kv::kv_client::KvClient;
+use kvstore_proto::kv::{
     request_op, Compare, CompareResult, CompareTarget, Consistency, DeleteRequest, DeleteResponse,
     GetRequest, GetResponse, KeyValue, PutRequest, PutResponse, RangeRequest, RangeResponse,
     RequestOp, StatusRequest, StatusResponse, TransferLeadershipRequest, TxnRequest, TxnResponse,
     WatchRequest, WatchResponse,
 };
+use kvstore_proto::{KIND_METADATA, LEADER_METADATA};
 
 /// Why a client call failed.
 #[derive(Debug, thiserror::Error)]

@@ -5,19 +5,19 @@ use std::{env, fs, path::PathBuf};
 
 use prost::Message;
 
-const PROTOS: &[&str] = &[
-    "proto/kvstore/v1/kv.proto",
-    "proto/kvstore/peer/v1/peer.proto",
-];
+/// The workspace's `proto/` directory, the include root of every file.
+const PROTO_ROOT: &str = "../../proto";
+/// The files to compile, relative to [`PROTO_ROOT`].
+const PROTOS: &[&str] = &["kvstore/v1/kv.proto", "kvstore/peer/v1/peer.proto"];
 /// The files the client port's reflection service describes (not the peer
 /// API, which it does not serve).
 const CLIENT_PROTO: &str = "kvstore/v1/kv.proto";
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     for proto in PROTOS {
-        println!("cargo:rerun-if-changed={proto}");
+        println!("cargo:rerun-if-changed={PROTO_ROOT}/{proto}");
     }
-    let descriptors = protox::compile(PROTOS, ["proto"])?;
+    let descriptors = protox::compile(PROTOS, [PROTO_ROOT])?;
     let out_dir = PathBuf::from(env::var("OUT_DIR")?);
     // Served by the reflection service so grpcurl needs no proto files.
     let client_only = prost_types::FileDescriptorSet {

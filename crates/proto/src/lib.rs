@@ -1,0 +1,60 @@
+//! The gRPC API of kvstore, shared by the server, the client library and
+//! `kvctl`: the code generated from `proto/` (by protox, so no `protoc` is
+//! needed), the metadata keys that carry error details, and the key-range
+//! convention of prefix requests.
+
+/// Generated code, in modules that mirror the protobuf packages.
+pub mod kvstore {
+    /// The client API, package `kvstore.v1`.
+    pub mod v1 {
+        tonic::include_proto!("kvstore.v1");
+    }
+    /// The replication API.
+    pub mod peer {
+        /// Package `kvstore.peer.v1`.
+        pub mod v1 {
+            tonic::include_proto!("kvstore.peer.v1");
+        }
+    }
+}
+pub use kvstore::peer::v1 as peer;
+pub use kvstore::v1 as kv;
+
+/// The client API's descriptors (not the peer API's), for the reflection
+/// service: grpcurl and other tools need no proto files.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/kvstore_descriptor.bin"));
+
+/// gRPC metadata key carrying the leader's name with UNAVAILABLE answers.
+pub const LEADER_METADATA: &str = "kvstore-leader";
+/// gRPC metadata key telling which kind of failure an answer is
+/// (`no-leader`, `not-applied`, `outcome-unknown`, ...), so a client, or a
+/// member that forwarded a write, knows whether retrying it is safe.
+pub const KIND_METADATA: &str = "kvstore-error";
+
+/// The smallest key greater than every key that starts with `prefix`, or
+/// `None` when there is none (the prefix is empty or all 0xff): the
+/// `range_end` of a request for every key under `prefix`.
+pub fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_end_increments_the_last_byte() {
+        assert_eq!(prefix_end(b"ab"), Some(b"ac".to_vec()));
+        assert_eq!(prefix_end(b"a\xff"), Some(b"b".to_vec()));
+        assert_eq!(prefix_end(b"\xff\xff"), None);
+        assert_eq!(prefix_end(b""), None);
+    }
+}
