@@ -1,0 +1,159 @@
+//! The command line: global flags, subcommands, and the endpoints to use.
+
+use clap::{Parser, Subcommand, ValueEnum};
+use serde_json::Value;
+
+use kvstore::proto::kv::Consistency as ProtoConsistency;
+
+/// kvctl: talk to a kvstore cluster.
+#[derive(Parser, Debug)]
+#[command(name = "kvctl", version, about)]
+pub(crate) struct Cli {
+    /// Comma-separated `host:port` client endpoints of the cluster's nodes.
+    /// Default: the pods of the cluster in a box started from this
+    /// directory (`.kvstore/local/state.json`), else 127.0.0.1:7379.
+    #[arg(long, env = "KVCTL_ENDPOINTS", global = true)]
+    pub(crate) endpoints: Option<String>,
+    /// Read consistency.
+    #[arg(long, value_enum, default_value = "linearizable", global = true)]
+    pub(crate) consistency: Consistency,
+    /// Print JSON instead of text.
+    #[arg(long, global = true)]
+    pub(crate) json: bool,
+    /// Give up on a command after this many seconds of retries.
+    #[arg(long, default_value_t = 10, global = true)]
+    pub(crate) timeout: u64,
+    #[command(subcommand)]
+    pub(crate) command: Cmd,
+}
+
+// Doc comments on the clap types below are their help text, so the types
+// themselves carry plain comments only.
+
+// The `--consistency` values.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub(crate) enum Consistency {
+    Linearizable,
+    Serializable,
+}
+
+impl From<Consistency> for ProtoConsistency {
+    fn from(consistency: Consistency) -> Self {
+        match consistency {
+            Consistency::Linearizable => ProtoConsistency::Linearizable,
+            Consistency::Serializable => ProtoConsistency::Serializable,
+        }
+    }
+}
+
+// The subcommands.
+#[derive(Subcommand, Debug)]
+pub(crate) enum Cmd {
+    /// Set KEY to VALUE.
+    Put {
+        key: String,
+        value: String,
+        /// Print the previous value.
+        #[arg(long)]
+        prev: bool,
+    },
+    /// Read KEY.
+    Get {
+        key: String,
+        /// Wait until the answering node has applied this revision.
+        #[arg(long, default_value_t = 0)]
+        min_revision: u64,
+    },
+    /// Delete KEY, or every key under it with --prefix.
+    Del {
+        key: String,
+        #[arg(long)]
+        prefix: bool,
+    },
+    /// List keys in [START, END) in key order (all keys by default, read
+    /// page by page).
+    #[command(alias = "ls")]
+    Range {
+        /// First key (or the prefix with --prefix).
+        start: Option<String>,
+        /// End key, exclusive.
+        end: Option<String>,
+        #[arg(long)]
+        prefix: bool,
+        /// Most keys to print (0: all of them).
+        #[arg(long, default_value_t = 0)]
+        limit: u64,
+        /// Print only keys.
+        #[arg(long)]
+        keys_only: bool,
+    },
+    /// Compare-and-swap: set KEY to NEW only if its value is EXPECTED.
+    /// With --absent, only if KEY does not exist (then give KEY and NEW).
+    Cas {
+        key: String,
+        /// The expected value (omit with --absent).
+        expected: Option<String>,
+        /// The new value.
+        new: Option<String>,
+        /// Require that the key does not exist.
+        #[arg(long)]
+        absent: bool,
+    },
+    /// Print changes to KEY (or a prefix) as they happen. When the node
+    /// answering it stops, the watch resumes on another from the next
+    /// revision, so no change is missed or printed twice.
+    Watch {
+        key: String,
+        #[arg(long)]
+        prefix: bool,
+        /// Start from this revision (replays history first).
+        #[arg(long, default_value_t = 0)]
+        rev: u64,
+        /// Stop after this many events (0: run until interrupted).
+        #[arg(long, default_value_t = 0)]
+        count: u64,
+    },
+    /// Show every node as a table: the endpoints given, and the peers they
+    /// report (at the addresses they resolve them to).
+    Status {
+        /// Only ask the endpoints given (through a port-forward the peers'
+        /// pod addresses are not reachable).
+        #[arg(long)]
+        no_follow: bool,
+    },
+    /// Move leadership to the member with this ordinal.
+    TransferLeader { ordinal: u32 },
+}
+
+impl Cli {
+    /// The endpoints to talk to: those given, else [`default_endpoints`].
+    pub(crate) fn endpoint_list(&self) -> Vec<String> {
+        self.endpoints
+            .clone()
+            .unwrap_or_else(default_endpoints)
+            .split(',')
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+/// The endpoints to use when none are given: the pods of the cluster in a
+/// box whose state file is under the current directory, else the usual
+/// local port.
+fn default_endpoints() -> String {
+    let state = std::path::Path::new(".kvstore/local/state.json");
+    let from_box = std::fs::read_to_string(state)
+        .ok()
+        .and_then(|text| serde_json::from_str::<Value>(&text).ok())
+        .and_then(|v| {
+            let pods = v.get("pods")?.as_array()?;
+            let clients: Vec<&str> = pods
+                .iter()
+                .filter_map(|p| p.get("client")?.as_str())
+                .collect();
+            (!clients.is_empty()).then(|| clients.join(","))
+        });
+    from_box.unwrap_or_else(|| "127.0.0.1:7379".to_string())
+}

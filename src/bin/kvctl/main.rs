@@ -1,0 +1,134 @@
+//! `kvctl`: the command-line client for kvstore.
+//!
+//! Exit codes, one meaning each: 0 done; 1 the answer is no (a key not
+//! found, a compare that failed); 2 the request is wrong or was refused (bad
+//! usage, INVALID_ARGUMENT, RESOURCE_EXHAUSTED, ...); 3 no endpoint could be
+//! reached or answered in time; 4 a write's outcome is unknown (it may have
+//! been applied). Errors print one line on stderr.
+
+mod cli;
+mod commands;
+mod exit;
+mod output;
+mod status;
+mod watch;
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use bytes::Bytes;
+use clap::Parser;
+
+use kvstore::client::{Client, RetryPolicy};
+use kvstore::proto::kv::{Consistency as ProtoConsistency, WatchRequest};
+
+use cli::{Cli, Cmd};
+use commands::RangeQuery;
+use exit::fail;
+use watch::WatchOptions;
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let endpoints = cli.endpoint_list();
+    let policy = RetryPolicy {
+        budget: Duration::from_secs(cli.timeout),
+        ..RetryPolicy::default()
+    };
+    let mut client = match Client::new(&endpoints, policy, Duration::from_secs(cli.timeout.max(1)))
+    {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
+    let settings = Settings {
+        json_out: cli.json,
+        consistency: cli.consistency.into(),
+        timeout_s: cli.timeout,
+        policy,
+    };
+    let out = std::io::stdout();
+    dispatch(cli.command, &mut client, &mut out.lock(), &settings).await
+}
+
+/// The global flags every command may use.
+struct Settings {
+    /// Print JSON instead of text.
+    json_out: bool,
+    /// Read consistency.
+    consistency: ProtoConsistency,
+    /// Give up on a command after this many seconds of retries.
+    timeout_s: u64,
+    /// How the client retries, for the clients `status` opens per node.
+    policy: RetryPolicy,
+}
+
+/// Runs one subcommand and gives its exit code.
+async fn dispatch(
+    command: Cmd,
+    client: &mut Client,
+    out: &mut impl Write,
+    settings: &Settings,
+) -> ExitCode {
+    let json_out = settings.json_out;
+    let consistency = settings.consistency;
+    match command {
+        Cmd::Put { key, value, prev } => {
+            commands::put(client, out, json_out, key, value, prev).await
+        }
+        Cmd::Get { key, min_revision } => {
+            commands::get(client, out, json_out, consistency, key, min_revision).await
+        }
+        Cmd::Del { key, prefix } => commands::del(client, out, json_out, key, prefix).await,
+        Cmd::Range {
+            start,
+            end,
+            prefix,
+            limit,
+            keys_only,
+        } => {
+            let query = RangeQuery {
+                start,
+                end,
+                prefix,
+                limit,
+                keys_only,
+            };
+            commands::range(client, out, json_out, consistency, query).await
+        }
+        Cmd::Cas {
+            key,
+            expected,
+            new,
+            absent,
+        } => commands::cas(client, out, json_out, key, expected, new, absent).await,
+        Cmd::Watch {
+            key,
+            prefix,
+            rev,
+            count,
+        } => {
+            let req = WatchRequest {
+                key: key.into(),
+                range_end: Bytes::new(),
+                prefix,
+                start_revision: rev,
+                prev_kv: false,
+            };
+            let opts = WatchOptions {
+                count,
+                json_out,
+                timeout_s: settings.timeout_s,
+            };
+            // Interrupting a watch is its normal end.
+            tokio::select! {
+                code = watch::watch(client, out, req, opts) => code,
+                _ = tokio::signal::ctrl_c() => ExitCode::SUCCESS,
+            }
+        }
+        Cmd::Status { no_follow } => {
+            status::status(client, out, json_out, settings.policy, no_follow).await
+        }
+        Cmd::TransferLeader { ordinal } => commands::transfer_leader(client, out, ordinal).await,
+    }
+}

@@ -1,0 +1,86 @@
+//! Looking at the cluster: the pods' statuses, the leader, and waiting for
+//! a condition.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::client::{Client, RetryPolicy};
+use crate::proto::kv::{Role, StatusResponse};
+
+/// Reads every pod's status at once (unreachable pods are `None`).
+pub(super) async fn statuses(endpoints: &[String]) -> Vec<Option<StatusResponse>> {
+    // One client (and connection) per endpoint for the whole demo, so that
+    // polling measures the cluster, not connection set-up.
+    static CLIENTS: std::sync::OnceLock<Mutex<BTreeMap<String, Client>>> =
+        std::sync::OnceLock::new();
+    let queries = endpoints.iter().map(|e| async move {
+        let c = {
+            let mut cache = CLIENTS
+                .get_or_init(|| Mutex::new(BTreeMap::new()))
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            match cache.get(e) {
+                Some(c) => c.clone(),
+                None => {
+                    let c = Client::new(
+                        std::slice::from_ref(e),
+                        RetryPolicy::default(),
+                        Duration::from_millis(500),
+                    )
+                    .ok()?;
+                    cache.insert(e.clone(), c.clone());
+                    c
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_millis(500), c.status_of(0))
+            .await
+            .ok()
+            .and_then(Result::ok)
+    });
+    futures::future::join_all(queries).await
+}
+
+/// One pod's status, `None` while it does not answer.
+pub(super) async fn pod_status(endpoint: &str) -> Option<StatusResponse> {
+    statuses(&[endpoint.to_string()])
+        .await
+        .into_iter()
+        .flatten()
+        .next()
+}
+
+/// The leader as the pods report it: (ordinal, term, commit revision).
+pub(super) async fn current_leader(endpoints: &[String]) -> Option<(u32, u64, u64)> {
+    statuses(endpoints)
+        .await
+        .into_iter()
+        .flatten()
+        .filter(|s| s.role == Role::Leader as i32)
+        .max_by_key(|s| s.term)
+        .map(|s| (s.ordinal, s.term, s.commit_revision))
+}
+
+/// Polls `probe` until it gives a value; after `within`, gives up with an
+/// error naming `what` was awaited.
+pub(super) async fn wait_for<T, F, Fut>(
+    what: &str,
+    within: Duration,
+    mut probe: F,
+) -> Result<T, String>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(v) = probe().await {
+            return Ok(v);
+        }
+        if Instant::now() > deadline {
+            return Err(format!("timed out waiting for {what}"));
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
