@@ -17,20 +17,22 @@ use crate::server::Limits;
 pub struct Cli {
     /// What to run.
     #[command(subcommand)]
-    pub command: Command,
+    pub command: CliCommand,
 }
 
 /// The subcommands.
 #[derive(Subcommand, Debug)]
-pub enum Command {
+pub enum CliCommand {
     /// Run one node: what a StatefulSet pod runs.
     Serve(Box<ServeArgs>),
     /// Run a cluster in a box: an embedded DNS server and a supervisor that
     /// runs R `kvstore serve` pods on loopback addresses, like a StatefulSet.
+    #[cfg_attr(not(feature = "box"), command(hide = true))]
     Local(LocalArgs),
     /// The failover demonstration: a cluster in a box under load, the leader
     /// killed, a new one elected, pod-0 back on its data, leadership back to
     /// it, and every acknowledged write checked.
+    #[cfg_attr(not(feature = "box"), command(hide = true))]
     Demo(DemoArgs),
 }
 

@@ -15,7 +15,7 @@
 //!
 //! In a pod the resolver reads /etc/resolv.conf (search list and ndots as
 //! Kubernetes writes them); `--dns-server` points it at another server, such
-//! as the embedded one of `kvstore local` (`crate::dns`).
+//! as the embedded one of `kvstore local` (`kvstore_box::dns`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};

@@ -2,12 +2,10 @@
 //! error, nothing crashes, and nothing already stored is lost. Runs against
 //! an in-process node (real servers on port 0, a real sled dir).
 
-mod support;
-
 use std::time::Duration;
 
 use bytes::Bytes;
-use support::in_process::start_node;
+use kvstore_testkit::in_process::start_node;
 use tokio::net::TcpStream;
 
 /// The gRPC framing of an empty protobuf message.
@@ -123,7 +121,7 @@ mod rpcs {
     use kvstore::server::ServeOptions;
     use tonic::Code;
 
-    use super::support::in_process::start_node_with;
+    use kvstore_testkit::in_process::start_node_with;
 
     const KEY_LIMIT: usize = 4096;
     const VALUE_LIMIT: usize = 1 << 20;
@@ -542,7 +540,7 @@ mod flags {
     use std::process::Command;
     use std::time::Duration;
 
-    use super::support::node_process::{kvstore_bin, run_bounded};
+    use kvstore_testkit::process::{kvstore_bin, run_bounded};
 
     /// Every bad flag value is refused at start-up, naming it.
     #[test]
@@ -605,7 +603,7 @@ mod limits {
     use kvstore::server::ServeOptions;
     use tonic::Code;
 
-    use super::support::in_process::start_node_with;
+    use kvstore_testkit::in_process::start_node_with;
 
     fn put(key: String, value: Bytes) -> PutRequest {
         PutRequest {

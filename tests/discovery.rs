@@ -2,17 +2,15 @@
 //! the embedded DNS server find their peers by name, follow a pod that moves,
 //! pick up a pod that appears late, and refuse bad flags at start-up.
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use kvstore::client::{Client, RetryPolicy};
-use kvstore::dns::{DnsServer, HeadlessService};
 use kvstore::proto::kv::{Consistency, GetRequest, StatusResponse};
-use support::node_process::{kvstore_bin, run_bounded, NodeProcess, Subnet};
+use kvstore_box::dns::{DnsServer, HeadlessService};
+use kvstore_client::{Client, RetryPolicy};
+use kvstore_testkit::process::{kvstore_bin, run_bounded, NodeProcess, Subnet};
 
 fn zone(net: Subnet, pods: &[u32]) -> HeadlessService {
     HeadlessService {

@@ -2,18 +2,16 @@
 //! processes on loopback: requests that would take unbounded memory, under
 //! a per-pod memory limit as Kubernetes sets one.
 
-mod support;
-
 use std::time::Duration;
 
 use bytes::Bytes;
-use kvstore::client::{Client, RetryPolicy};
-use kvstore::local::PodEvent;
 use kvstore::proto::kv::{
     request_op, response_op, DeleteRequest, PutRequest, RangeRequest, RequestOp, TxnRequest,
 };
-use support::cluster::BoxCluster;
-use support::memory_cap::MemoryCap;
+use kvstore_box::local::PodEvent;
+use kvstore_client::{Client, RetryPolicy};
+use kvstore_testkit::box_cluster::BoxCluster;
+use kvstore_testkit::memory_cap::MemoryCap;
 
 const MIB: u64 = 1 << 20;
 
@@ -395,8 +393,8 @@ fn writes_go_on_while_a_large_snapshot_is_sent() {
 /// writes succeed again; no acknowledged write that was not deleted is lost.
 #[test]
 fn a_full_volume_refuses_writes_and_recovers_after_deletes() {
-    use support::node_process::kvstore_bin;
-    use support::small_volume::SmallVolume;
+    use kvstore_testkit::process::kvstore_bin;
+    use kvstore_testkit::small_volume::SmallVolume;
     use tonic::Code;
 
     let dir = tempfile::tempdir().expect("tempdir");

@@ -2,14 +2,12 @@
 //! up, kvctl sees all of them from one endpoint, a killed pod is restarted
 //! with its name and data, and Ctrl-C leaves no process behind.
 
-mod support;
-
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use kvstore::local::{process_alive, StateFile};
-use support::node_process::{kvctl_bin, kvstore_bin, run_bounded, signal, Subnet};
+use kvstore_box::local::{process_alive, StateFile};
+use kvstore_testkit::process::{kvctl_bin, kvstore_bin, run_bounded, signal, Subnet};
 
 fn wait<T>(what: &str, within: Duration, mut probe: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + within;

@@ -2,20 +2,18 @@
 //! SIGKILL, identity checks, watch, compare-and-swap, bad input and graceful
 //! shutdown.
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use kvstore::client::{Client, RetryPolicy};
 use kvstore::proto::kv::kv_client::KvClient;
 use kvstore::proto::kv::{
     request_op, Compare, Consistency, DeleteRequest, EventType, GetRequest, PutRequest,
     RangeRequest, RequestOp, TxnRequest, WatchRequest,
 };
-use support::node_process::{kvctl_bin, run_bounded, NodeProcess};
+use kvstore_client::{Client, RetryPolicy};
+use kvstore_testkit::process::{kvctl_bin, run_bounded, NodeProcess};
 use tonic::Code;
 
 fn single(dir: &std::path::Path) -> NodeProcess {
@@ -82,7 +80,7 @@ fn data_dir_of_another_pod_is_refused() {
             .expect("kvstore-1 exits");
     }
     let (code, _, stderr) = run_bounded(
-        Command::new(support::node_process::kvstore_bin())
+        Command::new(kvstore_testkit::process::kvstore_bin())
             .args([
                 "serve",
                 "--node-name",
@@ -113,7 +111,7 @@ fn data_dir_of_another_pod_is_refused() {
 fn name_without_ordinal_is_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (code, _, stderr) = run_bounded(
-        Command::new(support::node_process::kvstore_bin())
+        Command::new(kvstore_testkit::process::kvstore_bin())
             .args([
                 "serve",
                 "--node-name",
@@ -457,7 +455,7 @@ async fn sigterm_drains_and_keeps_every_acknowledged_write() {
         writers.push(tokio::spawn(async move {
             let policy = RetryPolicy {
                 budget: Duration::from_millis(200),
-                writes: kvstore::client::WriteRetry::Never,
+                writes: kvstore_client::WriteRetry::Never,
                 ..RetryPolicy::default()
             };
             let mut client =
@@ -575,9 +573,9 @@ fn kvctl_exit_codes_mean_one_thing_each() {
         (0, 1300),
         "every key, not one page"
     );
-    support::node_process::signal(node.pid(), libc::SIGSTOP);
+    kvstore_testkit::process::signal(node.pid(), libc::SIGSTOP);
     let (code, stdout, stderr) = kvctl(&["get", "k"]);
-    support::node_process::signal(node.pid(), libc::SIGCONT);
+    kvstore_testkit::process::signal(node.pid(), libc::SIGCONT);
     assert_eq!(
         code, 3,
         "a frozen server: stdout {stdout:?} stderr {stderr:?}"

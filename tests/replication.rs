@@ -3,18 +3,16 @@
 //! graceful handover, frozen nodes. Each test runs on its own loopback
 //! subnet.
 
-mod support;
-
 use std::time::Duration;
 
 use bytes::Bytes;
-use kvstore::client::{Client, RetryPolicy, WriteRetry};
-use kvstore::demo::{run as run_demo, summary, DemoOptions};
-use kvstore::lincheck::Verdict;
-use kvstore::local::PodEvent;
 use kvstore::proto::kv::{Consistency, GetRequest, Role};
-use support::cluster::BoxCluster;
-use support::node_process::{kvstore_bin, Subnet};
+use kvstore_box::demo::{run as run_demo, summary, DemoOptions};
+use kvstore_box::local::PodEvent;
+use kvstore_client::{Client, RetryPolicy, WriteRetry};
+use kvstore_lincheck::Verdict;
+use kvstore_testkit::box_cluster::BoxCluster;
+use kvstore_testkit::process::{kvstore_bin, Subnet};
 
 fn demo_options(dir: &std::path::Path, kills: u32, rolling_restart: bool) -> DemoOptions {
     DemoOptions {
@@ -393,7 +391,7 @@ fn kvctl_watch_resumes_when_its_node_stops() {
             .revision
             + 1;
     let endpoints = format!("{},{}", c.endpoints[1], c.endpoints[2]);
-    let mut watch = Command::new(support::node_process::kvctl_bin())
+    let mut watch = Command::new(kvstore_testkit::process::kvctl_bin())
         .args(["--endpoints", &endpoints, "--timeout", "30"])
         .args(["watch", "w/", "--prefix", "--count", "20", "--rev"])
         .arg(start.to_string())

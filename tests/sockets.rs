@@ -3,8 +3,6 @@
 //! client's delayed ACK) and turn TCP keepalive on (a peer that vanished
 //! without a reset must not hold a connection forever).
 
-mod support;
-
 use std::net::SocketAddr;
 use std::os::fd::RawFd;
 
@@ -12,7 +10,7 @@ use kvstore::proto::kv::kv_client::KvClient;
 use kvstore::proto::kv::GetRequest;
 use kvstore::proto::peer::peer_client::PeerClient;
 use kvstore::proto::peer::ReadIndexRequest;
-use support::in_process::start_node;
+use kvstore_testkit::in_process::start_node;
 
 fn sockopt(fd: RawFd, level: i32, name: i32) -> i32 {
     let mut value: libc::c_int = 0;

@@ -1,4 +1,4 @@
-//! `kvstore demo`: see `crate::demo`.
+//! `kvstore demo`: see `kvstore_box::demo`.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -6,8 +6,8 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::config::DemoArgs;
-use crate::demo::{run as run_demo, summary, DemoOptions};
-use crate::lincheck::Verdict;
+use kvstore_box::demo::{run as run_demo, summary, DemoOptions};
+use kvstore_lincheck::Verdict;
 
 /// Runs the demonstration; exit code 0 only if nothing acknowledged was lost
 /// and the history is linearizable.

@@ -1,4 +1,4 @@
-//! `kvstore local`: the cluster in a box (see `crate::local`).
+//! `kvstore local`: the cluster in a box (see `kvstore_box::local`).
 
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::{LocalAction, LocalArgs};
-use crate::local::{process_alive, LocalConfig, PodEvent, StateFile, Supervisor};
+use kvstore_box::local::{process_alive, LocalConfig, PodEvent, StateFile, Supervisor};
 
 /// Runs `kvstore local` (or one of its actions) and returns the exit code.
 pub fn run(args: LocalArgs) -> ExitCode {

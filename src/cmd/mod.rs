@@ -1,8 +1,21 @@
 //! The subcommands of the `kvstore` binary.
 
+#[cfg(feature = "box")]
 pub mod demo;
+#[cfg(feature = "box")]
 pub mod local;
 pub mod serve;
+
+/// What a binary built without the `box` feature (the pod image) answers
+/// to `kvstore local` and `kvstore demo`: they are not in this build.
+pub fn not_in_this_build(subcommand: &str) -> std::process::ExitCode {
+    eprintln!(
+        "kvstore: `{subcommand}` is not in this build: this binary (the pod image's) is built \
+         without the cluster in a box; run it from a source checkout \
+         (cargo run --release -- {subcommand}) or build with --features box"
+    );
+    std::process::ExitCode::from(2)
+}
 
 /// A multi-threaded async runtime (`workers` threads, or one per core), or
 /// the exit code after saying why there is none.

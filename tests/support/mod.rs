@@ -1,8 +1,6 @@
-pub mod cluster;
-pub mod in_process;
-pub mod memory_cap;
-pub mod node_process;
+//! The replication core's simulation harness (the test kit,
+//! `kvstore-testkit`, has the process, box and in-process helpers).
+
 pub mod raft_cluster;
 pub mod sim;
-pub mod small_volume;
 pub mod trace;

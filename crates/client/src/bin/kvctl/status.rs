@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use kvstore::client::{Client, ClientError, RetryPolicy};
-use kvstore::proto::kv::{Role, StatusResponse};
+use kvstore_client::{Client, ClientError, RetryPolicy};
+use kvstore_proto::kv::{Role, StatusResponse};
 
 use crate::exit::reason;
 

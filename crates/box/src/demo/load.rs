@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-use crate::client::{Client, RetryPolicy, WriteRetry};
-use crate::lincheck::{Op, OpKind};
-use crate::proto::kv::Consistency;
+use kvstore_client::{Client, RetryPolicy, WriteRetry};
+use kvstore_lincheck::{Op, OpKind};
+use kvstore_proto::kv::Consistency;
 
 /// How many shared keys the writers and readers contend on.
 pub(super) const SHARED_KEYS: u64 = 4;

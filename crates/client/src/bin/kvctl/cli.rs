@@ -3,7 +3,7 @@
 use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::Value;
 
-use kvstore::proto::kv::Consistency as ProtoConsistency;
+use kvstore_proto::kv::Consistency as ProtoConsistency;
 
 /// kvctl: talk to a kvstore cluster.
 #[derive(Parser, Debug)]

@@ -2,8 +2,6 @@
 //! threads, the real client and peer gRPC servers on port 0, a real sled
 //! dir in a temp dir. For tests that need no crash.
 
-#![allow(dead_code)]
-
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;

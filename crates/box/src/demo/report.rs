@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use super::load::SHARED_KEYS;
-use crate::lincheck::Verdict;
+use kvstore_lincheck::Verdict;
 
 /// One leader kill and what followed.
 #[derive(Clone, Debug)]

@@ -7,8 +7,8 @@ use bytes::Bytes;
 
 use super::load::{retrying_client, Load};
 use super::Narrator;
-use crate::lincheck::{self, Verdict};
-use crate::proto::kv::Consistency;
+use kvstore_lincheck::{self as lincheck, Verdict};
+use kvstore_proto::kv::Consistency;
 
 /// The linearizability checker's search budget, in steps.
 const LINCHECK_MAX_STEPS: u64 = 50_000_000;

@@ -5,8 +5,8 @@ use std::io::Write;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use kvstore::client::{Client, ClientError};
-use kvstore::proto::kv::{RangeRequest, WatchRequest};
+use kvstore_client::{Client, ClientError};
+use kvstore_proto::kv::{RangeRequest, WatchRequest};
 
 use crate::exit::{exit_code, fail};
 use crate::output::print_event;

@@ -2,25 +2,15 @@
 //! data dir, listens on port 0 (the test reads the bound address from the
 //! node's JSON log), and is killed (SIGKILL, by its PID) when dropped.
 
-#![allow(dead_code)]
-
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use kvstore::client::{Client, RetryPolicy};
+use kvstore_client::{Client, RetryPolicy};
 
-/// The `kvstore` binary under test.
-pub fn kvstore_bin() -> &'static str {
-    env!("CARGO_BIN_EXE_kvstore")
-}
-
-/// The `kvctl` binary under test.
-pub fn kvctl_bin() -> &'static str {
-    env!("CARGO_BIN_EXE_kvctl")
-}
+pub use crate::bins::{kvctl_bin, kvstore_bin};
 
 /// A running node process.
 pub struct NodeProcess {
@@ -38,6 +28,12 @@ pub struct NodeProcess {
 /// fixed ports on per-pod loopback addresses can run in parallel.
 #[derive(Clone, Copy, Debug)]
 pub struct Subnet(u8, u8);
+
+impl Default for Subnet {
+    fn default() -> Self {
+        Subnet::new()
+    }
+}
 
 impl Subnet {
     /// A fresh subnet (127.64-250.x.0/24; 127.0.0.x is left to `kvstore

@@ -2,8 +2,6 @@
 //! fixed size mounted on a directory, unmounted when dropped. Mounting needs
 //! CAP_SYS_ADMIN (root, as CI runs); without it the test fails and says so.
 
-#![allow(dead_code)]
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

@@ -5,11 +5,9 @@
 //! space instead (RLIMIT_AS), which is cruder but still fails an allocation
 //! that blows the budget.
 
-#![allow(dead_code)]
-
 use std::path::{Path, PathBuf};
 
-use super::node_process::kvstore_bin;
+use crate::process::kvstore_bin;
 
 pub enum Mode {
     CgroupV1,

@@ -20,8 +20,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use clap::Parser;
 
-use kvstore::client::{Client, RetryPolicy};
-use kvstore::proto::kv::{Consistency as ProtoConsistency, WatchRequest};
+use kvstore_client::{Client, RetryPolicy};
+use kvstore_proto::kv::{Consistency as ProtoConsistency, WatchRequest};
 
 use cli::{Cli, Cmd};
 use commands::RangeQuery;

@@ -5,7 +5,7 @@ use std::io::Write;
 use base64::Engine as _;
 use serde_json::{json, Value};
 
-use kvstore::proto::kv::{Event, EventType, KeyValue};
+use kvstore_proto::kv::{Event, EventType, KeyValue};
 
 /// Bytes as text, with any invalid UTF-8 replaced.
 pub(crate) fn text(b: &[u8]) -> String {

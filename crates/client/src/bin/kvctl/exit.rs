@@ -3,7 +3,7 @@
 
 use std::process::ExitCode;
 
-use kvstore::client::ClientError;
+use kvstore_client::ClientError;
 
 /// The exit code of a failed command (`main.rs` documents each code).
 pub(crate) fn exit_code(e: &ClientError, write: bool) -> u8 {

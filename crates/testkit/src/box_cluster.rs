@@ -2,15 +2,13 @@
 //! DNS server and real `kvstore serve` processes on a per-test loopback
 //! subnet, stopped when the test ends (also when it fails).
 
-#![allow(dead_code)]
-
 use std::time::{Duration, Instant};
 
-use kvstore::client::{Client, RetryPolicy};
-use kvstore::local::{LocalConfig, PodEvent, RunningSupervisor, Supervisor};
 use kvstore::proto::kv::{Role, StatusResponse};
+use kvstore_box::local::{LocalConfig, PodEvent, RunningSupervisor, Supervisor};
+use kvstore_client::{Client, RetryPolicy};
 
-use super::node_process::{kvstore_bin, Subnet};
+use crate::process::{kvstore_bin, Subnet};
 
 pub struct BoxCluster {
     pub rt: tokio::runtime::Runtime,
@@ -180,7 +178,7 @@ impl Drop for BoxCluster {
         if let Some(sup) = self.sup.take() {
             // Thaw anything a test froze, so it can stop.
             for p in sup.pods().iter().filter_map(|p| p.pid) {
-                super::node_process::signal(p, libc::SIGCONT);
+                crate::process::signal(p, libc::SIGCONT);
             }
             sup.stop(Duration::from_secs(20));
         }

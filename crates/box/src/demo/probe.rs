@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::client::{Client, RetryPolicy};
-use crate::proto::kv::{Role, StatusResponse};
+use kvstore_client::{Client, RetryPolicy};
+use kvstore_proto::kv::{Role, StatusResponse};
 
 /// Reads every pod's status at once (unreachable pods are `None`).
 pub(super) async fn statuses(endpoints: &[String]) -> Vec<Option<StatusResponse>> {

@@ -7,8 +7,8 @@ use std::process::ExitCode;
 use bytes::Bytes;
 use serde_json::{json, Value};
 
-use kvstore::client::Client;
-use kvstore::proto::kv::{
+use kvstore_client::Client;
+use kvstore_proto::kv::{
     response_op, Consistency as ProtoConsistency, DeleteRequest, GetRequest, KeyValue, PutRequest,
 };
 
@@ -139,7 +139,7 @@ pub(crate) async fn range(
     let start: Bytes = query.start.unwrap_or_default().into();
     // A prefix is read as the explicit range [prefix, prefix_end).
     let end: Bytes = if query.prefix {
-        kvstore::state::keys::prefix_end(&start)
+        kvstore_proto::prefix_end(&start)
             .map(Bytes::from)
             .unwrap_or_default()
     } else {

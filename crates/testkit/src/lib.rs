@@ -1,0 +1,21 @@
+//! The test kit: what kvstore's integration tests (and anyone's tests
+//! against kvstore) start real nodes with.
+//!
+//! - [`in_process`]: a node in the test's own process, the real threads and
+//!   gRPC servers on port 0, for tests that need no crash;
+//! - [`process`]: `kvstore serve` processes, killed with SIGKILL and
+//!   restarted on the same data dir as a pod with its volume;
+//! - [`box_cluster`]: a whole cluster in a box (embedded DNS, supervisor);
+//! - [`memory_cap`] and [`small_volume`]: a memory limit and a small
+//!   filesystem, for the hardening tests;
+//! - [`bins`]: where the binaries under test are.
+//!
+//! The linearizability checker is the `kvstore-lincheck` crate, which the
+//! demo uses too.
+
+pub mod bins;
+pub mod box_cluster;
+pub mod in_process;
+pub mod memory_cap;
+pub mod process;
+pub mod small_volume;
