@@ -1,6 +1,7 @@
-//! One node through its real gRPC server, as a real process: durability across
-//! SIGKILL, identity checks, watch, compare-and-swap, bad input and graceful
-//! shutdown.
+//! One node through its real gRPC server: durability across SIGKILL, identity
+//! checks, graceful shutdown and kvctl against a frozen server as real
+//! processes; watch, compare-and-swap, bad input and kvctl's commands
+//! against a node in the test's own process (nothing there needs a crash).
 
 use std::collections::BTreeMap;
 use std::process::Command;
@@ -12,7 +13,9 @@ use kvstore::proto::kv::{
     request_op, Compare, Consistency, DeleteRequest, EventType, GetRequest, PutRequest,
     RangeRequest, RequestOp, TxnRequest, WatchRequest,
 };
+use kvstore::server::ServeOptions;
 use kvstore_client::{Client, RetryPolicy};
+use kvstore_testkit::in_process::{start_node, start_node_tuned};
 use kvstore_testkit::process::{kvctl_bin, run_bounded, NodeProcess};
 use tonic::Code;
 
@@ -20,8 +23,8 @@ fn single(dir: &std::path::Path) -> NodeProcess {
     NodeProcess::start("kvstore-0", &dir.join("kvstore-0"), &["--replicas", "1"])
 }
 
-async fn raw(node: &NodeProcess) -> KvClient<tonic::transport::Channel> {
-    KvClient::connect(format!("http://{}", node.endpoint()))
+async fn raw(endpoint: &str) -> KvClient<tonic::transport::Channel> {
+    KvClient::connect(format!("http://{endpoint}"))
         .await
         .expect("connect")
         .max_encoding_message_size(64 << 20)
@@ -131,8 +134,7 @@ fn name_without_ordinal_is_refused() {
 /// once and in revision order, across stored history and live writes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn watch_from_history_into_live_exactly_once() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let node = single(dir.path());
+    let node = start_node().await;
     let mut client = node.client();
     // (revision, key, type) of every change under the prefix, as acknowledged.
     let mut expected: Vec<(u64, String, i32)> = Vec::new();
@@ -217,12 +219,7 @@ async fn watch_from_history_into_live_exactly_once() {
 /// oldest revision available.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_from_compacted_history_is_out_of_range() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let node = NodeProcess::start(
-        "kvstore-0",
-        &dir.path().join("kvstore-0"),
-        &["--replicas", "1", "--history-revisions", "10"],
-    );
+    let node = start_node_tuned(|cfg| cfg.history_revisions = 10, ServeOptions::default()).await;
     let mut client = node.client();
     for i in 0..1200 {
         client.put("k", format!("{i}")).await.expect("put");
@@ -249,8 +246,7 @@ async fn watch_from_compacted_history_is_out_of_range() {
 /// (retrying when the compare fails) leave it at exactly 2,000.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_compare_and_swap_counter() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let node = single(dir.path());
+    let node = start_node().await;
     let mut setup = node.client();
     setup.put("counter", "0").await.expect("init");
     let mut tasks = Vec::new();
@@ -300,9 +296,8 @@ async fn concurrent_compare_and_swap_counter() {
 /// the node keeps serving.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_is_invalid_argument_and_harmless() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let node = single(dir.path());
-    let mut kv = raw(&node).await;
+    let node = start_node().await;
+    let mut kv = raw(&node.endpoint()).await;
     kv.put(PutRequest {
         key: Bytes::from("ok"),
         value: Bytes::from("still here"),
@@ -586,8 +581,8 @@ fn kvctl_exit_codes_mean_one_thing_each() {
 /// kvctl's commands work end to end, with text and JSON output.
 #[test]
 fn kvctl_commands() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let node = single(dir.path());
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let node = rt.block_on(start_node());
     let kvctl = |args: &[&str]| {
         run_bounded(
             Command::new(kvctl_bin())

@@ -10,6 +10,7 @@ use kvstore::identity::NodeName;
 use kvstore::node::{NoPeers, Node, NodeConfig, NodeHandle, NodeInbox};
 use kvstore::server::{serve_clients, ServeOptions};
 use kvstore::transport::serve_peers;
+use kvstore_client::{Client, RetryPolicy};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -30,8 +31,17 @@ pub async fn start_node() -> InProcessNode {
 
 /// Starts `kvstore-0` with these client server options.
 pub async fn start_node_with(opts: ServeOptions) -> InProcessNode {
+    start_node_tuned(|_| {}, opts).await
+}
+
+/// Starts `kvstore-0` with its configuration changed by `tune` (what a
+/// `kvstore serve` flag would change) and these client server options.
+pub async fn start_node_tuned(
+    tune: impl FnOnce(&mut NodeConfig),
+    opts: ServeOptions,
+) -> InProcessNode {
     let dir = tempfile::tempdir().expect("tempdir");
-    let cfg = NodeConfig {
+    let mut cfg = NodeConfig {
         name: NodeName::parse("kvstore-0").expect("name"),
         replicas: 1,
         data_dir: dir.path().join("data"),
@@ -52,6 +62,7 @@ pub async fn start_node_with(opts: ServeOptions) -> InProcessNode {
         },
         wal_sync_delay: Duration::ZERO,
     };
+    tune(&mut cfg);
     let node = Node::start(cfg, Arc::new(NoPeers), NodeInbox::new()).expect("start node");
     let handle = node.handle();
     let (stop, stopped) = watch::channel(false);
@@ -83,6 +94,21 @@ pub async fn start_node_with(opts: ServeOptions) -> InProcessNode {
 }
 
 impl InProcessNode {
+    /// The client port as `host:port`, as kvctl's `--endpoints` takes it.
+    pub fn endpoint(&self) -> String {
+        self.client_addr.to_string()
+    }
+
+    /// A client for this node alone.
+    pub fn client(&self) -> Client {
+        Client::new(
+            &[self.endpoint()],
+            RetryPolicy::default(),
+            Duration::from_secs(10),
+        )
+        .expect("client")
+    }
+
     /// `http://` URI of the client port.
     pub fn client_uri(&self) -> String {
         format!("http://{}", self.client_addr)
