@@ -56,13 +56,18 @@ RUN case "${TARGETARCH}" in \
     && echo "${triple}" > /rust-target
 # The manifest and lockfile first, then the sources; --locked builds exactly
 # the dependency versions of Cargo.lock.
-COPY Cargo.toml Cargo.lock build.rs ./
+# The pod binary is built without the default "box" feature: the cluster
+# in a box (embedded DNS, supervisor, demo) is for laptops and CI, and the
+# image carries none of it (`docker run IMAGE demo` says so).
+COPY Cargo.toml Cargo.lock ./
 COPY proto ./proto
 COPY src ./src
+COPY crates ./crates
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     triple="$(cat /rust-target)" \
-    && cargo build --release --locked --target "${triple}" --bin kvstore --bin kvctl \
+    && cargo build --release --locked --target "${triple}" -p kvstore --no-default-features --bin kvstore \
+    && cargo build --release --locked --target "${triple}" -p kvstore-client --bin kvctl \
     && mkdir -p /out/bin /out/data \
     && cp "target/${triple}/release/kvstore" "target/${triple}/release/kvctl" /out/bin/
 
@@ -103,4 +108,7 @@ EXPOSE 7379 7380
 # instead (k8s/base/statefulset.yaml); the image has no shell or probe tool
 # to run one with.
 # checkov:skip=CKV_DOCKER_2: Kubernetes probes the gRPC health service natively; HEALTHCHECK is ignored there and the distroless image has nothing to run it with
-ENTRYPOINT ["/usr/local/bin/kvstore", "serve"]
+# `serve` is the default command, so the StatefulSet (which sets only env)
+# runs a node, and `docker run IMAGE <subcommand>` reaches the binary.
+ENTRYPOINT ["/usr/local/bin/kvstore"]
+CMD ["serve"]

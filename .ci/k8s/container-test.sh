@@ -152,8 +152,10 @@ trap 'exit 130' INT TERM
 if [ -n "${KVSTORE_BIN_DIR:-}" ]; then
   BIN_DIR=$KVSTORE_BIN_DIR
 else
-  say "cargo build --release --locked --bin kvstore --bin kvctl"
-  cargo build --release --locked --bin kvstore --bin kvctl
+  # As the Dockerfile builds them: the pod binary without the box.
+  say "cargo build --release --locked -p kvstore --no-default-features --bin kvstore; -p kvstore-client --bin kvctl"
+  cargo build --release --locked -p kvstore --no-default-features --bin kvstore
+  cargo build --release --locked -p kvstore-client --bin kvctl
   BIN_DIR=${CARGO_TARGET_DIR:-$ROOT/target}/release
 fi
 for b in kvstore kvctl; do
@@ -190,7 +192,13 @@ say "building $IMAGE from Dockerfile (BINARIES=prebuilt, RUNTIME_IMAGE=$BASE_IMA
   --build-arg REVISION="$(git -C "$ROOT" rev-parse HEAD 2>/dev/null || echo unknown)" \
   -t "$IMAGE" "$CTX" >/dev/null
 [ "$(docker image inspect -f '{{.Config.User}}' "$IMAGE")" = "65532:65532" ] || die "the image does not run as 65532:65532"
-say "image entry point: $(docker image inspect -f '{{json .Config.Entrypoint}}' "$IMAGE")"
+say "image entry point: $(docker image inspect -f '{{json .Config.Entrypoint}} {{json .Config.Cmd}}' "$IMAGE")"
+# The pod image carries no cluster in a box.
+demo_rc=0
+demo_err=$(docker run --rm --network none --label "$LABEL" "$IMAGE" demo 2>&1 >/dev/null) || demo_rc=$?
+[ "$demo_rc" = 2 ] && grep -q "is not in this build" <<<"$demo_err" ||
+  die "docker run IMAGE demo should say it is not in this build (exit 2), got exit $demo_rc: $demo_err"
+say "docker run IMAGE demo: $demo_err"
 
 # --- the "StatefulSet" -------------------------------------------------------
 docker network create --internal --label "$LABEL" "$NET" >/dev/null
