@@ -21,14 +21,16 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
-
 use crate::dns::{DnsServer, HeadlessService};
 use kvstore_client::backoff::Backoff;
+
+mod state_file;
+
+pub use state_file::{PodState, StateFile};
 
 /// The longest wait before restarting a pod that keeps crashing soon after
 /// its start (kubelet's CrashLoopBackOff, scaled to a box).
@@ -59,71 +61,6 @@ pub struct LocalConfig {
     pub serve_args: Vec<String>,
     /// The `kvstore` binary to run.
     pub binary: PathBuf,
-}
-
-/// One pod in the state file.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub struct PodState {
-    /// `<set>-<n>`.
-    pub name: String,
-    /// n.
-    pub ordinal: u32,
-    /// The process id, while it runs.
-    pub pid: Option<u32>,
-    /// Client API address.
-    pub client: String,
-    /// Replication address.
-    pub peer: String,
-    /// DNS name.
-    pub dns_name: String,
-    /// Data dir (the pod's volume).
-    pub data_dir: PathBuf,
-    /// Log file.
-    pub log: PathBuf,
-    /// How many times the supervisor restarted it.
-    pub restarts: u32,
-}
-
-/// The machine-readable state of a running cluster in a box.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub struct StateFile {
-    /// The supervisor's process id.
-    pub supervisor_pid: u32,
-    /// The embedded DNS server's address.
-    pub dns: String,
-    /// Number of pods.
-    pub replicas: u32,
-    /// The pods, by ordinal.
-    pub pods: Vec<PodState>,
-}
-
-impl StateFile {
-    /// The state file's path in `dir`.
-    pub fn path(dir: &Path) -> PathBuf {
-        dir.join("state.json")
-    }
-
-    /// Reads the state file in `dir`.
-    pub fn read(dir: &Path) -> Result<StateFile, String> {
-        let path = Self::path(dir);
-        let text = fs::read_to_string(&path).map_err(|e| {
-            format!(
-                "no cluster in a box at {} ({e}); start one with `kvstore local`",
-                path.display()
-            )
-        })?;
-        serde_json::from_str(&text)
-            .map_err(|e| format!("{} is not a state file: {e}", path.display()))
-    }
-
-    /// Comma-separated client endpoints.
-    pub fn endpoints(&self) -> String {
-        self.pods
-            .iter()
-            .map(|p| p.client.clone())
-            .collect::<Vec<_>>()
-            .join(",")
-    }
 }
 
 /// Whether a process with this id exists.

@@ -1,0 +1,72 @@
+//! The state file of a running cluster in a box: how `kvstore local`'s
+//! other subcommands (and the tests) find its pods.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// One pod in the state file.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PodState {
+    /// `<set>-<n>`.
+    pub name: String,
+    /// n.
+    pub ordinal: u32,
+    /// The process id, while it runs.
+    pub pid: Option<u32>,
+    /// Client API address.
+    pub client: String,
+    /// Replication address.
+    pub peer: String,
+    /// DNS name.
+    pub dns_name: String,
+    /// Data dir (the pod's volume).
+    pub data_dir: PathBuf,
+    /// Log file.
+    pub log: PathBuf,
+    /// How many times the supervisor restarted it.
+    pub restarts: u32,
+}
+
+/// The machine-readable state of a running cluster in a box.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct StateFile {
+    /// The supervisor's process id.
+    pub supervisor_pid: u32,
+    /// The embedded DNS server's address.
+    pub dns: String,
+    /// Number of pods.
+    pub replicas: u32,
+    /// The pods, by ordinal.
+    pub pods: Vec<PodState>,
+}
+
+impl StateFile {
+    /// The state file's path in `dir`.
+    pub fn path(dir: &Path) -> PathBuf {
+        dir.join("state.json")
+    }
+
+    /// Reads the state file in `dir`.
+    pub fn read(dir: &Path) -> Result<StateFile, String> {
+        let path = Self::path(dir);
+        let text = fs::read_to_string(&path).map_err(|e| {
+            format!(
+                "no cluster in a box at {} ({e}); start one with `kvstore local`",
+                path.display()
+            )
+        })?;
+        serde_json::from_str(&text)
+            .map_err(|e| format!("{} is not a state file: {e}", path.display()))
+    }
+
+    /// Comma-separated client endpoints.
+    pub fn endpoints(&self) -> String {
+        self.pods
+            .iter()
+            .map(|p| p.client.clone())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
