@@ -28,7 +28,7 @@ use hickory_resolver::TokioResolver;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::identity::NodeName;
+use crate::identity::PodName;
 use crate::server::{DirectoryEntry, PeerDirectory};
 use kvstore_client::backoff::Backoff;
 
@@ -134,7 +134,7 @@ pub struct NameVars {
 #[derive(Clone, Debug)]
 pub struct DiscoveryConfig {
     /// This node.
-    pub me: NodeName,
+    pub me: PodName,
     /// The number of members.
     pub replicas: u32,
     /// Template variables.
@@ -321,7 +321,7 @@ impl Discovery {
                 });
                 for target in targets {
                     let host = target.split('.').next().unwrap_or_default();
-                    if let Ok(n) = NodeName::parse(host) {
+                    if let Ok(n) = PodName::parse(host) {
                         if n.set == self.cfg.me.set {
                             ordinals.insert(n.ordinal);
                         }

@@ -18,14 +18,14 @@ pub enum NameError {
 
 /// Who this node is.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NodeName {
+pub struct PodName {
     /// The StatefulSet name, e.g. `kvstore`.
     pub set: String,
     /// The ordinal: the node's id and its election priority (lower leads).
     pub ordinal: u32,
 }
 
-impl NodeName {
+impl PodName {
     /// Parses `<set>-<ordinal>`; the set name may itself contain dashes.
     /// A fully qualified hostname is cut at its first dot.
     pub fn parse(name: &str) -> Result<Self, NameError> {
@@ -46,22 +46,22 @@ impl NodeName {
         let ordinal = ordinal
             .parse()
             .map_err(|_| NameError::NoOrdinal(name.to_string()))?;
-        Ok(NodeName {
+        Ok(PodName {
             set: set.to_string(),
             ordinal,
         })
     }
 
     /// The name of the member with `ordinal` in the same set.
-    pub fn sibling(&self, ordinal: u32) -> NodeName {
-        NodeName {
+    pub fn sibling(&self, ordinal: u32) -> PodName {
+        PodName {
             set: self.set.clone(),
             ordinal,
         }
     }
 }
 
-impl fmt::Display for NodeName {
+impl fmt::Display for PodName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}-{}", self.set, self.ordinal)
     }
@@ -75,14 +75,14 @@ mod tests {
     #[test]
     fn parses_pod_names() {
         assert_eq!(
-            NodeName::parse("kvstore-2"),
-            Ok(NodeName {
+            PodName::parse("kvstore-2"),
+            Ok(PodName {
                 set: "kvstore".into(),
                 ordinal: 2
             })
         );
         let n =
-            NodeName::parse("my-kv-10.kvstore-headless.default.svc.cluster.local").expect("fqdn");
+            PodName::parse("my-kv-10.kvstore-headless.default.svc.cluster.local").expect("fqdn");
         assert_eq!((n.set.as_str(), n.ordinal), ("my-kv", 10));
         assert_eq!(n.to_string(), "my-kv-10");
     }
@@ -98,9 +98,9 @@ mod tests {
             "kvstore-01",
             "kvstore-1x",
         ] {
-            let err = NodeName::parse(bad).expect_err(bad);
+            let err = PodName::parse(bad).expect_err(bad);
             assert!(err.to_string().contains("no ordinal"), "{bad}: {err}");
         }
-        assert_eq!(NodeName::parse(""), Err(NameError::Missing));
+        assert_eq!(PodName::parse(""), Err(NameError::Missing));
     }
 }

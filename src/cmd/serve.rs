@@ -19,7 +19,7 @@ use crate::config::ServeArgs;
 use crate::discovery::{
     parse_dns_server, Discovery, DiscoveryConfig, DiscoveryError, NameTemplate, NameVars,
 };
-use crate::identity::NodeName;
+use crate::identity::PodName;
 use crate::node::space::SpacePolicy;
 use crate::node::{NoPeers, Node, NodeConfig, NodeHandle, NodeInbox, Peers};
 use crate::raft::Role;
@@ -32,7 +32,7 @@ pub fn run(args: ServeArgs) -> ExitCode {
         eprintln!("kvstore: {e}");
         return ExitCode::from(2);
     }
-    let name = match NodeName::parse(&args.node_name()) {
+    let name = match PodName::parse(&args.node_name()) {
         Ok(name) => name,
         Err(e) => {
             eprintln!("kvstore: {e}");
@@ -53,7 +53,7 @@ pub fn run(args: ServeArgs) -> ExitCode {
     runtime.block_on(serve(args, name).instrument(span))
 }
 
-async fn serve(args: ServeArgs, name: NodeName) -> ExitCode {
+async fn serve(args: ServeArgs, name: PodName) -> ExitCode {
     match Running::start(&args, name).await {
         Ok(running) => running.run_to_end(&args).await,
         Err(code) => code,
@@ -90,7 +90,7 @@ enum StopCause {
 impl Running {
     /// Opens the node and its ports and spawns its servers; on failure,
     /// the exit code (1 for the environment, 2 for the flags).
-    async fn start(args: &ServeArgs, name: NodeName) -> Result<Running, ExitCode> {
+    async fn start(args: &ServeArgs, name: PodName) -> Result<Running, ExitCode> {
         let space = space_policy(args).map_err(|e| cannot_start(&e, 1))?;
         tracing::info!(
             quota = space.quota,
@@ -211,7 +211,7 @@ fn cannot_start(e: &dyn std::fmt::Display, code: u8) -> ExitCode {
 }
 
 /// The node's configuration from the flags.
-fn node_config(args: &ServeArgs, name: NodeName, space: SpacePolicy) -> NodeConfig {
+fn node_config(args: &ServeArgs, name: PodName, space: SpacePolicy) -> NodeConfig {
     NodeConfig {
         name,
         replicas: args.replicas,
@@ -321,7 +321,7 @@ async fn hand_over_leadership(handle: &NodeHandle) {
 }
 
 /// Validates the discovery flags; the lookups start with `serve`'s tasks.
-fn start_discovery(args: &ServeArgs, name: &NodeName) -> Result<Arc<Discovery>, DiscoveryError> {
+fn start_discovery(args: &ServeArgs, name: &PodName) -> Result<Arc<Discovery>, DiscoveryError> {
     if args.replicas == 0 {
         return Err(DiscoveryError::NoReplicas);
     }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::space::SpacePolicy;
 use super::CompactionPolicy;
-use crate::identity::NodeName;
+use crate::identity::PodName;
 use crate::state::StateError;
 use crate::storage::wal::WalError;
 
@@ -43,7 +43,7 @@ impl Timing {
 #[derive(Clone, Debug)]
 pub struct NodeConfig {
     /// `<set>-<ordinal>`.
-    pub name: NodeName,
+    pub name: PodName,
     /// The number of voting members.
     pub replicas: u32,
     /// The data dir (the pod's volume).

@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use tokio::sync::{broadcast, watch};
 
-use crate::identity::NodeName;
+use crate::identity::PodName;
 use crate::proto::kv::Event;
 use crate::state::{KvState, StateError};
 pub use config::{NodeConfig, StartError, Timing};
@@ -47,7 +47,7 @@ pub struct WatchBatch {
 }
 
 struct Shared {
-    name: NodeName,
+    name: PodName,
     replicas: u32,
     inbox: std::sync::mpsc::Sender<Input>,
     state: Arc<KvState>,
@@ -152,7 +152,7 @@ impl Node {
 
 impl NodeHandle {
     /// This node's name.
-    pub fn name(&self) -> &NodeName {
+    pub fn name(&self) -> &PodName {
         &self.0.name
     }
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::NodeHandle;
 use crate::error::{Error, Result};
-use crate::raft::{self, NodeId, RaftNode, Role, Voting};
+use crate::raft::{self, NodeId, RaftCore, Role, Voting};
 
 /// A peer's replication progress, as the leader sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -51,7 +51,7 @@ pub struct RaftStatus {
 
 impl RaftStatus {
     /// The status of `core` now.
-    pub fn of(core: &RaftNode) -> RaftStatus {
+    pub fn of(core: &RaftCore) -> RaftStatus {
         let heartbeat = core.config().heartbeat_ticks;
         let peers = (0..core.config().voters)
             .filter(|&p| p != core.id())

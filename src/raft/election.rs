@@ -5,8 +5,8 @@
 use std::collections::BTreeMap;
 
 use super::config::Config;
+use super::core::{RaftCore, RoleState};
 use super::mutations::mutated;
-use super::node::{RaftNode, RoleState};
 use super::replication::LeaderState;
 use super::rng::SplitMix64;
 use super::types::*;
@@ -55,7 +55,7 @@ impl ElectionTimer {
     }
 }
 
-impl RaftNode {
+impl RaftCore {
     pub(super) fn reset_election_timer(&mut self) {
         let candidate = matches!(self.role, RoleState::Candidate { .. });
         self.timer.reset(&self.cfg, candidate);

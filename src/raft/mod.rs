@@ -2,8 +2,8 @@
 //!
 //! This module is a pure state machine. It has no clock, no sockets, no disk
 //! and no randomness of its own: its inputs are messages from peers
-//! ([`RaftNode::step`]), clock ticks ([`RaftNode::tick`]), client proposals
-//! ([`RaftNode::propose`]), read requests ([`RaftNode::read_index`]) and a few
+//! ([`RaftCore::step`]), clock ticks ([`RaftCore::tick`]), client proposals
+//! ([`RaftCore::propose`]), read requests ([`RaftCore::read_index`]) and a few
 //! events from the driver (a connection reset, a snapshot sent, a compaction);
 //! its outputs are collected in a [`Ready`]. The same code runs in the server
 //! (driven by `crate::node`) and in the deterministic simulation
@@ -27,14 +27,14 @@
 //!
 //! # The Ready loop: persist, then send, then apply
 //!
-//! After feeding inputs the driver calls [`RaftNode::handle_ready`] with its
+//! After feeding inputs the driver calls [`RaftCore::handle_ready`] with its
 //! [`ReadyHandler`] (the disk, network and state machine it has), which takes
 //! a [`Ready`] and carries it out in this order, the same for the server and
 //! the simulation:
 //!
 //! 1. persist the snapshot (if the leader sent one), the hard state (term,
 //!    vote, voting state) and the new entries, ending in an fsync;
-//! 2. call [`RaftNode::advance`], telling the core those are durable;
+//! 2. call [`RaftCore::advance`], telling the core those are durable;
 //! 3. send the messages;
 //! 4. start the snapshot transfers asked for;
 //! 5. apply the committed entries;
@@ -71,7 +71,7 @@
 //!   that heard from no quorum for `election_ticks` steps down.
 //! * **Fast failure detection.** When a leader's process dies, the kernel
 //!   resets its connections at once. The transport reports that as
-//!   [`RaftNode::peer_disconnected`]; a follower whose *leader's* connection
+//!   [`RaftCore::peer_disconnected`]; a follower whose *leader's* connection
 //!   reset forgets the leader (dropping the lease) and, for one election
 //!   timeout, is in *fast mode*: it campaigns after
 //!   `1 + n * fast_election_stagger_ticks` ticks instead of a whole timeout
@@ -111,7 +111,7 @@
 //!
 //! # Reads
 //!
-//! [`RaftNode::read_index`] implements ReadIndex (thesis §6.4): the leader
+//! [`RaftCore::read_index`] implements ReadIndex (thesis §6.4): the leader
 //! records its commit index, confirms it still leads by a heartbeat round
 //! acknowledged by a quorum, and then hands out a [`ReadState`]; the read is
 //! served once the state machine has applied that index. A leader that has
@@ -121,7 +121,7 @@
 //!
 //! # Leadership transfer and priority return
 //!
-//! [`RaftNode::transfer_leadership`] (thesis §3.10): the leader stops taking
+//! [`RaftCore::transfer_leadership`] (thesis §3.10): the leader stops taking
 //! proposals, brings the target fully up to date, and sends it TimeoutNow; the
 //! target campaigns at once in a new term, skipping pre-vote, and marks its
 //! vote requests as a transfer so that peers still holding the lease vote
@@ -173,7 +173,7 @@
 //!
 //! The state machine (sled) is itself the snapshot. When the log grows past
 //! its limits the driver makes the applied state durable and calls
-//! [`RaftNode::compact`]; the entries up to that index are dropped. A follower
+//! [`RaftCore::compact`]; the entries up to that index are dropped. A follower
 //! that needs a dropped entry gets a snapshot instead: the core asks for it in
 //! [`Ready::send_snapshots`], the driver streams the state machine as of its
 //! applied index, and when the follower's driver has received all of it, it
@@ -198,11 +198,11 @@
 //!   the target campaign; that costs an election, never safety.
 
 mod config;
+mod core;
 mod election;
 mod log;
 #[cfg_attr(not(feature = "testing"), allow(dead_code))]
 pub mod mutations;
-mod node;
 mod progress;
 mod reads;
 mod ready;
@@ -212,9 +212,9 @@ mod rng;
 mod transfer;
 mod types;
 
+pub use self::core::RaftCore;
 pub use config::{Config, Restored, CAUGHT_UP_LAG};
 pub use log::RaftLog;
-pub use node::RaftNode;
 pub use progress::{Progress, ReplicationState};
 pub use ready::ReadyHandler;
 pub use rng::SplitMix64;

@@ -3,8 +3,8 @@
 
 use std::collections::VecDeque;
 
+use super::core::{RaftCore, RoleState};
 use super::mutations::mutated;
-use super::node::{RaftNode, RoleState};
 use super::types::*;
 
 /// A read waiting for its quorum round.
@@ -45,7 +45,7 @@ impl ReadQueue {
     }
 }
 
-impl RaftNode {
+impl RaftCore {
     /// Asks for a linearizable read point. The answer comes in
     /// `Ready::read_states` (or `dropped_reads` when this member cannot
     /// confirm its leadership).

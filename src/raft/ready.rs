@@ -1,15 +1,15 @@
 //! The Ready loop: what the core hands its driver, and the one order in
 //! which every driver handles it (module documentation of [`crate::raft`],
 //! "The Ready loop"). The server's replication thread and the simulation
-//! both drive the core through [`RaftNode::handle_ready`], so the order the
+//! both drive the core through [`RaftCore::handle_ready`], so the order the
 //! durability rule needs is written once.
 
+use super::core::{RaftCore, RoleState};
 use super::mutations::mutated;
-use super::node::{RaftNode, RoleState};
 use super::types::*;
 
 /// The driver's side of the Ready loop: each method is one step, and
-/// [`RaftNode::handle_ready`] calls them in the order the durability rule
+/// [`RaftCore::handle_ready`] calls them in the order the durability rule
 /// needs.
 pub trait ReadyHandler {
     /// Why a step failed; the loop stops at the first failure.
@@ -21,7 +21,7 @@ pub trait ReadyHandler {
     /// it is after the Ready was taken.
     fn persist(
         &mut self,
-        core: &RaftNode,
+        core: &RaftCore,
         snapshot: Option<SnapshotMeta>,
         hard_state: Option<HardState>,
         entries: &[Entry],
@@ -35,10 +35,10 @@ pub trait ReadyHandler {
     /// state machine's applied index. Returns the transfers that already
     /// ended (peer, `Some(index)` sent or `None` failed); a driver whose
     /// transfers end later reports them through
-    /// [`RaftNode::snapshot_sent`].
+    /// [`RaftCore::snapshot_sent`].
     fn send_snapshots(
         &mut self,
-        core: &RaftNode,
+        core: &RaftCore,
         peers: Vec<NodeId>,
     ) -> Result<Vec<(NodeId, Option<Index>)>, Self::Error>;
 
@@ -49,13 +49,13 @@ pub trait ReadyHandler {
     /// applied) and those that cannot be confirmed here any more.
     fn answer_reads(
         &mut self,
-        core: &RaftNode,
+        core: &RaftCore,
         ready: Vec<ReadState>,
         dropped: Vec<u64>,
     ) -> Result<(), Self::Error>;
 }
 
-impl RaftNode {
+impl RaftCore {
     /// Takes one Ready, if there is one, and has `handler` carry it out in
     /// order: persist, advance, send, snapshots, apply, reads. Returns
     /// whether there was one; drivers call it until it returns false.
@@ -84,7 +84,7 @@ impl RaftNode {
         Ok(true)
     }
 
-    /// Collects what the driver must do now. Call [`RaftNode::advance`] once
+    /// Collects what the driver must do now. Call [`RaftCore::advance`] once
     /// the hard state, snapshot and entries in it are durable.
     pub fn take_ready(&mut self) -> Ready {
         assert!(

@@ -4,8 +4,8 @@
 
 use std::collections::BTreeMap;
 
+use super::core::RaftCore;
 use super::mutations::mutated;
-use super::node::RaftNode;
 use super::types::*;
 
 /// What a member with a new data dir has learnt while it may not vote.
@@ -22,7 +22,7 @@ pub(super) struct Rejoin {
     probe_elapsed: u32,
 }
 
-impl RaftNode {
+impl RaftCore {
     /// Probes again, every heartbeat interval, the peers that have not
     /// answered.
     pub(super) fn tick_rejoin(&mut self) {

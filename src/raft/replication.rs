@@ -7,9 +7,9 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 
 use super::config::CAUGHT_UP_LAG;
+use super::core::{RaftCore, RoleState};
 use super::log::RaftLog;
 use super::mutations::mutated;
-use super::node::{RaftNode, RoleState};
 use super::progress::{Progress, ReplicationState};
 use super::reads::ReadQueue;
 use super::types::*;
@@ -61,7 +61,7 @@ impl LeaderState {
     }
 }
 
-impl RaftNode {
+impl RaftCore {
     /// The leader's state, when leading.
     pub(super) fn leading(&mut self) -> Option<&mut LeaderState> {
         match &mut self.role {

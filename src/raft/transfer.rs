@@ -2,10 +2,10 @@
 //! documentation of [`crate::raft`], "Leadership transfer and priority
 //! return").
 
-use super::node::{RaftNode, RoleState};
+use super::core::{RaftCore, RoleState};
 use super::types::*;
 
-impl RaftNode {
+impl RaftCore {
     /// Hands leadership to `to` (TimeoutNow once it is caught up). Proposals
     /// are refused until the handover completes or times out.
     pub fn transfer_leadership(&mut self, to: NodeId) -> Result<(), TransferError> {

@@ -260,7 +260,7 @@ pub enum TransferError {
 
 /// Everything the driver must do after feeding the core some input, in this
 /// order: persist (`snapshot`, then `hard_state` and `entries`), call
-/// [`RaftNode::advance`](super::RaftNode::advance), send `messages`, start
+/// [`RaftCore::advance`](super::RaftCore::advance), send `messages`, start
 /// `send_snapshots`, apply `committed`, answer `read_states`.
 #[derive(Debug, Default)]
 pub struct Ready {

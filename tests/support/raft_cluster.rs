@@ -63,7 +63,7 @@ impl Disk {
 
 /// One simulated member.
 pub struct SimNode {
-    pub core: Option<RaftNode>,
+    pub core: Option<RaftCore>,
     pub disk: Disk,
     /// The live state machine.
     pub sm: SmState,
@@ -222,10 +222,10 @@ impl Cluster {
         c
     }
 
-    fn make_core(&self, id: NodeId, restored: Restored, incarnation: u64) -> RaftNode {
+    fn make_core(&self, id: NodeId, restored: Restored, incarnation: u64) -> RaftCore {
         let mut cfg = self.cfg_template.clone();
         cfg.id = id;
-        RaftNode::new(
+        RaftCore::new(
             cfg,
             restored,
             self.seed
@@ -248,7 +248,7 @@ impl Cluster {
         }
     }
 
-    pub fn core(&self, id: NodeId) -> &RaftNode {
+    pub fn core(&self, id: NodeId) -> &RaftCore {
         self.nodes[id as usize].core.as_ref().expect("node is up")
     }
 
@@ -907,7 +907,7 @@ impl ReadyHandler for SimReady<'_> {
 
     fn persist(
         &mut self,
-        _core: &RaftNode,
+        _core: &RaftCore,
         snapshot: Option<SnapshotMeta>,
         hard_state: Option<HardState>,
         entries: &[Entry],
@@ -951,7 +951,7 @@ impl ReadyHandler for SimReady<'_> {
 
     fn send_snapshots(
         &mut self,
-        core: &RaftNode,
+        core: &RaftCore,
         peers: Vec<NodeId>,
     ) -> Result<Vec<(NodeId, Option<Index>)>, Self::Error> {
         let id = self.id;
@@ -995,7 +995,7 @@ impl ReadyHandler for SimReady<'_> {
 
     fn answer_reads(
         &mut self,
-        _core: &RaftNode,
+        _core: &RaftCore,
         ready: Vec<ReadState>,
         dropped: Vec<u64>,
     ) -> Result<(), Self::Error> {

@@ -28,7 +28,7 @@ pub struct Seen {
 }
 
 impl Seen {
-    pub fn of(core: &RaftNode) -> Self {
+    pub fn of(core: &RaftCore) -> Self {
         Seen {
             role: core.role(),
             term: core.term(),

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use kvstore::identity::NodeName;
+use kvstore::identity::PodName;
 use kvstore::node::{NoPeers, Node, NodeConfig, NodeHandle, NodeInbox};
 use kvstore::server::{serve_clients, ServeOptions};
 use kvstore::transport::serve_peers;
@@ -42,7 +42,7 @@ pub async fn start_node_tuned(
 ) -> InProcessNode {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut cfg = NodeConfig {
-        name: NodeName::parse("kvstore-0").expect("name"),
+        name: PodName::parse("kvstore-0").expect("name"),
         replicas: 1,
         data_dir: dir.path().join("data"),
         cache_bytes: 16 << 20,

@@ -8,7 +8,7 @@ use super::{Fatal, ReplicationThread};
 use crate::error::Error;
 use crate::node::applier::ApplyMsg;
 use crate::node::RaftStatus;
-use crate::raft::{NodeId, RaftNode, Role, Term};
+use crate::raft::{NodeId, RaftCore, Role, Term};
 use crate::state::command::{Bootstrap, Command, Op};
 
 /// A follower heard from within this long keeps the entries it needs from
@@ -24,7 +24,7 @@ pub(super) struct Leadership {
 }
 
 impl Leadership {
-    pub(super) fn of(core: &RaftNode) -> Self {
+    pub(super) fn of(core: &RaftCore) -> Self {
         Leadership {
             role: core.role(),
             term: core.term(),

@@ -23,8 +23,8 @@ use super::applier::{ApplyMsg, Waiters};
 use super::peers::Peers;
 use super::{RaftStatus, WriteResult};
 use crate::error::{Error, Result};
-use crate::identity::NodeName;
-use crate::raft::{Body, Message, NodeId, ProposeError, RaftNode, TransferError};
+use crate::identity::PodName;
+use crate::raft::{Body, Message, NodeId, ProposeError, RaftCore, TransferError};
 use crate::state::snapshot::SnapshotWriter;
 use crate::state::KvState;
 use crate::storage::wal::Wal;
@@ -119,7 +119,7 @@ struct PendingTransfer {
 
 /// The replication thread's state.
 pub struct ReplicationThread {
-    pub core: RaftNode,
+    pub core: RaftCore,
     pub wal: Wal,
     pub inbox: Receiver<Input>,
     pub apply_tx: Sender<ApplyMsg>,
@@ -149,7 +149,7 @@ pub struct ReplicationThread {
     /// `raft{ordinal, term}`: every log line of this thread carries both.
     span: tracing::Span,
     /// This node's name (leader hints are given as pod names).
-    name: NodeName,
+    name: PodName,
     /// The node's span, parent of each term's span.
     parent_span: tracing::Span,
 }
@@ -158,7 +158,7 @@ impl ReplicationThread {
     /// Builds the loop; `run` starts it.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
-        core: RaftNode,
+        core: RaftCore,
         wal: Wal,
         inbox: Receiver<Input>,
         apply_tx: Sender<ApplyMsg>,
@@ -168,7 +168,7 @@ impl ReplicationThread {
         state: Arc<KvState>,
         tick: Duration,
         compaction: CompactionPolicy,
-        name: NodeName,
+        name: PodName,
     ) -> Self {
         let transfer_timeout = tick * core.config().election_ticks * 2;
         let leadership = Leadership::of(&core);

@@ -1,6 +1,6 @@
 //! The replication thread's side of the Ready loop: the write-ahead log,
 //! the transport, the apply thread and the reads waiting for an index. The
-//! order of the steps is the core's ([`RaftNode::handle_ready`]).
+//! order of the steps is the core's ([`RaftCore::handle_ready`]).
 
 use std::collections::HashMap;
 use std::sync::mpsc::Sender;
@@ -9,11 +9,11 @@ use tokio::sync::oneshot;
 
 use super::{Fatal, ReplicationThread};
 use crate::error::{Error, Result};
-use crate::identity::NodeName;
+use crate::identity::PodName;
 use crate::node::applier::ApplyMsg;
 use crate::node::peers::Peers;
 use crate::raft::{
-    Entry, HardState, Index, Message, NodeId, RaftNode, ReadState, ReadyHandler, SnapshotMeta,
+    Entry, HardState, Index, Message, NodeId, RaftCore, ReadState, ReadyHandler, SnapshotMeta,
 };
 use crate::state::snapshot::SnapshotWriter;
 use crate::storage::wal::Wal;
@@ -31,7 +31,7 @@ struct ReadyIo<'a> {
     apply_tx: &'a Sender<ApplyMsg>,
     reads: &'a mut PendingReads,
     received_snapshot: &'a mut Option<ReceivedSnapshot>,
-    name: &'a NodeName,
+    name: &'a PodName,
 }
 
 impl ReadyHandler for ReadyIo<'_> {
@@ -39,7 +39,7 @@ impl ReadyHandler for ReadyIo<'_> {
 
     fn persist(
         &mut self,
-        core: &RaftNode,
+        core: &RaftCore,
         snapshot: Option<SnapshotMeta>,
         hard_state: Option<HardState>,
         entries: &[Entry],
@@ -59,7 +59,7 @@ impl ReadyHandler for ReadyIo<'_> {
 
     fn send_snapshots(
         &mut self,
-        core: &RaftNode,
+        core: &RaftCore,
         peers: Vec<NodeId>,
     ) -> std::result::Result<Vec<(NodeId, Option<Index>)>, Fatal> {
         for peer in peers {
@@ -78,7 +78,7 @@ impl ReadyHandler for ReadyIo<'_> {
 
     fn answer_reads(
         &mut self,
-        core: &RaftNode,
+        core: &RaftCore,
         ready: Vec<ReadState>,
         dropped: Vec<u64>,
     ) -> std::result::Result<(), Fatal> {
@@ -104,7 +104,7 @@ impl ReadyIo<'_> {
     /// thread installs it, and the log starts a fresh segment after it.
     fn install_snapshot(
         &mut self,
-        core: &RaftNode,
+        core: &RaftCore,
         meta: SnapshotMeta,
         entries: &[Entry],
     ) -> std::result::Result<(), Fatal> {

@@ -66,7 +66,7 @@ impl Fixture {
         };
         let mut cfg = Config::new(1, 3);
         cfg.mutation = mutation;
-        let core = RaftNode::new(cfg, restored, 1);
+        let core = RaftCore::new(cfg, restored, 1);
         let (inbox_tx, inbox_rx) = std::sync::mpsc::channel();
         let (apply_tx, apply_rx) = std::sync::mpsc::channel();
         let waiters = Arc::new(Waiters::default());
@@ -98,7 +98,7 @@ impl Fixture {
                 max_bytes: 1 << 30,
                 keep_entries: 100,
             },
-            NodeName::parse("kvstore-1").expect("name"),
+            PodName::parse("kvstore-1").expect("name"),
         );
         Fixture {
             raft: Some(raft),

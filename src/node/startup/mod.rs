@@ -13,7 +13,7 @@ use tokio::sync::{broadcast, watch};
 use super::applier::{Applier, Waiters};
 use super::replication::ReplicationThread;
 use super::{Node, NodeConfig, NodeHandle, NodeInbox, Peers, RaftStatus, Shared, StartError};
-use crate::raft::{self, RaftNode, Restored, SnapshotMeta, Voting};
+use crate::raft::{self, RaftCore, Restored, SnapshotMeta, Voting};
 use crate::state::{Identity, KvState};
 use crate::storage::wal::{Wal, WalState};
 use crate::storage::DataDir;
@@ -245,7 +245,7 @@ impl Node {
         let cluster_recorded = state
             .identity()?
             .is_some_and(|i| i.cluster_id != 0 && i.cluster_id == state.cluster_id());
-        let core = RaftNode::new(raft_config(&cfg), restored, rand::random());
+        let core = RaftCore::new(raft_config(&cfg), restored, rand::random());
         spawn(cfg, core, (state, cluster_recorded), wal, peers, inbox)
             .map_err(|e| StartError::DataDir(dirs.root.clone(), e))
     }
@@ -269,7 +269,7 @@ fn raft_config(cfg: &NodeConfig) -> raft::Config {
 /// names its cluster), and builds the handle the services use.
 fn spawn(
     cfg: NodeConfig,
-    core: RaftNode,
+    core: RaftCore,
     (state, cluster_recorded): (Arc<KvState>, bool),
     wal: Wal,
     peers: Arc<dyn Peers>,

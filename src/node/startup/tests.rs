@@ -5,7 +5,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::*;
-use crate::identity::NodeName;
+use crate::identity::PodName;
 use crate::node::{space, CompactionPolicy, Timing};
 use crate::raft::{Entry, EntryKind, HardState};
 
@@ -28,7 +28,7 @@ fn log_of(last: u64) -> (tempfile::TempDir, Wal, crate::storage::wal::WalState) 
 
 fn config_for(dir: &Path, name: &str, cluster_id: Option<u64>) -> NodeConfig {
     NodeConfig {
-        name: NodeName::parse(name).expect("name"),
+        name: PodName::parse(name).expect("name"),
         replicas: 3,
         data_dir: dir.to_path_buf(),
         cache_bytes: 1 << 20,

@@ -1,6 +1,6 @@
 //! Tests of exactly what the core emits: for each rule in the module
 //! documentation, the messages and the rest of the Ready that
-//! [`RaftNode::take_ready`] returns, as openraft's engine tests assert the
+//! [`RaftCore::take_ready`] returns, as openraft's engine tests assert the
 //! commands its engine outputs. The members here are driven by hand, one
 //! input at a time; the scenarios with whole clusters are the golden scripts
 //! in `tests/scripts/`.
@@ -26,7 +26,7 @@ fn config(id: NodeId, voters: u32) -> Config {
 /// A member that may vote, restored in `term` (no vote) with a log whose
 /// entry `i + 1` has term `log_terms[i]`, applied (and so committed) up to
 /// `applied`.
-fn member_with(cfg: Config, term: Term, log_terms: &[Term], applied: Index) -> RaftNode {
+fn member_with(cfg: Config, term: Term, log_terms: &[Term], applied: Index) -> RaftCore {
     let entries = log_terms
         .iter()
         .enumerate()
@@ -42,11 +42,11 @@ fn member_with(cfg: Config, term: Term, log_terms: &[Term], applied: Index) -> R
         entries,
         applied,
     };
-    RaftNode::new(cfg, restored, 7)
+    RaftCore::new(cfg, restored, 7)
 }
 
 /// [`member_with`] the default configuration, nothing applied.
-fn member(id: NodeId, voters: u32, term: Term, log_terms: &[Term]) -> RaftNode {
+fn member(id: NodeId, voters: u32, term: Term, log_terms: &[Term]) -> RaftCore {
     member_with(config(id, voters), term, log_terms, 0)
 }
 
@@ -79,14 +79,14 @@ fn msg(from: NodeId, to: NodeId, term: Term, body: Body) -> Message {
 }
 
 /// Takes the Ready and reports it durable, as a driver does.
-fn ready(n: &mut RaftNode) -> Ready {
+fn ready(n: &mut RaftCore) -> Ready {
     let rd = n.take_ready();
     n.advance();
     rd
 }
 
 /// Steps `n` with a message from `from` in `term` and returns its Ready.
-fn step(n: &mut RaftNode, from: NodeId, term: Term, body: Body) -> Ready {
+fn step(n: &mut RaftCore, from: NodeId, term: Term, body: Body) -> Ready {
     let to = n.id();
     n.step(msg(from, to, term, body));
     ready(n)
@@ -94,7 +94,7 @@ fn step(n: &mut RaftNode, from: NodeId, term: Term, body: Body) -> Ready {
 
 /// Ticks `n` until it has output, at most `max` ticks; returns how many
 /// ticks that took and the Ready.
-fn tick_until_output(n: &mut RaftNode, max: u32) -> (u32, Ready) {
+fn tick_until_output(n: &mut RaftCore, max: u32) -> (u32, Ready) {
     for ticks in 1..=max {
         n.tick();
         if n.has_ready() {
@@ -105,7 +105,7 @@ fn tick_until_output(n: &mut RaftNode, max: u32) -> (u32, Ready) {
 }
 
 /// Ticks `n` `count` times and returns the Ready after them.
-fn tick_n(n: &mut RaftNode, count: u32) -> Ready {
+fn tick_n(n: &mut RaftCore, count: u32) -> Ready {
     for _ in 0..count {
         n.tick();
     }
@@ -115,7 +115,7 @@ fn tick_n(n: &mut RaftNode, count: u32) -> Ready {
 /// Member `id` of `voters` leading `term`, won over a log of `log_terms`
 /// (restored in `term - 1`): it has appended its no-op and sent it, and no
 /// follower has answered yet.
-fn new_leader(id: NodeId, voters: u32, term: Term, log_terms: &[Term]) -> RaftNode {
+fn new_leader(id: NodeId, voters: u32, term: Term, log_terms: &[Term]) -> RaftCore {
     let mut n = member(id, voters, term - 1, log_terms);
     let granter = (id + 1) % voters;
     n.tick_until_campaign();
@@ -134,7 +134,7 @@ fn new_leader(id: NodeId, voters: u32, term: Term, log_terms: &[Term]) -> RaftNo
 
 /// [`new_leader`] whose followers have all acknowledged its no-op (so its
 /// term has committed) and said they may vote.
-fn leader(id: NodeId, voters: u32, term: Term, log_terms: &[Term]) -> RaftNode {
+fn leader(id: NodeId, voters: u32, term: Term, log_terms: &[Term]) -> RaftCore {
     let mut n = new_leader(id, voters, term, log_terms);
     let last = n.log().last_index();
     for peer in (0..voters).filter(|&p| p != id) {
@@ -159,7 +159,7 @@ fn heartbeat_response(read_round: u64) -> Body {
     }
 }
 
-impl RaftNode {
+impl RaftCore {
     /// Ticks until the election timer fires (a pre-vote or a campaign).
     fn tick_until_campaign(&mut self) {
         for _ in 0..10_000 {

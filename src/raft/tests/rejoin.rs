@@ -4,8 +4,8 @@
 
 use super::*;
 
-fn new_data_dir(id: NodeId, voters: u32) -> RaftNode {
-    RaftNode::new(config(id, voters), Restored::fresh(), 7)
+fn new_data_dir(id: NodeId, voters: u32) -> RaftCore {
+    RaftCore::new(config(id, voters), Restored::fresh(), 7)
 }
 
 fn probe_answer(empty_log: bool) -> Body {

@@ -99,7 +99,7 @@ fn an_unfinished_transfer_is_abandoned_after_an_election_timeout() {
 /// Runs leader `n` for up to `ticks` ticks with every follower answering
 /// its heartbeats; returns the tick at which it sent TimeoutNow, if it did,
 /// and to whom.
-fn answer_heartbeats(n: &mut RaftNode, ticks: u32) -> Option<(u32, NodeId)> {
+fn answer_heartbeats(n: &mut RaftCore, ticks: u32) -> Option<(u32, NodeId)> {
     for t in 1..=ticks {
         n.tick();
         let rd = ready(n);

@@ -63,7 +63,7 @@ impl Outbox {
 
 /// One Raft member: a deterministic state machine with no I/O of its own.
 #[derive(Debug)]
-pub struct RaftNode {
+pub struct RaftCore {
     pub(super) cfg: Config,
     pub(super) term: Term,
     pub(super) vote: Option<NodeId>,
@@ -85,7 +85,7 @@ pub struct RaftNode {
     pub(super) unadvanced_stable: Option<Index>,
 }
 
-impl RaftNode {
+impl RaftCore {
     /// Restores a member from its durable state; `seed` drives the election
     /// jitter.
     pub fn new(cfg: Config, restored: Restored, seed: u64) -> Self {
@@ -97,7 +97,7 @@ impl RaftNode {
         );
         let log = RaftLog::restore(restored.snapshot, restored.entries, restored.applied);
         let hs = restored.hard_state;
-        let mut node = RaftNode {
+        let mut node = RaftCore {
             term: hs.term,
             vote: hs.vote,
             voting: hs.voting,
