@@ -1,10 +1,11 @@
 //! Conversions between the core's messages and the peer protocol's.
 
 use crate::proto::peer::{
-    self, raft_message::Body as PBody, AppendResponse as PAppendResponse, Empty, Granted,
-    LogPosition,
+    self, forward_response, raft_message::Body as PBody, AppendResponse as PAppendResponse, Empty,
+    ForwardResponse, Granted, LogPosition,
 };
 use crate::raft::{AppendResult, Body, Entry, EntryKind, Message};
+use crate::state::command::Output;
 
 fn entry_to_proto(e: &Entry) -> peer::Entry {
     peer::Entry {
@@ -164,6 +165,36 @@ pub fn from_proto(msg: peer::RaftMessage) -> Option<Message> {
         term: msg.term,
         body,
     })
+}
+
+/// The output of a write forwarded to the leader, from its answer.
+pub(super) fn output_from(resp: ForwardResponse) -> Output {
+    match resp.output {
+        Some(forward_response::Output::Put(p)) => Output::Put(p),
+        Some(forward_response::Output::Delete(response)) => Output::Delete {
+            response,
+            more: resp.delete_more,
+        },
+        Some(forward_response::Output::Txn(t)) => Output::Txn(t),
+        Some(forward_response::Output::Refused(reason)) => Output::Refused(reason),
+        Some(forward_response::Output::None(_)) | None => Output::None,
+    }
+}
+
+/// The forwarded form of an output: (output, delete_more).
+pub(super) fn output_to(output: Output) -> (Option<forward_response::Output>, bool) {
+    let mut more = false;
+    let output = match output {
+        Output::Put(p) => forward_response::Output::Put(p),
+        Output::Delete { response, more: m } => {
+            more = m;
+            forward_response::Output::Delete(response)
+        }
+        Output::Txn(t) => forward_response::Output::Txn(t),
+        Output::Refused(reason) => forward_response::Output::Refused(reason),
+        Output::None | Output::Undecodable => forward_response::Output::None(Empty {}),
+    };
+    (Some(output), more)
 }
 
 #[cfg(test)]
