@@ -9,19 +9,20 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 
 use super::{client, convert, endpoint};
-use crate::backoff::Backoff;
 use crate::discovery::Discovery;
 use crate::node::{Input, NodeHandle};
 use crate::proto::peer::{Envelope, RaftMessage};
 use crate::raft::{Message, NodeId};
+use kvstore_client::backoff::Backoff;
 
 /// Messages per envelope.
 const BATCH: usize = 256;
 /// The first wait before reconnecting to a peer.
 const MIN_RECONNECT_BACKOFF: Duration = Duration::from_millis(50);
-/// The longest wait between reconnection attempts, before jitter: a
-/// restarted pod is reached again soon after it is back.
-const MAX_RECONNECT_BACKOFF: Duration = Duration::from_millis(250);
+/// The longest wait between reconnection attempts, before jitter (which at
+/// most doubles it, so no wait exceeds 250 ms): a restarted pod is reached
+/// again soon after it is back.
+const MAX_RECONNECT_BACKOFF: Duration = Duration::from_millis(125);
 
 /// Sends the messages queued for one peer.
 pub(super) struct StreamSender {

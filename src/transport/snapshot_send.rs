@@ -10,12 +10,12 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 
 use super::{client, endpoint, GrpcPeers};
-use crate::backoff::Backoff;
 use crate::error::{Error, Result};
 use crate::node::{Input, NodeHandle};
 use crate::proto::peer::{Pair, SnapshotChunk, SnapshotHeader};
 use crate::raft::NodeId;
 use crate::state::snapshot::FrozenSnapshot;
+use kvstore_client::backoff::Backoff;
 
 /// The longest a whole snapshot transfer may take.
 const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(600);
