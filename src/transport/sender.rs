@@ -19,10 +19,9 @@ use kvstore_client::backoff::Backoff;
 const BATCH: usize = 256;
 /// The first wait before reconnecting to a peer.
 const MIN_RECONNECT_BACKOFF: Duration = Duration::from_millis(50);
-/// The longest wait between reconnection attempts, before jitter (which at
-/// most doubles it, so no wait exceeds 250 ms): a restarted pod is reached
-/// again soon after it is back.
-const MAX_RECONNECT_BACKOFF: Duration = Duration::from_millis(125);
+/// The longest wait between reconnection attempts: a restarted pod is
+/// reached again soon after it is back.
+const MAX_RECONNECT_BACKOFF: Duration = Duration::from_millis(250);
 
 /// Sends the messages queued for one peer.
 pub(super) struct StreamSender {
@@ -49,7 +48,7 @@ impl StreamSender {
             discovery,
             node,
             queue,
-            reconnect: Backoff::new(MIN_RECONNECT_BACKOFF, MAX_RECONNECT_BACKOFF),
+            reconnect: Backoff::exact(MIN_RECONNECT_BACKOFF, MAX_RECONNECT_BACKOFF),
             connected_once: false,
         }
     }

@@ -30,6 +30,22 @@ impl Backoff {
         }
     }
 
+    /// Delays that double from `min` up to `max`, without jitter: for a
+    /// retry whose phase matters more than lockstep does. A pod's stream to
+    /// a peer is one of R - 1, each to a different peer, so there is no herd
+    /// to spread; and the demonstration's restart-to-caught-up figure
+    /// depends on when the leader retries a restarted pod.
+    pub fn exact(min: Duration, max: Duration) -> Self {
+        let builder = ExponentialBuilder::new()
+            .with_min_delay(min)
+            .with_max_delay(max)
+            .without_max_times();
+        Backoff {
+            builder,
+            delays: builder.build(),
+        }
+    }
+
     /// The next delay to wait before retrying.
     pub fn next_delay(&mut self) -> Duration {
         match self.delays.next() {
@@ -75,6 +91,13 @@ mod tests {
         }
         assert_eq!(bases[..4], [100, 200, 400, 800]);
         assert!(bases[4..].iter().all(|b| *b == 800), "{bases:?}");
+    }
+
+    #[test]
+    fn exact_delays_double_up_to_the_cap() {
+        let mut b = Backoff::exact(ms(50), ms(250));
+        let delays: Vec<u128> = (0..6).map(|_| b.next_delay().as_millis()).collect();
+        assert_eq!(delays, [50, 100, 200, 250, 250, 250]);
     }
 
     #[test]
