@@ -40,6 +40,7 @@
 #   KVSTORE_BIN_DIR   take kvstore and kvctl from here instead of running
 #                     `cargo build --release --locked` (which honours
 #                     CARGO_TARGET_DIR)
+#   KVSTORE_CTEST_PROFILE=debug  build debug binaries instead of release
 #   KEEP_ON_FAILURE=1 leave everything in place when a step fails
 set -euo pipefail
 
@@ -152,11 +153,19 @@ trap 'exit 130' INT TERM
 if [ -n "${KVSTORE_BIN_DIR:-}" ]; then
   BIN_DIR=$KVSTORE_BIN_DIR
 else
-  # As the Dockerfile builds them: the pod binary without the box.
-  say "cargo build --release --locked -p kvstore --no-default-features --bin kvstore; -p kvstore-client --bin kvctl"
-  cargo build --release --locked -p kvstore --no-default-features --bin kvstore
-  cargo build --release --locked -p kvstore-client --bin kvctl
-  BIN_DIR=${CARGO_TARGET_DIR:-$ROOT/target}/release
+  # As the Dockerfile builds them: the pod binary without the box. The
+  # profile is release unless KVSTORE_CTEST_PROFILE=debug (CI's choice: it
+  # reuses what cargo test compiled; the image is the same either way).
+  profile_flag=(--release)
+  profile_dir=release
+  if [ "${KVSTORE_CTEST_PROFILE:-release}" = debug ]; then
+    profile_flag=()
+    profile_dir=debug
+  fi
+  say "cargo build ${profile_flag[*]} --locked -p kvstore --no-default-features --bin kvstore; -p kvstore-client --bin kvctl"
+  cargo build "${profile_flag[@]}" --locked -p kvstore --no-default-features --bin kvstore
+  cargo build "${profile_flag[@]}" --locked -p kvstore-client --bin kvctl
+  BIN_DIR=${CARGO_TARGET_DIR:-$ROOT/target}/$profile_dir
 fi
 for b in kvstore kvctl; do
   [ -x "$BIN_DIR/$b" ] || die "$BIN_DIR/$b is missing"

@@ -1,6 +1,7 @@
 //! The file operations the write-ahead log needs, behind a trait, so that a
 //! test can run the real log over a simulated disk that loses whatever was
-//! not synced on a power loss ([`super::sim_fs`]). [`RealFs`] is the disk.
+//! not synced on a power loss (`storage::sim_fs`, built with the `testing`
+//! feature). [`RealFs`] is the disk.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};

@@ -3,8 +3,8 @@
 //! Outbound, each peer has one task that owns a long-lived client stream
 //! (`Peer.Stream`) to it: it resolves the peer's name through discovery at
 //! every (re)connect, batches queued messages into envelopes, and reconnects
-//! with capped exponential backoff and jitter ([`crate::backoff`]) when the
-//! stream breaks. HTTP/2 keepalive runs on every channel, so a silent peer is
+//! with capped exponential backoff ([`kvstore_client::backoff::Backoff`],
+//! without jitter: see `Backoff::exact`) when the stream breaks. HTTP/2 keepalive runs on every channel, so a silent peer is
 //! noticed within seconds.
 //!
 //! Inbound, the server hands each message to the replication thread. When a
