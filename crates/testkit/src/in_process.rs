@@ -10,7 +10,7 @@ use kvstore::identity::PodName;
 use kvstore::node::{NoPeers, Node, NodeConfig, NodeHandle, NodeInbox};
 use kvstore::server::{serve_clients, ServeOptions};
 use kvstore::transport::serve_peers;
-use kvstore_client::{Client, RetryPolicy};
+use kvstore_client::Client;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -101,12 +101,7 @@ impl InProcessNode {
 
     /// A client for this node alone.
     pub fn client(&self) -> Client {
-        Client::new(
-            &[self.endpoint()],
-            RetryPolicy::default(),
-            Duration::from_secs(10),
-        )
-        .expect("client")
+        crate::client_for(self.endpoint())
     }
 
     /// `http://` URI of the client port.

@@ -19,3 +19,13 @@ pub mod in_process;
 pub mod memory_cap;
 pub mod process;
 pub mod small_volume;
+
+use std::time::Duration;
+
+use kvstore_client::{Client, RetryPolicy};
+
+/// A client for one node's client endpoint (`host:port`), with the default
+/// retry policy and a 10 s request timeout.
+pub fn client_for(endpoint: String) -> Client {
+    Client::new(&[endpoint], RetryPolicy::default(), Duration::from_secs(10)).expect("client")
+}

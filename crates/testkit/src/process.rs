@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use kvstore_client::{Client, RetryPolicy};
+use kvstore_client::Client;
 
 pub use crate::bins::{kvctl_bin, kvstore_bin};
 
@@ -139,12 +139,7 @@ impl NodeProcess {
 
     /// A client for this node alone.
     pub fn client(&self) -> Client {
-        Client::new(
-            &[self.endpoint()],
-            RetryPolicy::default(),
-            Duration::from_secs(10),
-        )
-        .expect("client")
+        crate::client_for(self.endpoint())
     }
 
     /// Kills the process with SIGKILL (a crash) and reaps it.
