@@ -104,19 +104,20 @@ impl Bits {
     }
 }
 
-/// Whether one key's operations linearize as a register that starts absent;
-/// `None` if the budget ran out.
-fn check_register(ops: &[&Op], max_steps: u64) -> Option<bool> {
+/// The head of the event list: a sentinel before the first event.
+const HEAD: usize = 0;
+
+/// The doubly linked list of calls and returns, sorted by time (at equal
+/// times calls first: overlapping operations are concurrent), after the
+/// [`HEAD`] sentinel; each call knows its return.
+fn event_list(ops: &[&Op]) -> Vec<Event> {
     let n = ops.len();
-    // Events: calls and returns sorted by time; at equal times calls come
-    // first (overlapping operations are concurrent).
     let mut order: Vec<(u64, bool, usize)> = Vec::with_capacity(2 * n);
     for (i, op) in ops.iter().enumerate() {
         order.push((op.invoked, true, i));
         order.push((op.completed.unwrap_or(u64::MAX), false, i));
     }
     order.sort_by_key(|&(time, call, op)| (time, !call, op));
-    const HEAD: usize = 0;
     let mut events = vec![Event {
         call: false,
         op: usize::MAX,
@@ -150,20 +151,32 @@ fn check_register(ops: &[&Op], max_steps: u64) -> Option<bool> {
             e.matching = return_of[e.op];
         }
     }
-    let unlink = |events: &mut Vec<Event>, i: usize| {
-        let (p, nx) = (events[i].prev, events[i].next);
-        events[p].next = nx;
-        if nx != usize::MAX {
-            events[nx].prev = p;
-        }
-    };
-    let relink = |events: &mut Vec<Event>, i: usize| {
-        let (p, nx) = (events[i].prev, events[i].next);
-        events[p].next = i;
-        if nx != usize::MAX {
-            events[nx].prev = i;
-        }
-    };
+    events
+}
+
+/// Takes event `i` out of the list (it keeps its links, for [`relink`]).
+fn unlink(events: &mut [Event], i: usize) {
+    let (p, nx) = (events[i].prev, events[i].next);
+    events[p].next = nx;
+    if nx != usize::MAX {
+        events[nx].prev = p;
+    }
+}
+
+/// Puts event `i` back where [`unlink`] took it from.
+fn relink(events: &mut [Event], i: usize) {
+    let (p, nx) = (events[i].prev, events[i].next);
+    events[p].next = i;
+    if nx != usize::MAX {
+        events[nx].prev = i;
+    }
+}
+
+/// Whether one key's operations linearize as a register that starts absent;
+/// `None` if the budget ran out.
+fn check_register(ops: &[&Op], max_steps: u64) -> Option<bool> {
+    let n = ops.len();
+    let mut events = event_list(ops);
     let mut state: Option<u64> = None;
     let mut linearized = Bits::new(n);
     let mut cache: HashSet<(Bits, Option<u64>)> = HashSet::new();
