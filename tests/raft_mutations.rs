@@ -9,7 +9,9 @@
 mod support;
 
 use kvstore::raft::mutations::Mutation;
-use support::sim::{figure_8_schedule, run_schedule, run_seeds};
+use support::sim::{
+    figure_8_schedule, run_reconfig_schedule, run_reconfig_seeds, run_schedule, run_seeds,
+};
 
 fn seeds() -> u64 {
     std::env::var("MUTATION_SEEDS")
@@ -107,5 +109,61 @@ fn replay() {
         .into_iter()
         .find(|m| format!("{m:?}") == name)
         .unwrap_or_else(|| panic!("no mutation named {name}"));
-    run_schedule(3, seed, true, Some(mutation));
+    if std::env::var("RECONFIG").is_ok() {
+        run_reconfig_schedule(seed, true, Some(mutation));
+    } else {
+        run_schedule(3, seed, true, Some(mutation));
+    }
+}
+
+/// Asserts that the reconfiguration schedules catch `mutation` by a
+/// safety violation (two leaders in a term, a committed entry lost or
+/// changed), not merely by a cluster that stalls.
+fn caught_in_reconfig(mutation: Mutation) {
+    let outcome = run_reconfig_seeds(0, seeds(), Some(mutation), usize::MAX);
+    let stalls = outcome
+        .failures
+        .iter()
+        .filter(|(_, m)| m.starts_with("the cluster did not converge"))
+        .count();
+    let (seed, msg) = outcome
+        .failures
+        .iter()
+        .find(|(_, m)| !m.starts_with("the cluster did not converge"))
+        .unwrap_or_else(|| {
+            panic!(
+                "{mutation:?}: {} reconfiguration seeds ran with the rule switched off and none broke a safety property ({stalls} stalled)",
+                outcome.schedules
+            )
+        });
+    println!(
+        "{mutation:?}: {} of {} seeds failed ({stalls} by stalling)",
+        outcome.failures.len(),
+        outcome.schedules
+    );
+    let first_line = msg.lines().next().unwrap_or_default();
+    println!(
+        "{mutation:?}: caught by reconfiguration seed {seed} ({} schedules run): {first_line}\n  replay: RECONFIG=1 SIM_SEED={seed} MUTATION={mutation:?} cargo test --test raft_mutations replay -- --nocapture",
+        outcome.schedules
+    );
+}
+
+/// A configuration used only once committed lets members switch at
+/// different times.
+#[test]
+fn config_at_commit_is_caught() {
+    caught_in_reconfig(Mutation::ConfigAtCommit);
+}
+
+/// Two changes in flight can leave two disjoint majorities.
+#[test]
+fn two_changes_in_flight_are_caught() {
+    caught_in_reconfig(Mutation::TwoChangesInFlight);
+}
+
+/// A learner counted toward a quorum commits entries no voter majority
+/// holds.
+#[test]
+fn learner_counted_toward_quorum_is_caught() {
+    caught_in_reconfig(Mutation::LearnerCountsTowardQuorum);
 }

@@ -49,7 +49,7 @@ impl Model {
         let term = self.term_at(to);
         let drop = (to - self.snapshot.index) as usize;
         self.entries.drain(..drop);
-        self.snapshot = SnapshotMeta { index: to, term };
+        self.snapshot = SnapshotMeta::at(to, term);
     }
 
     fn of(state: &WalState) -> Model {

@@ -14,7 +14,9 @@ pub const CAUGHT_UP_LAG: Index = 256;
 pub struct Config {
     /// This member's ordinal.
     pub id: NodeId,
-    /// The number of voting members; their ids are `0..voters`.
+    /// The bootstrap voters `0..voters`: the configuration of a new cluster,
+    /// and of a log that never recorded one. Once a configuration is in the
+    /// log (or a snapshot) it alone counts.
     pub voters: u32,
     /// A leader sends a heartbeat every this many ticks.
     pub heartbeat_ticks: u32,
@@ -68,16 +70,6 @@ impl Config {
             #[cfg(feature = "testing")]
             mutation: None,
         }
-    }
-
-    /// A quorum: half the voters, plus one.
-    pub(super) fn majority(&self) -> usize {
-        self.voters as usize / 2 + 1
-    }
-
-    /// Every other member, in ordinal order (so runs repeat).
-    pub(super) fn peers(&self) -> impl Iterator<Item = NodeId> + '_ {
-        (0..self.voters).filter(move |&p| p != self.id)
     }
 }
 

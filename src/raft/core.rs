@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use super::config::{Config, Restored};
 use super::election::ElectionTimer;
 use super::log::RaftLog;
+use super::membership::{Membership, MAX_MEMBERS};
 use super::mutations::mutated;
 use super::progress::Progress;
 use super::rejoin::Rejoin;
@@ -90,8 +91,8 @@ impl RaftCore {
     /// jitter.
     pub fn new(cfg: Config, restored: Restored, seed: u64) -> Self {
         assert!(
-            cfg.voters >= 1 && cfg.id < cfg.voters,
-            "id {} outside 0..{}",
+            cfg.voters >= 1 && cfg.id < MAX_MEMBERS,
+            "id {} or bootstrap voters {} out of range",
             cfg.id,
             cfg.voters
         );
@@ -132,6 +133,30 @@ impl RaftCore {
     /// The configuration.
     pub fn config(&self) -> &Config {
         &self.cfg
+    }
+    /// The configuration in force: the last config entry in the log,
+    /// committed or not (a change takes effect when appended), else the
+    /// snapshot's, else the bootstrap voters.
+    pub fn membership(&self) -> Membership {
+        let m = if mutated!(self, ConfigAtCommit) {
+            self.log.membership_at(self.log.commit())
+        } else {
+            self.log.membership()
+        };
+        if m.is_empty() {
+            Membership::first(self.cfg.voters)
+        } else {
+            m
+        }
+    }
+    /// Whether this member votes in the configuration in force.
+    pub fn is_voter(&self) -> bool {
+        self.membership().is_voter(self.cfg.id)
+    }
+    /// The other voters, in ordinal order (so runs repeat).
+    pub(super) fn other_voters(&self) -> Vec<NodeId> {
+        let me = self.cfg.id;
+        self.membership().voters().filter(|&p| p != me).collect()
     }
     /// The current term.
     pub fn term(&self) -> Term {
@@ -211,15 +236,25 @@ impl RaftCore {
     /// this member has (as etcd's `Step`, then `stepLeader`,
     /// `stepCandidate`, `stepFollower`).
     pub fn step(&mut self, msg: Message) {
-        if msg.to != self.cfg.id || msg.from == self.cfg.id || msg.from >= self.cfg.voters {
+        if msg.to != self.cfg.id || msg.from == self.cfg.id || msg.from >= MAX_MEMBERS {
             return;
         }
         // Probes of a member with a lost volume are answered in any term and
         // role: they only ask for the term and whether the log is empty.
         match msg.body {
             Body::RejoinProbe => return self.on_rejoin_probe(msg.from),
-            Body::RejoinProbeResponse { empty_log } => {
-                return self.on_rejoin_probe_response(msg.from, msg.term, empty_log)
+            Body::RejoinProbeResponse { empty_log, members } => {
+                return self.on_rejoin_probe_response(msg.from, msg.term, empty_log, members)
+            }
+            Body::PreVote { .. } | Body::Vote { .. } if !self.may_grant_votes_to(msg.from) => {
+                // A removed member (or a learner) never disrupts: its
+                // requests raise no term here and win no vote.
+                let body = match msg.body {
+                    Body::PreVote { .. } => Body::PreVoteResponse { granted: false },
+                    _ => Body::VoteResponse { granted: false },
+                };
+                let term = self.term;
+                return self.send(msg.from, term, body);
             }
             _ => {}
         }

@@ -65,7 +65,7 @@ impl RaftCore {
     pub(super) fn tick_election(&mut self) {
         self.timer.elapsed += 1;
         self.timer.fast_ticks_left = self.timer.fast_ticks_left.saturating_sub(1);
-        if self.voting == Voting::Enabled && self.timer.expired() {
+        if self.voting == Voting::Enabled && self.timer.expired() && self.may_campaign() {
             self.pre_campaign();
         }
     }
@@ -100,7 +100,8 @@ impl RaftCore {
             self.timer.elapsed = 0;
             return;
         };
-        if self.cfg.voters == 1 {
+        let peers = self.other_voters();
+        if peers.is_empty() {
             self.campaign(false);
             return;
         }
@@ -110,7 +111,7 @@ impl RaftCore {
         self.leader = None;
         self.reset_election_timer();
         let (last_index, last_term) = (self.log.last_index(), self.log.last_term());
-        for peer in self.cfg.peers().collect::<Vec<_>>() {
+        for peer in peers {
             self.send(
                 peer,
                 term,
@@ -135,12 +136,13 @@ impl RaftCore {
         };
         self.leader = None;
         self.reset_election_timer();
-        if self.cfg.voters == 1 {
+        let peers = self.other_voters();
+        if peers.is_empty() {
             self.become_leader();
             return;
         }
         let (last_index, last_term) = (self.log.last_index(), self.log.last_term());
-        for peer in self.cfg.peers().collect::<Vec<_>>() {
+        for peer in peers {
             self.send(
                 peer,
                 term,
@@ -221,15 +223,24 @@ impl RaftCore {
         }
     }
 
+    /// Counts the answers of the voters of the configuration in force; a
+    /// learner's answer never counts.
     fn tally_votes(&mut self) {
-        let majority = self.cfg.majority();
+        let membership = self.membership();
+        let learners_count = mutated!(self, LearnerCountsTowardQuorum);
         let (pre, votes) = match &self.role {
             RoleState::PreCandidate { votes } => (true, votes),
             RoleState::Candidate { votes } => (false, votes),
             _ => return,
         };
-        let granted = votes.values().filter(|&&g| g).count();
-        let refused = votes.len() - granted;
+        let counted = |g: bool| {
+            votes
+                .iter()
+                .filter(|&(&id, &v)| v == g && (membership.is_voter(id) || learners_count))
+                .count()
+        };
+        let (granted, refused) = (counted(true), counted(false));
+        let majority = membership.majority();
         if granted >= majority {
             if pre {
                 self.campaign(false);
@@ -243,17 +254,27 @@ impl RaftCore {
     }
 
     /// Won the election: lead, starting with a no-op of this term, which
-    /// lets the term commit, and with it every earlier entry (§5.4.2).
+    /// lets the term commit, and with it every earlier entry (§5.4.2). When
+    /// the log has never recorded a configuration, that first entry records
+    /// the bootstrap one instead, so that from then on the configuration
+    /// lives in the log and not in anybody's flags.
     pub(super) fn become_leader(&mut self) {
         self.timer.fast_ticks_left = 0;
         self.leader = Some(self.cfg.id);
         let next = self.log.last_index() + 1;
-        self.role = RoleState::Leader(Box::new(LeaderState::new(self.cfg.peers(), next)));
+        let me = self.cfg.id;
+        let members: Vec<NodeId> = self.membership().members().filter(|&p| p != me).collect();
+        self.role = RoleState::Leader(Box::new(LeaderState::new(members.into_iter(), next)));
+        let (kind, data) = if self.log.membership().is_empty() {
+            (EntryKind::Config, self.membership().encode())
+        } else {
+            (EntryKind::Noop, bytes::Bytes::new())
+        };
         self.log.append(Entry {
             index: next,
             term: self.term,
-            kind: EntryKind::Noop,
-            data: bytes::Bytes::new(),
+            kind,
+            data,
         });
     }
 

@@ -1,7 +1,8 @@
 //! The in-memory Raft log: a snapshot point followed by entries, with the
 //! commit index and the boundary between what is durable and what is not.
 
-use super::types::{Entry, Index, SnapshotMeta, Term};
+use super::membership::Membership;
+use super::types::{Entry, EntryKind, Index, SnapshotMeta, Term};
 
 /// The log as the core sees it. Every entry after the snapshot is held in
 /// memory; compaction keeps that bounded.
@@ -21,10 +22,23 @@ pub struct RaftLog {
     apply_next: Index,
     /// Bytes of entry data held (for size-based compaction).
     data_bytes: u64,
+    /// The config entries held, in index order: the configuration in force
+    /// is the last one (or the snapshot's), found without a scan.
+    configs: Vec<(Index, Membership)>,
 }
 
 fn data_len(entries: &[Entry]) -> u64 {
     entries.iter().map(|e| e.data.len() as u64).sum()
+}
+
+/// The configuration an entry carries, if it is a config entry. A config
+/// entry whose data does not decode (never written by this code) counts as
+/// none.
+fn config_of(e: &Entry) -> Option<(Index, Membership)> {
+    (e.kind == EntryKind::Config)
+        .then(|| Membership::decode(&e.data))
+        .flatten()
+        .map(|m| (e.index, m))
 }
 
 impl RaftLog {
@@ -45,6 +59,7 @@ impl RaftLog {
             snapshot.index
         );
         RaftLog {
+            configs: entries.iter().filter_map(config_of).collect(),
             data_bytes: data_len(&entries),
             snapshot,
             entries,
@@ -83,6 +98,30 @@ impl RaftLog {
     /// The highest durable index.
     pub fn stable(&self) -> Index {
         self.stable
+    }
+
+    /// The configuration in force: the last config entry, committed or not
+    /// (a change takes effect when appended), else the snapshot's. Empty
+    /// when the log never recorded one.
+    pub fn membership(&self) -> Membership {
+        self.configs
+            .last()
+            .map_or(self.snapshot.membership, |&(_, m)| m)
+    }
+
+    /// The index of the last config entry held (the snapshot's index when
+    /// the configuration comes from it).
+    pub fn membership_index(&self) -> Index {
+        self.configs.last().map_or(self.snapshot.index, |&(i, _)| i)
+    }
+
+    /// The configuration as of `index` (at least the snapshot's index).
+    pub fn membership_at(&self, index: Index) -> Membership {
+        self.configs
+            .iter()
+            .rev()
+            .find(|&&(i, _)| i <= index)
+            .map_or(self.snapshot.membership, |&(_, m)| m)
     }
 
     /// Whether nothing was ever appended or installed.
@@ -157,6 +196,7 @@ impl RaftLog {
     pub fn append(&mut self, entry: Entry) {
         assert_eq!(entry.index, self.last_index() + 1, "append out of order");
         self.data_bytes += entry.data.len() as u64;
+        self.configs.extend(config_of(&entry));
         self.entries.push(entry);
     }
 
@@ -186,6 +226,8 @@ impl RaftLog {
             self.truncate_after(conflict - 1);
             let skip = (conflict - prev_index - 1) as usize;
             self.data_bytes += data_len(&entries[skip..]);
+            self.configs
+                .extend(entries[skip..].iter().filter_map(config_of));
             self.entries.extend(entries[skip..].iter().cloned());
         }
         Some(last_new)
@@ -196,6 +238,7 @@ impl RaftLog {
         let keep = (index - self.snapshot.index) as usize;
         self.data_bytes -= data_len(&self.entries[keep.min(self.entries.len())..]);
         self.entries.truncate(keep);
+        self.configs.retain(|&(i, _)| i <= index);
         self.stable = self.stable.min(index);
     }
 
@@ -238,6 +281,7 @@ impl RaftLog {
         }
         self.snapshot = meta;
         self.entries.clear();
+        self.configs.clear();
         self.data_bytes = 0;
         self.commit = meta.index;
         self.stable = meta.index;
@@ -259,10 +303,16 @@ impl RaftLog {
             self.stable
         );
         let term = self.term(index).expect("compaction point is in the log");
+        let membership = self.membership_at(index);
         let drop = (index - self.snapshot.index) as usize;
         self.data_bytes -= data_len(&self.entries[..drop]);
         self.entries.drain(..drop);
-        self.snapshot = SnapshotMeta { index, term };
+        self.configs.retain(|&(i, _)| i > index);
+        self.snapshot = SnapshotMeta {
+            index,
+            term,
+            membership,
+        };
     }
 
     /// Takes the received snapshot that must be installed.
@@ -366,12 +416,12 @@ mod tests {
         assert_eq!(log.term(2), Some(1));
         assert_eq!(log.term(1), None);
         assert!(log.entries_from(2, 10, usize::MAX).is_none());
-        assert!(log.restore_snapshot(SnapshotMeta { index: 9, term: 4 }));
+        assert!(log.restore_snapshot(SnapshotMeta::at(9, 4)));
         assert_eq!(log.last_index(), 9);
         assert_eq!(log.commit(), 9);
         assert_eq!(
             log.take_pending_snapshot(),
-            Some(SnapshotMeta { index: 9, term: 4 })
+            Some(SnapshotMeta::at(9, 4))
         );
     }
 }

@@ -17,8 +17,11 @@
 //!
 //! # Members, terms and the log
 //!
-//! The voters are the StatefulSet's ordinals `0..R` (R = `--replicas`); a
-//! member's id is its ordinal. A quorum is any R/2+1 of them. Time is divided
+//! A member's id is its StatefulSet ordinal. The *configuration* (voters
+//! and learners, by ordinal; see "Membership changes") lives in the log; a
+//! new cluster starts with the voters `0..R` (R = the replica count the
+//! StatefulSet asks for). A quorum is any V/2+1 of the V voters of the
+//! configuration in force; a learner never counts. Time is divided
 //! into terms; each term has at most one leader. Each member keeps a log of
 //! entries (index, term, command); an entry is *committed* once it is stored
 //! on a quorum in a way that no later leader can lose, and committed entries
@@ -181,12 +184,75 @@
 //! already holds that entry) and hands the snapshot point back in
 //! [`Ready::snapshot`] for the driver to install.
 //!
+//! # Membership changes
+//!
+//! The configuration is a set of voters and a set of learners (ordinals
+//! below [`MAX_MEMBERS`]). We change it **one server at a time** (Ongaro's
+//! thesis §4.1) rather than by joint consensus: a StatefulSet scales one
+//! pod at a time anyway, each single change needs one entry instead of two,
+//! and any two configurations one change apart share a voter in every pair
+//! of majorities, which is all election safety needs. The rules:
+//!
+//! 1. **A configuration is a log entry** ([`EntryKind::Config`], the whole
+//!    new configuration). Each member uses the *last* config entry in its
+//!    log, committed or not — a change takes effect when appended, not when
+//!    committed — or, with none held, the configuration its snapshot point
+//!    records (a snapshot carries the configuration as of its index), or
+//!    the bootstrap voters for a log that never recorded one. Truncating a
+//!    config entry reverts to the one before it. The first leader of a log
+//!    without a configuration appends the bootstrap configuration in place
+//!    of its no-op, so that from then on it is in the log, not in flags.
+//! 2. **One change in flight.** The leader appends a change only when the
+//!    last config entry in its log is committed, and only once it has
+//!    committed an entry of its own term (the fix to the single-server
+//!    algorithm, Ongaro 2015: otherwise a change of an earlier, uncommitted
+//!    leader and a new one can form disjoint majorities).
+//! 3. **Learners** ([`MembershipChange::AddLearner`]) receive the log and
+//!    snapshots like any follower but never vote, never campaign, and their
+//!    acknowledgements never count toward a commit, a read-index round or a
+//!    leader's quorum check. A learner is **promoted**
+//!    ([`MembershipChange::Promote`]) only when it is caught up: it trails
+//!    the leader's commit index by at most [`CAUGHT_UP_LAG`] entries, has
+//!    answered within an election timeout, and may vote (a learner whose
+//!    volume was lost catches up first, as in "A member whose data dir is
+//!    new").
+//! 4. **Removal** ([`MembershipChange::Remove`]) is refused if it would
+//!    remove the last voter, or leave fewer live, voting voters than a
+//!    quorum of the new configuration needs ([`MembershipError`]).
+//! 5. **A leader that removes itself** keeps leading (replicating, not
+//!    counting itself in any majority) until the change commits, then sends
+//!    TimeoutNow to the lowest fully caught-up voter and steps down.
+//! 6. **A removed member never disrupts.** A member answers a (pre-)vote
+//!    request only if the candidate is a voter in its own configuration in
+//!    force; otherwise it refuses without looking at the term, so the
+//!    request raises no term and wins no vote. Once a removal is committed,
+//!    a majority of the new voters holds it, and every majority of the old
+//!    configuration contains one of them, so the removed member cannot win
+//!    even with the votes of members that lag. Its own messages of a higher
+//!    term are only ever (pre-)vote requests, which never reach the term
+//!    check. A member's own place in its configuration is not consulted
+//!    when it answers (thesis §4.2.2).
+//! 7. **Who campaigns:** a voter of its configuration; and a member whose
+//!    last configuration (uncommitted) removed it but the one before made
+//!    it a voter — the leader that removed itself and crashed may be the
+//!    only member holding that entry, and without it the voter left behind
+//!    could never win (its log is behind). As a candidate it counts only
+//!    its configuration's voters, never itself.
+//! 8. **Ordinal priority is unchanged:** timeouts stagger by ordinal, and
+//!    priority return hands leadership to a lower ordinal only if it is a
+//!    voter, so the lowest live voting ordinal leads.
+//!
+//! The simulation (`tests/raft_sim.rs`, `sim_membership_changes`) drives
+//! five processes, three of which bootstrap, through random changes
+//! interleaved with crashes, partitions, lost volumes, transfers and
+//! compaction, and checks election safety across configurations after every
+//! step and every acknowledged entry at the end. Each of rules 1 (switching
+//! at commit), 2 (two changes in flight) and 3 (a learner counted) switched
+//! off makes seeds break a safety property (`tests/raft_mutations.rs`).
+//!
 //! # Not handled
 //!
-//! * Membership changes. The voters are fixed by `--replicas`; changing the
-//!   replica count of a running cluster is not supported (make a new
-//!   cluster and copy the data).
-//! * Learners (non-voting members beyond the replica count).
+//! * Joint consensus (changes of more than one voter at once).
 //! * Disk corruption inside a log that reads back with valid checksums, and
 //!   more simultaneous volume losses than the rules above can absorb (a
 //!   majority of volumes lost loses data, as in any Raft).
@@ -201,11 +267,13 @@ mod config;
 mod core;
 mod election;
 mod log;
+mod membership;
 #[cfg_attr(not(feature = "testing"), allow(dead_code))]
 pub mod mutations;
 mod progress;
 mod reads;
 mod ready;
+mod reconfig;
 mod rejoin;
 mod replication;
 mod rng;
@@ -215,6 +283,7 @@ mod types;
 pub use self::core::RaftCore;
 pub use config::{Config, Restored, CAUGHT_UP_LAG};
 pub use log::RaftLog;
+pub use membership::{Membership, MembershipChange, MembershipError, MAX_MEMBERS};
 pub use progress::{Progress, ReplicationState};
 pub use ready::ReadyHandler;
 pub use rng::SplitMix64;

@@ -29,12 +29,20 @@ pub enum Mutation {
     /// durable (the Ready loop's persist-then-send order dropped): a crash
     /// can make a member forget a vote or an entry it acknowledged.
     SendBeforePersist,
+    /// A configuration takes effect when it commits instead of when it is
+    /// appended: members switch at different times, and two disjoint
+    /// majorities can exist.
+    ConfigAtCommit,
+    /// A second membership change is appended before the first commits.
+    TwoChangesInFlight,
+    /// A learner's acknowledgement and vote count toward a quorum.
+    LearnerCountsTowardQuorum,
 }
 
 impl Mutation {
     /// Every mutation, each of which a test in `tests/raft_mutations.rs`
     /// must see caught.
-    pub const ALL: [Mutation; 7] = [
+    pub const ALL: [Mutation; 10] = [
         Mutation::VoteIgnoresLogFreshness,
         Mutation::AppendSkipsPrevTermCheck,
         Mutation::CommitOlderTermByCount,
@@ -42,6 +50,9 @@ impl Mutation {
         Mutation::LostVolumeVotesAtOnce,
         Mutation::LostVolumeVotesAfterPartialCatchUp,
         Mutation::SendBeforePersist,
+        Mutation::ConfigAtCommit,
+        Mutation::TwoChangesInFlight,
+        Mutation::LearnerCountsTowardQuorum,
     ];
 }
 

@@ -62,7 +62,9 @@ impl RaftCore {
     pub(super) fn assign_reads(&mut self) {
         let index = self.log.commit();
         let committed_in_term = self.log.term(index) == Some(self.term);
-        let no_round = self.cfg.voters == 1 || mutated!(self, ReadWithoutQuorumRound);
+        let membership = self.membership();
+        let alone = membership.voters().all(|v| v == self.cfg.id);
+        let no_round = alone || mutated!(self, ReadWithoutQuorumRound);
         let RoleState::Leader(l) = &mut self.role else {
             return;
         };
@@ -89,17 +91,19 @@ impl RaftCore {
 
     /// Hands out the reads whose round a quorum has acknowledged.
     pub(super) fn resolve_reads(&mut self) {
-        let majority = self.cfg.majority();
+        let membership = self.membership();
+        let me = self.cfg.id;
         let RoleState::Leader(l) = &mut self.role else {
             return;
         };
         while let Some(read) = l.reads.pending.front().copied() {
-            let acks = 1 + l
+            let acks = l
                 .progress
-                .values()
-                .filter(|p| p.read_round >= read.round)
-                .count();
-            if acks < majority {
+                .iter()
+                .filter(|(_, p)| p.read_round >= read.round)
+                .map(|(&id, _)| id)
+                .chain(std::iter::once(me));
+            if !membership.is_quorum(acks) {
                 break;
             }
             l.reads.pending.pop_front();

@@ -5,14 +5,16 @@
 use std::collections::BTreeMap;
 
 use super::core::RaftCore;
+use super::membership::Membership;
 use super::mutations::mutated;
 use super::types::*;
 
 /// What a member with a new data dir has learnt while it may not vote.
 #[derive(Debug, Default)]
 pub(super) struct Rejoin {
-    /// Replies to our probes (term, empty log), while awaiting peers.
-    replies: BTreeMap<NodeId, (Term, bool)>,
+    /// Replies to our probes (term, empty log, the responder's
+    /// configuration), while awaiting peers.
+    replies: BTreeMap<NodeId, (Term, bool, Membership)>,
     /// While awaiting a leader: the highest commit index a leader of a
     /// recent enough term announced. Our log must reach it before we vote:
     /// it covers every entry committed with our help before the volume was
@@ -36,13 +38,42 @@ impl RaftCore {
         }
     }
 
+    /// Whose answers decide: when some peer's log is not empty, every member
+    /// of any configuration those peers reported (a cluster exists, and
+    /// they are who may know a term this member voted in); otherwise every
+    /// member of this member's own (bootstrap) configuration.
+    fn rejoin_targets(&self) -> Membership {
+        let me = self.cfg.id;
+        let reported = self
+            .rejoin
+            .replies
+            .values()
+            .filter(|r| !r.1)
+            .fold(Membership::default(), |acc, r| acc.union(&r.2));
+        let targets = if reported.is_empty() {
+            self.membership()
+        } else {
+            reported
+        };
+        Membership::new(
+            targets.voters().filter(|&p| p != me),
+            targets.learners().filter(|&p| p != me),
+        )
+    }
+
     /// Asks each peer that has not answered for its term and whether its
-    /// log is empty.
+    /// log is empty: the members of our own configuration and of every
+    /// configuration reported so far.
     pub(super) fn send_rejoin_probes(&mut self) {
-        let missing: Vec<NodeId> = self
-            .cfg
-            .peers()
-            .filter(|p| !self.rejoin.replies.contains_key(p))
+        let me = self.cfg.id;
+        let everyone = self
+            .rejoin
+            .replies
+            .values()
+            .fold(self.membership(), |acc, r| acc.union(&r.2));
+        let missing: Vec<NodeId> = everyone
+            .members()
+            .filter(|&p| p != me && !self.rejoin.replies.contains_key(&p))
             .collect();
         let term = self.term;
         for peer in missing {
@@ -55,13 +86,24 @@ impl RaftCore {
     pub(super) fn on_rejoin_probe(&mut self, from: NodeId) {
         let empty_log = self.log.is_empty();
         let term = self.term;
-        self.send(from, term, Body::RejoinProbeResponse { empty_log });
+        let members = self.membership();
+        self.send(
+            from,
+            term,
+            Body::RejoinProbeResponse { empty_log, members },
+        );
     }
 
     /// A peer's answer to our probe.
-    pub(super) fn on_rejoin_probe_response(&mut self, from: NodeId, term: Term, empty_log: bool) {
+    pub(super) fn on_rejoin_probe_response(
+        &mut self,
+        from: NodeId,
+        term: Term,
+        empty_log: bool,
+        members: Membership,
+    ) {
         if self.voting == Voting::AwaitingPeers {
-            self.rejoin.replies.insert(from, (term, empty_log));
+            self.rejoin.replies.insert(from, (term, empty_log, members));
             self.check_rejoin_probes_complete();
         }
     }
@@ -73,7 +115,10 @@ impl RaftCore {
     /// lost.
     pub(super) fn check_rejoin_probes_complete(&mut self) {
         if self.voting != Voting::AwaitingPeers
-            || self.rejoin.replies.len() + 1 < self.cfg.voters as usize
+            || !self
+                .rejoin_targets()
+                .members()
+                .all(|p| self.rejoin.replies.contains_key(&p))
         {
             return;
         }

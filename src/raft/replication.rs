@@ -95,11 +95,9 @@ impl RaftCore {
     /// from no quorum for an election timeout steps down), lost appends,
     /// the handover's timeout and priority return.
     pub(super) fn tick_leader(&mut self) {
-        let (heartbeat, election, majority) = (
-            self.cfg.heartbeat_ticks,
-            self.cfg.election_ticks,
-            self.cfg.majority(),
-        );
+        let (heartbeat, election) = (self.cfg.heartbeat_ticks, self.cfg.election_ticks);
+        let membership = self.membership();
+        let me = self.cfg.id;
         let Some(l) = self.leading() else { return };
         l.heartbeat_elapsed += 1;
         let beat = l.heartbeat_elapsed >= heartbeat;
@@ -110,8 +108,13 @@ impl RaftCore {
         let mut lost_quorum = false;
         if l.quorum_elapsed >= election {
             l.quorum_elapsed = 0;
-            let active = 1 + l.progress.values().filter(|p| p.recent_active).count();
-            lost_quorum = active < majority;
+            let active = l
+                .progress
+                .iter()
+                .filter(|(_, p)| p.recent_active)
+                .map(|(&id, _)| id)
+                .chain(std::iter::once(me));
+            lost_quorum = !membership.is_quorum(active);
             for pr in l.progress.values_mut() {
                 pr.recent_active = false;
             }
@@ -138,6 +141,7 @@ impl RaftCore {
     fn tick_progress(&mut self) -> Vec<NodeId> {
         let commit = self.log.commit();
         let (heartbeat, election) = (self.cfg.heartbeat_ticks, self.cfg.election_ticks);
+        let membership = self.membership();
         let Some(l) = self.leading() else {
             return Vec::new();
         };
@@ -154,6 +158,7 @@ impl RaftCore {
                 }
             }
             let healthy = pr.voter
+                && membership.is_voter(peer)
                 && pr.state == ReplicationState::Replicate
                 && pr.match_index + CAUGHT_UP_LAG >= commit
                 && pr.silent_ticks <= 2 * heartbeat;
@@ -241,21 +246,37 @@ impl RaftCore {
         }
     }
 
-    /// Commits the highest index stored on a majority, if it is of this term
-    /// (Raft §5.4.2: an older term's entry is committed only indirectly).
+    /// Commits the highest index stored on a majority of the voters, if it
+    /// is of this term (Raft §5.4.2: an older term's entry is committed only
+    /// indirectly). The leader counts itself only while it votes (it may be
+    /// removing itself), and a learner never counts.
     pub(super) fn maybe_commit(&mut self) {
+        let membership = self.membership();
+        let learners_count = mutated!(self, LearnerCountsTowardQuorum);
+        let (me, stable) = (self.cfg.id, self.log.stable());
         let RoleState::Leader(l) = &mut self.role else {
             return;
         };
-        let mut matches: Vec<Index> = l.progress.values().map(|p| p.match_index).collect();
-        matches.push(self.log.stable());
+        let counted = |id: NodeId| membership.is_voter(id) || (learners_count && membership.contains(id));
+        let mut matches: Vec<Index> = l
+            .progress
+            .iter()
+            .filter(|(&id, _)| counted(id))
+            .map(|(_, p)| p.match_index)
+            .collect();
+        if counted(me) {
+            matches.push(stable);
+        }
         matches.sort_unstable_by(|a, b| b.cmp(a));
-        let quorum_index = matches[self.cfg.majority() - 1];
+        let Some(&quorum_index) = matches.get(membership.majority() - 1) else {
+            return;
+        };
         let of_this_term = self.log.term(quorum_index) == Some(self.term)
             || mutated!(self, CommitOlderTermByCount);
         if quorum_index > self.log.commit() && of_this_term {
             self.log.commit_to(quorum_index);
             l.replicate_pending = true;
+            self.on_commit_advanced();
         }
     }
 
@@ -264,7 +285,7 @@ impl RaftCore {
     pub(super) fn flush_leader_output(&mut self) {
         let Some(l) = self.leading() else { return };
         if std::mem::take(&mut l.replicate_pending) {
-            for peer in self.cfg.peers().collect::<Vec<_>>() {
+            for peer in l.progress.keys().copied().collect::<Vec<_>>() {
                 self.maybe_send_append(peer);
             }
         }

@@ -11,6 +11,7 @@ impl RaftCore {
     pub fn transfer_leadership(&mut self, to: NodeId) -> Result<(), TransferError> {
         let last = self.log.last_index();
         let leader = self.leader;
+        let target_votes = self.membership().is_voter(to);
         let RoleState::Leader(l) = &mut self.role else {
             return Err(TransferError::NotLeader { leader });
         };
@@ -20,7 +21,7 @@ impl RaftCore {
         let Some(pr) = l.progress.get(&to) else {
             return Err(TransferError::UnknownMember(to));
         };
-        if !pr.voter {
+        if !pr.voter || !target_votes {
             return Err(TransferError::NotVoter(to));
         }
         if l.transferee.map(|(t, _)| t) == Some(to) {

@@ -2,6 +2,8 @@
 
 use bytes::Bytes;
 
+use super::membership::Membership;
+
 /// A member's id: its StatefulSet ordinal.
 pub type NodeId = u32;
 /// A Raft term.
@@ -17,6 +19,20 @@ pub enum EntryKind {
     /// The empty entry a new leader appends at the start of its term, so that
     /// it can commit (and learn the commit point of) everything before it.
     Noop,
+    /// A new configuration (the data is [`Membership::encode`]d). It takes
+    /// effect on each member as soon as it is in its log, committed or not.
+    Config,
+}
+
+impl EntryKind {
+    /// The kind from its stored flags (a no-op flag, a config flag).
+    pub fn from_flags(noop: bool, config: bool) -> Self {
+        match (noop, config) {
+            (_, true) => EntryKind::Config,
+            (true, false) => EntryKind::Noop,
+            (false, false) => EntryKind::Normal,
+        }
+    }
 }
 
 /// One log entry.
@@ -82,6 +98,20 @@ pub struct SnapshotMeta {
     pub index: Index,
     /// The term of the entry at `index`.
     pub term: Term,
+    /// The configuration as of `index` (empty: none was ever recorded, the
+    /// bootstrap voters apply).
+    pub membership: Membership,
+}
+
+impl SnapshotMeta {
+    /// A snapshot point with no recorded configuration.
+    pub fn at(index: Index, term: Term) -> Self {
+        SnapshotMeta {
+            index,
+            term,
+            membership: Membership::default(),
+        }
+    }
 }
 
 /// A message between members.
@@ -179,6 +209,10 @@ pub enum Body {
     RejoinProbeResponse {
         /// Whether the responder's log (and snapshot) is empty.
         empty_log: bool,
+        /// The responder's configuration (its bootstrap voters if its log
+        /// holds none), so that a member that knows none learns whom else
+        /// to ask.
+        members: Membership,
     },
 }
 

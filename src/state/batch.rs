@@ -9,7 +9,9 @@ use super::apply::{self, Overlay, Reads};
 use super::command::{Applied, Command, Op, Output};
 use super::keys::{data_key, history_event_key, history_key, meta_key, HISTORY};
 use super::space::{nospace_refusal, Counts};
-use super::{applied_value, encode_events, KvState, StateError, APPLY_BATCH_BYTES};
+use super::{
+    applied_value, encode_events, KvState, StateError, APPLY_BATCH_BYTES, MEMBERSHIP,
+};
 use crate::raft::{Entry, EntryKind};
 
 /// What a batch changes besides the data: the cluster id and the counts.
@@ -18,6 +20,8 @@ struct Context {
     known_cluster: u64,
     /// A cluster id bootstrapped in this batch.
     cluster_id: Option<u64>,
+    /// The configuration the batch's config entries leave, if any.
+    membership: Option<crate::raft::Membership>,
     /// The counts, alarms included, as the batch goes.
     counts: Counts,
 }
@@ -36,6 +40,12 @@ impl Context {
         let index = entry.index;
         let output = match entry.kind {
             EntryKind::Noop => Output::None,
+            EntryKind::Config => {
+                // Recorded with the data, so that a snapshot of this state
+                // carries the configuration as of its applied index.
+                self.membership = crate::raft::Membership::decode(&entry.data).or(self.membership);
+                Output::None
+            }
             EntryKind::Normal => match Command::decode(entry.data.as_ref()).ok().and_then(|c| c.op)
             {
                 Some(Op::Put(_)) if nospace.is_some() => {
@@ -122,6 +132,7 @@ impl KvState {
         let mut ctx = Context {
             known_cluster: self.cluster_id(),
             cluster_id: None,
+            membership: None,
             counts: Counts {
                 stored: self.space.stored(),
                 history: self.space.history(),
@@ -187,6 +198,9 @@ impl KvState {
         );
         if let Some(id) = ctx.cluster_id {
             writes.put(meta_key("cluster"), Some(id.to_be_bytes().to_vec()));
+        }
+        if let Some(m) = ctx.membership {
+            writes.put(meta_key(MEMBERSHIP), Some(m.encode().to_vec()));
         }
         // Not while a snapshot is frozen: it would need before images of
         // all of the trimmed history.

@@ -142,6 +142,8 @@ pub const APPLY_BATCH_BYTES: usize = 32 << 20;
 /// Metadata name of the snapshot point the active tree was installed from.
 const INSTALLED: &str = "installed";
 const ACTIVE_KEY: &[u8] = b"active";
+/// Metadata name of the configuration as of the applied index.
+const MEMBERSHIP: &str = "membership";
 
 /// The parts of the active tree readers and the applier share.
 struct Active {
@@ -187,6 +189,15 @@ fn read_u64(tree: &sled::Tree, name: &str) -> Result<Option<u64>, StateError> {
             Ok(Some(u64::from_be_bytes(bytes)))
         }
         None => Ok(None),
+    }
+}
+
+/// The configuration as of the applied index (empty: none applied yet).
+fn read_membership(tree: &sled::Tree) -> Result<crate::raft::Membership, StateError> {
+    match tree.get(meta_key(MEMBERSHIP))? {
+        Some(raw) => crate::raft::Membership::decode(&raw)
+            .ok_or_else(|| StateError::corrupt(MEMBERSHIP.as_bytes(), "not a configuration")),
+        None => Ok(crate::raft::Membership::default()),
     }
 }
 
@@ -323,6 +334,12 @@ impl KvState {
     pub fn applied(&self) -> (u64, u64) {
         let a = self.read();
         (a.applied_index, a.applied_term)
+    }
+
+    /// The configuration as of the applied index (empty until a config
+    /// entry is applied).
+    pub fn applied_membership(&self) -> Result<crate::raft::Membership, StateError> {
+        read_membership(&self.read().tree)
     }
 
     /// The snapshot point the state was installed from, if it came from a

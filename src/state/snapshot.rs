@@ -26,7 +26,9 @@
 use std::sync::{Arc, Mutex};
 
 use super::keys::meta_key;
-use super::{applied_value, read_applied, KvState, StateError, ACTIVE_KEY, INSTALLED};
+use super::{
+    applied_value, read_applied, read_membership, KvState, StateError, ACTIVE_KEY, INSTALLED,
+};
 use crate::raft::SnapshotMeta;
 
 /// The tree of before images of a frozen snapshot.
@@ -169,7 +171,11 @@ impl SnapshotWriter {
     /// Where the received snapshot ends, from its own metadata.
     pub fn meta(&self) -> Result<SnapshotMeta, StateError> {
         let (index, term) = read_applied(&self.tree)?;
-        Ok(SnapshotMeta { index, term })
+        Ok(SnapshotMeta {
+            index,
+            term,
+            membership: read_membership(&self.tree)?,
+        })
     }
 }
 
@@ -186,6 +192,7 @@ impl KvState {
         }
         self.db.drop_tree(UNDO_TREE)?;
         let undo = self.db.open_tree(UNDO_TREE)?;
+        let membership = read_membership(&active.tree)?;
         *freeze = Some(Arc::new(Freeze { undo: undo.clone() }));
         Ok(FrozenSnapshot {
             tree: active.tree.clone(),
@@ -196,6 +203,7 @@ impl KvState {
             meta: SnapshotMeta {
                 index: active.applied_index,
                 term: active.applied_term,
+                membership,
             },
         })
     }

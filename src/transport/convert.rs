@@ -13,6 +13,7 @@ fn entry_to_proto(e: &Entry) -> peer::Entry {
         term: e.term,
         noop: e.kind == EntryKind::Noop,
         data: e.data.clone(),
+        config: e.kind == EntryKind::Config,
     }
 }
 
@@ -20,11 +21,7 @@ fn entry_from_proto(e: peer::Entry) -> Entry {
     Entry {
         index: e.index,
         term: e.term,
-        kind: if e.noop {
-            EntryKind::Noop
-        } else {
-            EntryKind::Normal
-        },
+        kind: EntryKind::from_flags(e.noop, e.config),
         data: e.data,
     }
 }
@@ -96,8 +93,13 @@ pub fn to_proto(msg: Message) -> Option<peer::RaftMessage> {
         }
         Body::TimeoutNow => PBody::TimeoutNow(Empty {}),
         Body::RejoinProbe => PBody::RejoinProbe(Empty {}),
-        Body::RejoinProbeResponse { empty_log } => {
-            PBody::RejoinProbeResponse(peer::RejoinProbeResponse { empty_log })
+        Body::RejoinProbeResponse { empty_log, members } => {
+            let (voters, learners) = members.to_bits();
+            PBody::RejoinProbeResponse(peer::RejoinProbeResponse {
+                empty_log,
+                voters,
+                learners,
+            })
         }
         Body::Snapshot { .. } => return None,
     };
@@ -157,6 +159,7 @@ pub fn from_proto(msg: peer::RaftMessage) -> Option<Message> {
         PBody::RejoinProbe(_) => Body::RejoinProbe,
         PBody::RejoinProbeResponse(f) => Body::RejoinProbeResponse {
             empty_log: f.empty_log,
+            members: crate::raft::Membership::from_bits(f.voters, f.learners),
         },
     };
     Some(Message {
@@ -251,7 +254,10 @@ mod tests {
             },
             Body::TimeoutNow,
             Body::RejoinProbe,
-            Body::RejoinProbeResponse { empty_log: true },
+            Body::RejoinProbeResponse {
+                empty_log: true,
+                members: crate::raft::Membership::new([0, 2], [5]),
+            },
         ];
         for body in bodies {
             let msg = Message {

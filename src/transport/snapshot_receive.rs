@@ -40,12 +40,13 @@ struct Received {
 impl Received {
     /// Whether the stream is whole and its data ends at `meta`; why not if
     /// not.
-    fn verify(&self, meta: SnapshotMeta) -> std::result::Result<(), String> {
+    /// Returns where the data ends, with the configuration it carries.
+    fn verify(&self, index: u64, term: u64) -> std::result::Result<SnapshotMeta, String> {
         match self.complete {
             Some(total) if total == self.pairs => match self.writer.meta() {
-                Ok(found) if found == meta => Ok(()),
+                Ok(found) if (found.index, found.term) == (index, term) => Ok(found),
                 Ok(found) => Err(format!(
-                    "the data ends at {found:?}, the header says {meta:?}"
+                    "the data ends at {found:?}, the header says index {index} term {term}"
                 )),
                 Err(e) => Err(e.to_string()),
             },
@@ -77,17 +78,16 @@ impl PeerService {
             .map_err(|e| Status::internal(e.to_string()))?
             .map_err(|e| Status::internal(e.to_string()))?;
         let received = self.receive_pairs(&mut stream, first, writer).await?;
-        let meta = SnapshotMeta {
-            index: header.index,
-            term: header.index_term,
-        };
         // Only a complete stream whose data ends where its header says is
         // handed on; anything else is thrown away, the state untouched.
-        if let Err(reason) = received.verify(meta) {
-            let _ = self.node.state().abort_install(received.writer);
-            tracing::warn!(from = header.from, %reason, "discarding an incomplete snapshot");
-            return Err(Status::data_loss(format!("incomplete snapshot: {reason}")));
-        }
+        let meta = match received.verify(header.index, header.index_term) {
+            Ok(meta) => meta,
+            Err(reason) => {
+                let _ = self.node.state().abort_install(received.writer);
+                tracing::warn!(from = header.from, %reason, "discarding an incomplete snapshot");
+                return Err(Status::data_loss(format!("incomplete snapshot: {reason}")));
+            }
+        };
         tracing::info!(
             from = header.from,
             index = header.index,

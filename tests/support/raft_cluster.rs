@@ -146,6 +146,8 @@ pub struct Cluster {
     reads: BTreeMap<u64, (NodeId, Index)>,
     next_read: u64,
     pub reads_served: u64,
+    /// Config entries applied (each index counted once).
+    pub configs_committed: usize,
     next_proposal: u64,
     pub trace: Vec<String>,
     pub trace_to_stdout: bool,
@@ -177,6 +179,13 @@ impl Cluster {
     /// `n` members built from a config template (its id is replaced).
     pub fn with_config(template: Config, seed: u64) -> Self {
         let n = template.voters;
+        Self::with_slots(template, n, seed)
+    }
+
+    /// `n` processes with fresh data dirs, of which the template's
+    /// `voters` bootstrap the cluster; the others are pods the cluster does
+    /// not know yet (they can be added as learners).
+    pub fn with_slots(template: Config, n: u32, seed: u64) -> Self {
         let mut c = Cluster {
             nodes: Vec::new(),
             net: Vec::new(),
@@ -195,6 +204,7 @@ impl Cluster {
             reads: BTreeMap::new(),
             next_read: 1,
             reads_served: 0,
+            configs_committed: 0,
             next_proposal: 0,
             trace: Vec::new(),
             trace_to_stdout: false,
@@ -361,6 +371,9 @@ impl Cluster {
             None => {
                 self.applied.insert(e.index, hash);
                 self.applied_terms.insert(e.index, e.term);
+                if e.kind == EntryKind::Config {
+                    self.configs_committed += 1;
+                }
             }
         }
         if let Some(data) = acked {
@@ -816,7 +829,8 @@ impl Cluster {
             let commit = lc.log().commit();
             lc.log().term(commit) == Some(lc.term())
                 && lc.log().last_index() == commit
-                && (0..c.size()).all(|i| {
+                && lc.log().membership_index() <= commit
+                && lc.membership().members().all(|i| {
                     c.nodes[i as usize].sm.index == commit && c.core(i).voting() == Voting::Enabled
                 })
         });
@@ -825,20 +839,23 @@ impl Cluster {
             let c = n.core.as_ref().expect("restarted");
             let _ = write!(
                 state,
-                "\n  member {i}: {:?} term {} commit {} last {} applied {} voting {:?}",
+                "\n  member {i}: {:?} term {} commit {} last {} applied {} voting {:?} ({})",
                 c.role(),
                 c.term(),
                 c.log().commit(),
                 c.log().last_index(),
                 n.sm.index,
-                c.voting()
+                c.voting(),
+                c.membership()
             );
         }
         assert!(
             ok,
             "the cluster did not converge within {max_ticks} ticks:{state}"
         );
-        let final_index = self.nodes[0].sm.index;
+        let leader = self.leader().expect("converged under a leader");
+        let members: Vec<NodeId> = self.core(leader).membership().members().collect();
+        let final_index = self.nodes[leader as usize].sm.index;
         for a in &self.acked {
             assert!(
                 a.index <= final_index,
@@ -847,8 +864,8 @@ impl Cluster {
             );
             // Every member's final log (or the snapshot it holds instead)
             // has the acknowledged entry.
-            for (i, n) in self.nodes.iter().enumerate() {
-                let log = n.core.as_ref().expect("restarted").log();
+            for &i in &members {
+                let log = self.core(i).log();
                 if a.index > log.snapshot().index {
                     assert_eq!(
                         log.term(a.index),
@@ -970,6 +987,7 @@ impl ReadyHandler for SimReady<'_> {
                     meta: SnapshotMeta {
                         index: sm.index,
                         term,
+                        membership: core.log().membership_at(sm.index),
                     },
                 },
             };

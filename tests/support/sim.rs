@@ -16,7 +16,7 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use kvstore::raft::mutations::Mutation;
-use kvstore::raft::{Config, NodeId, Role, Voting};
+use kvstore::raft::{Config, MembershipChange, NodeId, Role, Voting};
 
 use super::raft_cluster::{Cluster, NetConfig};
 
@@ -30,6 +30,8 @@ pub struct Work {
     pub acked: usize,
     /// Linearizable reads served (and checked).
     pub reads: u64,
+    /// Configuration entries committed.
+    pub configs: usize,
 }
 
 pub fn sim_config(voters: u32, mutation: Option<Mutation>) -> Config {
@@ -56,9 +58,41 @@ fn some_leader(c: &mut Cluster) -> Option<NodeId> {
     c.leader()
 }
 
+/// The processes of a schedule: `voters` bootstrap the cluster, and with
+/// `reconfig` the schedule also changes the configuration among `slots`
+/// processes (adding learners, promoting, removing).
+#[derive(Clone, Copy, Debug)]
+struct Shape {
+    voters: u32,
+    slots: u32,
+    reconfig: bool,
+}
+
 /// Runs one schedule. Panics (with the checker's message) on a violation.
 pub fn run_schedule(voters: u32, seed: u64, trace: bool, mutation: Option<Mutation>) -> Work {
-    let mut c = Cluster::with_config(sim_config(voters, mutation), seed);
+    let shape = Shape {
+        voters,
+        slots: voters,
+        reconfig: false,
+    };
+    schedule(shape, seed, trace, mutation)
+}
+
+/// Runs one schedule of 5 processes, 3 of which bootstrap, that interleaves
+/// membership changes (one at a time, as the leader allows) with every
+/// other fault.
+pub fn run_reconfig_schedule(seed: u64, trace: bool, mutation: Option<Mutation>) -> Work {
+    let shape = Shape {
+        voters: 3,
+        slots: 5,
+        reconfig: true,
+    };
+    schedule(shape, seed, trace, mutation)
+}
+
+fn schedule(shape: Shape, seed: u64, trace: bool, mutation: Option<Mutation>) -> Work {
+    let Shape { voters, slots, .. } = shape;
+    let mut c = Cluster::with_slots(sim_config(voters, mutation), slots, seed);
     c.trace_to_stdout = trace;
     c.netcfg = NetConfig {
         loss: [0.0, 0.01, 0.05][c.rng.below(3) as usize],
@@ -69,7 +103,7 @@ pub fn run_schedule(voters: u32, seed: u64, trace: bool, mutation: Option<Mutati
     };
     let fault_rate = [0.01, 0.03, 0.06][c.rng.below(3) as usize];
     c.log(format!(
-        "seed {seed}: {voters} members, {:?}, fault rate {fault_rate}",
+        "seed {seed}: {shape:?}, {:?}, fault rate {fault_rate}",
         c.netcfg
     ));
     c.snapshot_failure = [0.0, 0.2][c.rng.below(2) as usize];
@@ -92,7 +126,7 @@ pub fn run_schedule(voters: u32, seed: u64, trace: bool, mutation: Option<Mutati
                 }
             }
             if c.chance(fault_rate / 8.0) {
-                inject_fault(&mut c, voters);
+                inject_fault(&mut c, shape);
             }
         }
         // Client load.
@@ -103,7 +137,7 @@ pub fn run_schedule(voters: u32, seed: u64, trace: bool, mutation: Option<Mutati
                     c.propose(l);
                 }
                 None => {
-                    let n = c.rng.below(u64::from(voters)) as NodeId;
+                    let n = c.rng.below(u64::from(slots)) as NodeId;
                     c.propose(n);
                 }
             }
@@ -115,7 +149,10 @@ pub fn run_schedule(voters: u32, seed: u64, trace: bool, mutation: Option<Mutati
         }
         c.deliver_all();
         if c.chance(fault_rate) {
-            inject_fault(&mut c, voters);
+            inject_fault(&mut c, shape);
+        }
+        if shape.reconfig && c.chance(0.02) {
+            change_membership(&mut c, slots);
         }
     }
     c.log(format!("t{}: converge", c.now));
@@ -123,40 +160,55 @@ pub fn run_schedule(voters: u32, seed: u64, trace: bool, mutation: Option<Mutati
     Work {
         acked: c.acked.len(),
         reads: c.reads_served,
+        configs: c.configs_committed,
     }
 }
 
 /// One random fault: a crash (peers may or may not see the reset), a
 /// restart, a lost volume, a partition, a heal, a spurious connection reset,
 /// a leadership transfer, or log compaction.
-fn inject_fault(c: &mut Cluster, voters: u32) {
-    let f = (voters - 1) / 2;
-    let down: Vec<NodeId> = (0..voters).filter(|&i| !c.is_up(i)).collect();
-    let pick = c.rng.below(u64::from(voters)) as NodeId;
+fn inject_fault(c: &mut Cluster, shape: Shape) {
+    let slots = shape.slots;
+    // The voters as the newest leader sees them (the bootstrap ones before
+    // any leader): crashes leave a quorum of them up, mostly.
+    let voters: Vec<NodeId> = match c.leader() {
+        Some(l) => c.core(l).membership().voters().collect(),
+        None => (0..shape.voters).collect(),
+    };
+    let f = (voters.len() - 1) / 2;
+    let down = voters.iter().filter(|&&i| !c.is_up(i)).count();
+    let pick = c.rng.below(u64::from(slots)) as NodeId;
     match c.rng.below(10) {
         0 | 1 => {
-            if (down.len() as u32) < f || c.chance(0.2) {
+            if down < f || c.chance(0.2) {
                 let notice = c.chance(0.7);
                 c.log(format!("t{}: crash {pick}", c.now));
                 c.crash(pick, notice);
             }
         }
         2 => {
-            if let Some(&d) = down.first() {
+            if let Some(d) = (0..slots).find(|&i| !c.is_up(i)) {
                 c.log(format!("t{}: restart {d}", c.now));
                 c.restart(d);
             }
         }
         3 => {
-            // Lose a volume only while every other member is a voter and up,
-            // so that the cluster can still recover it.
-            let others_ok = (0..voters).all(|i| {
+            // Lose a volume only while every other process is up, voting
+            // and not itself wiped, so that the cluster can still recover it.
+            // A voter's volume only while the other voters are a quorum
+            // without it (losing the volume of one of two voters loses
+            // data in any Raft).
+            let others_ok = (0..slots).all(|i| {
                 i == pick
                     || (c.is_up(i)
                         && !c.nodes[i as usize].wiped
                         && c.core(i).voting() == Voting::Enabled)
             });
-            if others_ok && !c.nodes[pick as usize].wiped {
+            let quorum_without = (0..slots).filter(|&i| c.is_up(i)).all(|i| {
+                let m = c.core(i).membership();
+                m.voters().filter(|&v| v != pick).count() >= m.majority()
+            });
+            if others_ok && quorum_without && !c.nodes[pick as usize].wiped {
                 c.log(format!("t{}: wipe {pick}", c.now));
                 c.wipe(pick);
                 // Often crash the leader soon after, while the wiped member is
@@ -180,7 +232,7 @@ fn inject_fault(c: &mut Cluster, voters: u32) {
             }
         }
         5 => {
-            let other = (pick + 1 + c.rng.below(u64::from(voters - 1)) as NodeId) % voters;
+            let other = (pick + 1 + c.rng.below(u64::from(slots - 1)) as NodeId) % slots;
             c.log(format!("t{}: partition {{{pick}, {other}}}", c.now));
             c.partition(&[pick, other]);
         }
@@ -189,7 +241,7 @@ fn inject_fault(c: &mut Cluster, voters: u32) {
             c.heal();
         }
         7 => {
-            let peer = (pick + 1 + c.rng.below(u64::from(voters - 1)) as NodeId) % voters;
+            let peer = (pick + 1 + c.rng.below(u64::from(slots - 1)) as NodeId) % slots;
             c.log(format!("t{}: spurious reset {pick} -x- {peer}", c.now));
             c.spurious_disconnect(pick, peer);
         }
@@ -202,13 +254,31 @@ fn inject_fault(c: &mut Cluster, voters: u32) {
             }
         }
         _ => {
-            for id in 0..voters {
+            for id in 0..slots {
                 if c.is_up(id) && c.core(id).log().entries().len() > 24 {
                     c.compact(id);
                 }
             }
         }
     }
+}
+
+/// Asks a member that believes it leads (a stale one sometimes) for one
+/// random membership change among the `slots` processes: add a learner,
+/// promote one, or remove a member. The core refuses what is unsafe now
+/// (a change in flight, a quorum at risk); a refusal changes nothing.
+fn change_membership(c: &mut Cluster, slots: u32) {
+    let Some(l) = some_leader(c) else { return };
+    let m = c.core(l).membership();
+    let mut options: Vec<MembershipChange> = Vec::new();
+    options.extend((0..slots).filter(|&i| !m.contains(i)).map(MembershipChange::AddLearner));
+    options.extend(m.learners().map(MembershipChange::Promote));
+    options.extend(m.members().map(MembershipChange::Remove));
+    let change = options[c.rng.below(options.len() as u64) as usize];
+    let core = c.nodes[l as usize].core.as_mut().expect("leader is up");
+    let outcome = core.propose_membership_change(change);
+    c.log(format!("t{}: {l} proposes {change}: {outcome:?}", c.now));
+    c.process_ready(l);
 }
 
 /// The outcome of many schedules.
@@ -231,24 +301,52 @@ pub fn run_seeds(
     mutation: Option<Mutation>,
     stop_after: usize,
 ) -> Outcome {
+    run_seeds_of(
+        |seed| run_schedule(voters, seed, false, mutation),
+        base,
+        count,
+        stop_after,
+    )
+}
+
+/// Runs the reconfiguration schedules of the seeds `base..base + count`.
+pub fn run_reconfig_seeds(
+    base: u64,
+    count: u64,
+    mutation: Option<Mutation>,
+    stop_after: usize,
+) -> Outcome {
+    run_seeds_of(
+        |seed| run_reconfig_schedule(seed, false, mutation),
+        base,
+        count,
+        stop_after,
+    )
+}
+
+fn run_seeds_of(
+    schedule: impl Fn(u64) -> Work + Sync,
+    base: u64,
+    count: u64,
+    stop_after: usize,
+) -> Outcome {
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get()) as u64;
     let found = std::sync::atomic::AtomicUsize::new(0);
     std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads)
             .map(|t| {
-                let found = &found;
+                let (found, schedule) = (&found, &schedule);
                 s.spawn(move || {
                     let mut out = Outcome::default();
                     let mut i = t;
                     while i < count && found.load(std::sync::atomic::Ordering::Relaxed) < stop_after
                     {
                         let seed = base + i;
-                        match catch_unwind(AssertUnwindSafe(|| {
-                            run_schedule(voters, seed, false, mutation)
-                        })) {
+                        match catch_unwind(AssertUnwindSafe(|| schedule(seed))) {
                             Ok(w) => {
                                 out.work.acked += w.acked;
                                 out.work.reads += w.reads;
+                                out.work.configs += w.configs;
                             }
                             Err(e) => {
                                 let msg = e
@@ -273,6 +371,7 @@ pub fn run_seeds(
             all.failures.extend(o.failures);
             all.work.acked += o.work.acked;
             all.work.reads += o.work.reads;
+            all.work.configs += o.work.configs;
             all.schedules += o.schedules;
         }
         all.failures.sort();
@@ -367,5 +466,6 @@ pub fn figure_8_schedule(seed: u64, trace: bool, mutation: Option<Mutation>) -> 
     Work {
         acked: c.acked.len(),
         reads: c.reads_served,
+        configs: c.configs_committed,
     }
 }

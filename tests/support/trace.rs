@@ -146,8 +146,8 @@ fn body(body: &Body) -> String {
         Body::TimeoutNow => "TimeoutNow".into(),
         Body::Snapshot { meta } => format!("Snapshot {}@{}", meta.index, meta.term),
         Body::RejoinProbe => "RejoinProbe".into(),
-        Body::RejoinProbeResponse { empty_log } => format!(
-            "RejoinProbeResponse {}",
+        Body::RejoinProbeResponse { empty_log, members } => format!(
+            "RejoinProbeResponse {} ({members})",
             if *empty_log { "empty" } else { "non-empty" }
         ),
     }
@@ -181,6 +181,10 @@ fn round(read_round: u64) -> String {
 fn entry_list(entries: &[Entry]) -> String {
     let one = |e: &Entry| match e.kind {
         EntryKind::Noop => format!("{}@{} noop", e.index, e.term),
+        EntryKind::Config => match Membership::decode(&e.data) {
+            Some(m) => format!("{}@{} config({m})", e.index, e.term),
+            None => format!("{}@{} config(?)", e.index, e.term),
+        },
         EntryKind::Normal => format!("{}@{}", e.index, e.term),
     };
     if entries.len() <= 4 {

@@ -142,6 +142,7 @@ fn restore(
     log: WalState,
     applied: (u64, u64),
     installed: Option<(u64, u64)>,
+    membership: raft::Membership,
 ) -> std::result::Result<Restored, StartError> {
     let (applied_index, applied_term) = applied;
     let last = log.snapshot.index + log.entries.len() as u64;
@@ -192,6 +193,7 @@ fn restore(
     let meta = SnapshotMeta {
         index: applied_index,
         term: applied_term,
+        membership,
     };
     tracing::warn!(
         index = applied_index,
@@ -234,6 +236,7 @@ impl Node {
             log,
             state.applied(),
             state.installed_snapshot()?,
+            state.applied_membership()?,
         )?;
         tracing::info!(
             term = restored.hard_state.term,

@@ -104,7 +104,7 @@ fn data_of_another_cluster_is_refused_at_start_up() {
 #[test]
 fn state_ahead_of_the_log_needs_a_recorded_install() {
     let (dir, mut wal, state) = log_of(5);
-    match restore(dir.path(), &mut wal, state, (8, 2), None) {
+    match restore(dir.path(), &mut wal, state, (8, 2), None, Default::default()) {
         Err(StartError::Inconsistent { reason, .. }) => {
             assert!(reason.contains("log ends at 5"), "{reason}");
             assert!(reason.contains("empty this pod's data dir"), "{reason}");
@@ -112,11 +112,11 @@ fn state_ahead_of_the_log_needs_a_recorded_install() {
         other => panic!("expected a refusal, got {other:?}"),
     }
     let (dir, mut wal, state) = log_of(5);
-    let restored = restore(dir.path(), &mut wal, state, (8, 2), Some((8, 2))).expect("an install");
-    assert_eq!(restored.snapshot, SnapshotMeta { index: 8, term: 2 });
+    let restored = restore(dir.path(), &mut wal, state, (8, 2), Some((8, 2)), Default::default()).expect("an install");
+    assert_eq!(restored.snapshot, SnapshotMeta::at(8, 2));
     assert!(restored.entries.is_empty());
     let (dir, mut wal, state) = log_of(5);
-    let restored = restore(dir.path(), &mut wal, state, (4, 1), None).expect("in the log");
+    let restored = restore(dir.path(), &mut wal, state, (4, 1), None, Default::default()).expect("in the log");
     assert_eq!((restored.applied, restored.entries.len()), (4, 5));
 }
 
@@ -204,7 +204,7 @@ fn an_unreadable_state_is_rebuilt() {
         vote: Some(1),
         voting: Voting::Enabled,
     };
-    wal.compact(hs, SnapshotMeta { index: 40, term: 1 }, &[])
+    wal.compact(hs, SnapshotMeta::at(40, 1), &[])
         .expect("compact");
     drop(wal);
     let (state, _, log) = open_storage(&cfg, &DataDir::new(dir.path())).expect("rebuilt");
@@ -224,7 +224,7 @@ fn an_unreadable_state_is_rebuilt() {
     let dir = tempfile::tempdir().expect("tempdir");
     damage_state(dir.path());
     let (mut wal, _) = Wal::open(&dir.path().join("wal")).expect("wal");
-    wal.compact(hs, SnapshotMeta { index: 40, term: 1 }, &[])
+    wal.compact(hs, SnapshotMeta::at(40, 1), &[])
         .expect("compact");
     drop(wal);
     let mut single = config_for(dir.path(), "kvstore-0", None);

@@ -256,11 +256,11 @@ fn the_winner_appends_a_no_op_and_sends_it() {
     step(&mut n, 0, 3, Body::PreVoteResponse { granted: true });
     let rd = step(&mut n, 0, 3, Body::VoteResponse { granted: true });
     assert_eq!(n.role(), Role::Leader);
-    assert_eq!(rd.entries, vec![noop(3, 3)]);
+    assert_eq!(rd.entries, vec![bootstrap_config(3, 3)]);
     let append = Body::Append {
         prev_index: 2,
         prev_term: 2,
-        entries: vec![noop(3, 3)],
+        entries: vec![bootstrap_config(3, 3)],
         commit: 0,
     };
     assert_eq!(

@@ -69,6 +69,17 @@ fn noop(index: Index, term: Term) -> Entry {
     }
 }
 
+/// The first entry of a new leader whose log records no configuration yet:
+/// the bootstrap configuration (three voters here) in place of the no-op.
+fn bootstrap_config(index: Index, term: Term) -> Entry {
+    Entry {
+        index,
+        term,
+        kind: EntryKind::Config,
+        data: Membership::first(3).encode(),
+    }
+}
+
 fn msg(from: NodeId, to: NodeId, term: Term, body: Body) -> Message {
     Message {
         from,

@@ -9,7 +9,10 @@ fn new_data_dir(id: NodeId, voters: u32) -> RaftCore {
 }
 
 fn probe_answer(empty_log: bool) -> Body {
-    Body::RejoinProbeResponse { empty_log }
+    Body::RejoinProbeResponse {
+        empty_log,
+        members: Membership::first(3),
+    }
 }
 
 /// A new data dir asks every peer for its term and whether its log is

@@ -79,10 +79,7 @@ fn a_frozen_snapshot_is_the_state_at_the_freeze_while_applies_go_on() {
     let meta = b
         .finish_install(
             writer,
-            SnapshotMeta {
-                index: 100,
-                term: 1,
-            },
+            SnapshotMeta::at(100, 1),
         )
         .expect("install");
     assert_eq!(meta.index, 100);

@@ -47,6 +47,9 @@ pub struct StoredEntry {
     /// The command.
     #[prost(bytes = "bytes", tag = "4")]
     pub data: Bytes,
+    /// True for a configuration.
+    #[prost(bool, tag = "5")]
+    pub config: bool,
 }
 
 /// The hard state as stored.
@@ -75,6 +78,13 @@ pub struct StoredSnapshot {
     /// Its term.
     #[prost(uint64, tag = "2")]
     pub term: u64,
+    /// The configuration's voters as of `index` (an ordinal bit set; with
+    /// `learners` both 0: none recorded).
+    #[prost(fixed64, tag = "3")]
+    pub voters: u64,
+    /// The configuration's learners.
+    #[prost(fixed64, tag = "4")]
+    pub learners: u64,
 }
 
 impl From<&Entry> for Record {
@@ -84,6 +94,7 @@ impl From<&Entry> for Record {
             term: e.term,
             noop: e.kind == EntryKind::Noop,
             data: e.data.clone(),
+            config: e.kind == EntryKind::Config,
         })
     }
 }
@@ -106,9 +117,12 @@ impl From<HardState> for Record {
 
 impl From<SnapshotMeta> for Record {
     fn from(s: SnapshotMeta) -> Self {
+        let (voters, learners) = s.membership.to_bits();
         Record::Snapshot(StoredSnapshot {
             index: s.index,
             term: s.term,
+            voters,
+            learners,
         })
     }
 }

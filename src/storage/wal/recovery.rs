@@ -65,6 +65,7 @@ impl WalState {
                 self.snapshot = SnapshotMeta {
                     index: s.index,
                     term: s.term,
+                    membership: crate::raft::Membership::from_bits(s.voters, s.learners),
                 };
             }
             Record::Entry(e) => {
@@ -85,11 +86,7 @@ impl WalState {
                 self.entries.push(Entry {
                     index: e.index,
                     term: e.term,
-                    kind: if e.noop {
-                        EntryKind::Noop
-                    } else {
-                        EntryKind::Normal
-                    },
+                    kind: EntryKind::from_flags(e.noop, e.config),
                     data: e.data,
                 });
             }

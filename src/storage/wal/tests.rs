@@ -80,7 +80,7 @@ fn compaction_rewrites_the_tail() {
         vote: None,
         voting: Voting::Enabled,
     };
-    wal.compact(hs, SnapshotMeta { index: 7, term: 1 }, &entries[7..])
+    wal.compact(hs, SnapshotMeta::at(7, 1), &entries[7..])
         .expect("compact");
     wal.append(None, None, &[entry(11, 1, "y")])
         .expect("append");
