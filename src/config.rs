@@ -169,10 +169,19 @@ pub struct ServeArgs {
     #[arg(long, env = "KVSTORE_DATA_DIR", default_value = "data")]
     pub data_dir: PathBuf,
 
-    /// Number of voting members: the StatefulSet's replica count. Members are
-    /// ordinals 0..replicas-1.
+    /// The StatefulSet's replica count when no other source is given: a new
+    /// cluster's voters are ordinals 0..replicas-1. Afterwards the
+    /// configuration lives in the log and follows `--replicas-source`.
     #[arg(long, env = "KVSTORE_REPLICAS", default_value_t = 1)]
     pub replicas: u32,
+
+    /// Where the desired replica count comes from, which the membership
+    /// follows (pods added as learners and promoted, removed highest ordinal
+    /// first): `flag` (fixed by --replicas), `file:<path>` (a file holding
+    /// the count; the box supervisor's), or `kubernetes` (spec.replicas of
+    /// this pod's StatefulSet, read with the pod's service account).
+    #[arg(long, env = "KVSTORE_REPLICAS_SOURCE", default_value = "flag")]
+    pub replicas_source: String,
 
     /// sled's page cache in MiB. Keep it well under the pod's memory limit.
     #[arg(long, env = "KVSTORE_CACHE_MB", default_value_t = 128)]

@@ -280,7 +280,14 @@ impl Discovery {
             }),
         };
         let mut peers = self.lock_peers();
-        if let Some(entry) = peers.get_mut(&ordinal) {
+        // A peer beyond the ones known at start (the StatefulSet scaled up)
+        // is recorded at its first lookup.
+        let entry = peers.entry(ordinal).or_insert_with(|| PeerEntry {
+            dns_name: name.clone(),
+            address: None,
+            failing: None,
+        });
+        {
             match &result {
                 Ok(addr) => {
                     if entry.address != Some(*addr) || entry.failing.is_some() {

@@ -57,6 +57,12 @@ pub enum Error {
         /// The oldest revision still available.
         oldest: u64,
     },
+    /// The request cannot be carried out in the cluster's state now, and
+    /// retrying it unchanged will not help until that state changes (a
+    /// membership change that is unsafe, or one already in flight); the
+    /// message says which.
+    #[error("{0}")]
+    FailedPrecondition(String),
     /// The node is shutting down.
     #[error("the node is shutting down; retry on another node")]
     ShuttingDown,
@@ -157,6 +163,7 @@ impl From<Error> for Status {
             }
             Error::Timeout(_) => Status::deadline_exceeded(message),
             Error::ResourceExhausted(_) => Status::resource_exhausted(message),
+            Error::FailedPrecondition(_) => Status::failed_precondition(message),
             Error::Compacted { .. } => Status::out_of_range(message),
             Error::State(_) | Error::Wal(_) => Status::internal(message),
             Error::Forwarded(status) => Status::new(status.code(), status.message().to_string()),

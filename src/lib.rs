@@ -5,6 +5,7 @@
 
 pub mod cmd;
 pub mod config;
+pub mod desired;
 pub mod discovery;
 pub mod error;
 pub mod identity;

@@ -16,12 +16,13 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::config::ServeArgs;
+use crate::desired::ReplicaSource;
 use crate::discovery::{
     parse_dns_server, Discovery, DiscoveryConfig, DiscoveryError, NameTemplate, NameVars,
 };
 use crate::identity::PodName;
 use crate::node::space::SpacePolicy;
-use crate::node::{NoPeers, Node, NodeConfig, NodeHandle, NodeInbox, Peers};
+use crate::node::{Node, NodeConfig, NodeHandle, NodeInbox, Peers};
 use crate::raft::Role;
 use crate::server::{serve_clients, PeerDirectory, ServeOptions};
 use crate::transport::{serve_peers, GrpcPeers};
@@ -99,18 +100,15 @@ impl Running {
             "space bounds of the data dir's volume"
         );
         let discovery = start_discovery(args, &name).map_err(|e| cannot_start(&e, 2))?;
-        let grpc_peers = (args.replicas > 1)
-            .then(|| GrpcPeers::new(name.ordinal, args.replicas, discovery.clone()));
-        let peers: Arc<dyn Peers> = match &grpc_peers {
-            Some(p) => Arc::new(p.clone()),
-            None => Arc::new(NoPeers),
-        };
+        let replica_source = ReplicaSource::parse(&args.replicas_source, args.replicas, &name.set)
+            .map_err(|e| cannot_start(&e, 2))?;
+        // Always: a cluster of one grows when the StatefulSet scales.
+        let grpc_peers = GrpcPeers::new(name.ordinal, discovery.clone());
+        let peers: Arc<dyn Peers> = Arc::new(grpc_peers.clone());
         let node = Node::start(node_config(args, name, space), peers, NodeInbox::new())
             .map_err(|e| cannot_start(&e, 1))?;
         let handle = node.handle();
-        if let Some(p) = &grpc_peers {
-            p.attach(handle.clone());
-        }
+        grpc_peers.attach(handle.clone());
         let (peer_listener, listener) = match bind_listeners(args).await {
             Ok(listeners) => listeners,
             Err(code) => {
@@ -123,9 +121,11 @@ impl Running {
         let stop_clients = CancellationToken::new();
         let stop_peers = CancellationToken::new();
         tasks.spawn(crate::node::space::monitor(handle.clone(), space).in_current_span());
-        if args.replicas > 1 {
-            discovery.spawn_refresh(&tasks, &stop_peers);
-        }
+        discovery.spawn_refresh(&tasks, &stop_peers);
+        tasks.spawn(
+            crate::node::scaling::run(handle.clone(), replica_source, stop_peers.clone())
+                .in_current_span(),
+        );
         if let Some(listener) = peer_listener {
             let timeout = Duration::from_millis(args.request_timeout_ms);
             let stopped = stop_peers.clone().cancelled_owned();
@@ -175,6 +175,9 @@ impl Running {
             StopCause::Signal(signal) => {
                 tracing::info!("received {signal}: draining and shutting down");
                 hand_over_leadership(&self.handle).await;
+                // A pod a scale-down deletes leaves the configuration first.
+                crate::node::scaling::leave_if_scaled_away(&self.handle, Duration::from_secs(5))
+                    .await;
             }
             StopCause::NodeFailed(reason) => {
                 tracing::error!("{reason}: exiting so the pod restarts");
@@ -227,24 +230,17 @@ fn node_config(args: &ServeArgs, name: PodName, space: SpacePolicy) -> NodeConfi
     }
 }
 
-/// Binds the peer port (none for a cluster of one) and the client port.
+/// Binds the peer port and the client port.
 async fn bind_listeners(args: &ServeArgs) -> Result<(Option<TcpListener>, TcpListener), ExitCode> {
-    let peer = if args.replicas > 1 {
-        let listener = TcpListener::bind(args.peer_listen).await.map_err(|e| {
-            tracing::error!("cannot listen on {}: {e}", args.peer_listen);
-            eprintln!(
-                "kvstore: cannot listen on {} (--peer-listen): {e}",
-                args.peer_listen
-            );
-            ExitCode::from(1)
-        })?;
-        Some(listener)
-    } else {
-        tracing::info!(
-            "a cluster of one member (--replicas 1): the peer port is not opened; set --replicas to the StatefulSet's replica count"
+    let listener = TcpListener::bind(args.peer_listen).await.map_err(|e| {
+        tracing::error!("cannot listen on {}: {e}", args.peer_listen);
+        eprintln!(
+            "kvstore: cannot listen on {} (--peer-listen): {e}",
+            args.peer_listen
         );
-        None
-    };
+        ExitCode::from(1)
+    })?;
+    let peer = Some(listener);
     let client = TcpListener::bind(args.listen).await.map_err(|e| {
         tracing::error!("cannot listen on {}: {e}", args.listen);
         eprintln!("kvstore: cannot listen on {}: {e}", args.listen);
@@ -302,7 +298,8 @@ fn space_policy(args: &ServeArgs) -> Result<SpacePolicy, String> {
 /// Graceful stop of a leader: hand leadership to the lowest caught-up
 /// follower first, so writes pause for a transfer, not an election.
 async fn hand_over_leadership(handle: &NodeHandle) {
-    if handle.status().role != Role::Leader || handle.replicas() < 2 {
+    let status = handle.status();
+    if status.role != Role::Leader || status.membership.voter_count() < 2 {
         return;
     }
     let Some(to) = handle.best_successor() else {

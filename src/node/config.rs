@@ -92,16 +92,14 @@ pub enum StartError {
         /// What it was expected to be, and why.
         expected: String,
     },
-    /// The ordinal is not a member.
-    #[error("{name} has ordinal {ordinal}, but --replicas is {replicas}: members are ordinals 0..={max}")]
+    /// The ordinal can never be a member.
+    #[error("{name} has ordinal {ordinal}: members are ordinals 0..={max}")]
     OrdinalOutOfRange {
-        /// The node name.
+        /// The pod name.
         name: String,
         /// Its ordinal.
         ordinal: u32,
-        /// The replica count.
-        replicas: u32,
-        /// The highest ordinal.
+        /// The highest ordinal a member can have.
         max: u32,
     },
     /// The data dir cannot be created or read.

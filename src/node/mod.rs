@@ -13,6 +13,7 @@ mod config;
 pub mod peers;
 pub mod replication;
 mod routing;
+pub mod scaling;
 pub mod space;
 mod startup;
 mod status;
@@ -63,6 +64,9 @@ struct Shared {
     /// The leader's commit index when this node first heard from a leader
     /// after starting: it has caught up once it has applied that.
     catch_up_to: std::sync::OnceLock<u64>,
+    /// The replica count the StatefulSet asks for, as last read (0: not
+    /// read yet).
+    desired: std::sync::atomic::AtomicU32,
 }
 
 /// A running node.
@@ -156,9 +160,25 @@ impl NodeHandle {
         &self.0.name
     }
 
-    /// The number of voting members.
+    /// The bootstrap replica count (`--replicas`): the voters of a new
+    /// cluster. The configuration in force is in [`NodeHandle::status`].
     pub fn replicas(&self) -> u32 {
         self.0.replicas
+    }
+
+    /// The replica count the StatefulSet asks for, once read.
+    pub fn desired_replicas(&self) -> Option<u32> {
+        match self.0.desired.load(std::sync::atomic::Ordering::Relaxed) {
+            0 => None,
+            n => Some(n),
+        }
+    }
+
+    /// Records the replica count the StatefulSet asks for.
+    pub fn set_desired_replicas(&self, n: u32) {
+        self.0
+            .desired
+            .store(n, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The data dir.

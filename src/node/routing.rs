@@ -193,6 +193,19 @@ impl NodeHandle {
             .unwrap_or_else(|_| Err((TRANSFER.timed_out)()))
     }
 
+    /// Has the leader append a membership change and waits until it is
+    /// committed and applied there; returns its log index. A change that
+    /// is unsafe now, or comes while another is in flight, is refused with
+    /// [`Error::FailedPrecondition`] and changes nothing.
+    pub async fn change_membership(
+        &self,
+        change: crate::raft::MembershipChange,
+        timeout: Duration,
+    ) -> Result<u64> {
+        let command = crate::state::command::MemberChange::from_change(change);
+        self.write(&command, timeout).await.map(|r| r.revision)
+    }
+
     /// Waits until this node has applied `index`, until `timeout`.
     pub async fn wait_applied(&self, index: u64, timeout: Duration) -> Result<()> {
         let mut applied = self.0.applied.clone();
@@ -262,14 +275,14 @@ impl NodeHandle {
         }
     }
 
-    /// Refuses an ordinal that is not a member.
+    /// Refuses an ordinal that is not a voter of the configuration.
     fn check_member(&self, to: NodeId) -> Result<()> {
-        if to < self.0.replicas {
+        let membership = self.status().membership;
+        if membership.is_voter(to) {
             return Ok(());
         }
         Err(Error::InvalidArgument(format!(
-            "no member with ordinal {to}: members are 0..={}",
-            self.0.replicas - 1
+            "ordinal {to} is not a voting member (the configuration has {membership})"
         )))
     }
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::NodeHandle;
 use crate::error::{Error, Result};
-use crate::raft::{self, NodeId, RaftCore, Role, Voting};
+use crate::raft::{self, Membership, NodeId, RaftCore, Role, Voting};
 
 /// A peer's replication progress, as the leader sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -21,6 +21,8 @@ pub struct PeerProgress {
     pub voter: bool,
     /// Whether it answered recently.
     pub reachable: bool,
+    /// Whether it is a learner (receives the log, does not vote).
+    pub learner: bool,
 }
 
 /// The replication state, published by the replication thread.
@@ -47,13 +49,20 @@ pub struct RaftStatus {
     pub transferee: Option<NodeId>,
     /// Followers' progress (leader only).
     pub peers: Vec<PeerProgress>,
+    /// The configuration this member uses.
+    pub membership: Membership,
+    /// Whether the last configuration change in this member's log is
+    /// committed (no change is in flight).
+    pub membership_committed: bool,
 }
 
 impl RaftStatus {
     /// The status of `core` now.
     pub fn of(core: &RaftCore) -> RaftStatus {
         let heartbeat = core.config().heartbeat_ticks;
-        let peers = (0..core.config().voters)
+        let membership = core.membership();
+        let peers = membership
+            .members()
             .filter(|&p| p != core.id())
             .filter_map(|p| core.progress(p).map(|pr| (p, pr)))
             .map(|(id, pr)| PeerProgress {
@@ -62,6 +71,7 @@ impl RaftStatus {
                 replicating: pr.state == raft::ReplicationState::Replicate,
                 voter: pr.voter,
                 reachable: pr.silent_ticks <= 4 * heartbeat,
+                learner: membership.is_learner(id),
             })
             .collect();
         RaftStatus {
@@ -75,6 +85,8 @@ impl RaftStatus {
             voting: core.voting(),
             transferee: core.transferee(),
             peers,
+            membership,
+            membership_committed: core.log().membership_index() <= core.log().commit(),
         }
     }
 }
@@ -94,6 +106,8 @@ impl NodeHandle {
             // entries; the transfer brings it fully up to date first.
             .filter(|p| {
                 p.voter
+                    && !p.learner
+                    && status.membership.is_voter(p.id)
                     && p.reachable
                     && p.replicating
                     && p.match_index + crate::raft::CAUGHT_UP_LAG >= status.commit

@@ -419,9 +419,6 @@ mod tests {
         assert!(log.restore_snapshot(SnapshotMeta::at(9, 4)));
         assert_eq!(log.last_index(), 9);
         assert_eq!(log.commit(), 9);
-        assert_eq!(
-            log.take_pending_snapshot(),
-            Some(SnapshotMeta::at(9, 4))
-        );
+        assert_eq!(log.take_pending_snapshot(), Some(SnapshotMeta::at(9, 4)));
     }
 }

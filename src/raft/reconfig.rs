@@ -113,10 +113,7 @@ impl RaftCore {
         for id in membership.members().filter(|&id| id != me) {
             l.progress.entry(id).or_insert_with(|| Progress::new(next));
         }
-        if l
-            .transferee
-            .is_some_and(|(to, _)| !membership.is_voter(to))
-        {
+        if l.transferee.is_some_and(|(to, _)| !membership.is_voter(to)) {
             l.transferee = None;
         }
     }

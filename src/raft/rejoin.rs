@@ -87,11 +87,7 @@ impl RaftCore {
         let empty_log = self.log.is_empty();
         let term = self.term;
         let members = self.membership();
-        self.send(
-            from,
-            term,
-            Body::RejoinProbeResponse { empty_log, members },
-        );
+        self.send(from, term, Body::RejoinProbeResponse { empty_log, members });
     }
 
     /// A peer's answer to our probe.

@@ -257,7 +257,8 @@ impl RaftCore {
         let RoleState::Leader(l) = &mut self.role else {
             return;
         };
-        let counted = |id: NodeId| membership.is_voter(id) || (learners_count && membership.contains(id));
+        let counted =
+            |id: NodeId| membership.is_voter(id) || (learners_count && membership.contains(id));
         let mut matches: Vec<Index> = l
             .progress
             .iter()

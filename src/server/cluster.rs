@@ -6,13 +6,15 @@ use std::time::Duration;
 use tonic::{Request, Response, Status};
 
 use super::kv::header;
+use super::members;
 use crate::node::NodeHandle;
 use crate::proto::kv::cluster_server::Cluster;
 use crate::proto::kv::{
-    PeerStatus, Role as ProtoRole, StatusRequest, StatusResponse, TransferLeadershipRequest,
+    MemberChangeRequest, MemberChangeResponse, MemberListRequest, MemberListResponse, PeerStatus,
+    Role as ProtoRole, StatusRequest, StatusResponse, TransferLeadershipRequest,
     TransferLeadershipResponse,
 };
-use crate::raft::{Role, Voting};
+use crate::raft::{MembershipChange, Role, Voting};
 
 /// What discovery knows of one peer.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -93,7 +95,11 @@ impl Cluster for ClusterService {
             .map(|d| d.entries())
             .unwrap_or_default();
         let leader_last = status.last_index;
-        let peers = (0..node.replicas())
+        // The members, and the pods discovery sees beyond them.
+        let mut ordinals: std::collections::BTreeSet<u32> = status.membership.members().collect();
+        ordinals.extend(directory.iter().filter(|e| e.in_srv).map(|e| e.ordinal));
+        let peers = ordinals
+            .into_iter()
             .filter(|&o| o != node.name().ordinal)
             .map(|ordinal| {
                 let entry = directory.iter().find(|e| e.ordinal == ordinal);
@@ -114,7 +120,8 @@ impl Cluster for ClusterService {
                     match_revision: progress.map_or(0, |p| p.match_index),
                     lag: progress.map_or(0, |p| leader_last.saturating_sub(p.match_index)),
                     reachable: progress.is_some_and(|p| p.reachable),
-                    voter: progress.is_none_or(|p| p.voter),
+                    voter: status.membership.is_voter(ordinal) && progress.is_none_or(|p| p.voter),
+                    learner: status.membership.is_learner(ordinal),
                     client_address: entry
                         .and_then(|e| e.address.as_deref())
                         .and_then(|a| a.parse::<std::net::SocketAddr>().ok())
@@ -150,6 +157,10 @@ impl Cluster for ClusterService {
             nospace_alarms: state.alarms().into_iter().collect(),
             stored_bytes: state.stored_bytes(),
             quota_bytes: node.space_policy().quota,
+            voters: status.membership.voters().collect(),
+            learners: status.membership.learners().collect(),
+            desired_replicas: node.desired_replicas().unwrap_or(0),
+            member: status.membership.contains(node.name().ordinal),
         }))
     }
 
@@ -162,5 +173,45 @@ impl Cluster for ClusterService {
         Ok(Response::new(TransferLeadershipResponse {
             header: Some(header(&self.node, self.node.applied())),
         }))
+    }
+
+    async fn member_list(
+        &self,
+        _request: Request<MemberListRequest>,
+    ) -> Result<Response<MemberListResponse>, Status> {
+        Ok(Response::new(members::list(&self.node)))
+    }
+
+    async fn member_add(
+        &self,
+        request: Request<MemberChangeRequest>,
+    ) -> Result<Response<MemberChangeResponse>, Status> {
+        let name = request.into_inner().name;
+        let make = MembershipChange::AddLearner;
+        members::change(&self.node, &name, make, self.timeout)
+            .await
+            .map(Response::new)
+    }
+
+    async fn member_promote(
+        &self,
+        request: Request<MemberChangeRequest>,
+    ) -> Result<Response<MemberChangeResponse>, Status> {
+        let name = request.into_inner().name;
+        let make = MembershipChange::Promote;
+        members::change(&self.node, &name, make, self.timeout)
+            .await
+            .map(Response::new)
+    }
+
+    async fn member_remove(
+        &self,
+        request: Request<MemberChangeRequest>,
+    ) -> Result<Response<MemberChangeResponse>, Status> {
+        let name = request.into_inner().name;
+        let make = MembershipChange::Remove;
+        members::change(&self.node, &name, make, self.timeout)
+            .await
+            .map(Response::new)
     }
 }

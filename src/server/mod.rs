@@ -5,6 +5,7 @@
 pub mod cluster;
 pub mod incoming;
 pub mod kv;
+mod members;
 mod oversized;
 pub mod validate;
 pub mod watch;

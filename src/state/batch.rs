@@ -9,9 +9,7 @@ use super::apply::{self, Overlay, Reads};
 use super::command::{Applied, Command, Op, Output};
 use super::keys::{data_key, history_event_key, history_key, meta_key, HISTORY};
 use super::space::{nospace_refusal, Counts};
-use super::{
-    applied_value, encode_events, KvState, StateError, APPLY_BATCH_BYTES, MEMBERSHIP,
-};
+use super::{applied_value, encode_events, KvState, StateError, APPLY_BATCH_BYTES, MEMBERSHIP};
 use crate::raft::{Entry, EntryKind};
 
 /// What a batch changes besides the data: the cluster id and the counts.
@@ -71,6 +69,9 @@ impl Context {
                     }
                     Output::None
                 }
+                // Turned into a config entry by the leader; a command that
+                // reached the log as such changes nothing.
+                Some(Op::Member(_)) => Output::None,
                 Some(Op::Alarm(alarm)) => {
                     if alarm.raise {
                         self.counts.alarms.insert(alarm.member);

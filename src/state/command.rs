@@ -11,7 +11,7 @@ use crate::proto::kv::{
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Command {
     /// The operation.
-    #[prost(oneof = "Op", tags = "1, 2, 3, 4, 5")]
+    #[prost(oneof = "Op", tags = "1, 2, 3, 4, 5, 6")]
     pub op: Option<Op>,
 }
 
@@ -35,6 +35,52 @@ pub enum Op {
     /// Raises or clears a member's NOSPACE alarm.
     #[prost(message, tag = "5")]
     Alarm(super::space::Alarm),
+    /// A membership change. Never stored as such: the leader's replication
+    /// thread turns it into a config entry (the command form only carries
+    /// it to the leader along the write path).
+    #[prost(message, tag = "6")]
+    Member(MemberChange),
+}
+
+/// A membership change on its way to the leader.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct MemberChange {
+    /// 1: add a learner, 2: promote, 3: remove.
+    #[prost(uint32, tag = "1")]
+    pub kind: u32,
+    /// The member's ordinal.
+    #[prost(uint32, tag = "2")]
+    pub ordinal: u32,
+}
+
+impl MemberChange {
+    /// The command form of `change`.
+    pub fn from_change(change: crate::raft::MembershipChange) -> Command {
+        use crate::raft::MembershipChange as C;
+        let (kind, ordinal) = match change {
+            C::AddLearner(n) => (1, n),
+            C::Promote(n) => (2, n),
+            C::Remove(n) => (3, n),
+        };
+        Command::new(Op::Member(MemberChange { kind, ordinal }))
+    }
+
+    /// The change an encoded command carries, if it is a membership change
+    /// (checked on the first byte before anything is decoded: every other
+    /// proposal passes untouched).
+    pub fn decode_change(data: &[u8]) -> Option<crate::raft::MembershipChange> {
+        use crate::raft::MembershipChange as C;
+        // Field 6, length-delimited.
+        if data.first() != Some(&0x32) {
+            return None;
+        }
+        match Command::decode(data).ok()?.op? {
+            Op::Member(MemberChange { kind: 1, ordinal }) => Some(C::AddLearner(ordinal)),
+            Op::Member(MemberChange { kind: 2, ordinal }) => Some(C::Promote(ordinal)),
+            Op::Member(MemberChange { kind: 3, ordinal }) => Some(C::Remove(ordinal)),
+            _ => None,
+        }
+    }
 }
 
 /// The cluster id, chosen by the first leader of a new cluster.

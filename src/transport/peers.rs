@@ -29,7 +29,10 @@ pub struct GrpcPeers {
     pub(super) me: NodeId,
     pub(super) discovery: Arc<Discovery>,
     pub(super) node: Arc<OnceLock<NodeHandle>>,
-    queues: BTreeMap<NodeId, mpsc::Sender<Message>>,
+    /// One queue (and sender task) per peer, started when the first message
+    /// to it is sent: the configuration, not a flag, decides who the peers
+    /// are, and it changes as the StatefulSet scales.
+    queues: Mutex<BTreeMap<NodeId, mpsc::Sender<Message>>>,
     channels: Mutex<BTreeMap<NodeId, (SocketAddr, Channel)>>,
     runtime: tokio::runtime::Handle,
     /// One snapshot is frozen and sent at a time.
@@ -39,22 +42,15 @@ pub struct GrpcPeers {
 }
 
 impl GrpcPeers {
-    /// Starts a sender task per peer. Call [`GrpcPeers::attach`] once the
-    /// node exists.
-    pub fn new(me: NodeId, replicas: u32, discovery: Arc<Discovery>) -> Arc<GrpcPeers> {
+    /// The outbound transport of member `me`. Call [`GrpcPeers::attach`]
+    /// once the node exists. Must run inside a tokio runtime.
+    pub fn new(me: NodeId, discovery: Arc<Discovery>) -> Arc<GrpcPeers> {
         let node = Arc::new(OnceLock::new());
-        let mut queues = BTreeMap::new();
-        for peer in (0..replicas).filter(|&p| p != me) {
-            let (tx, rx) = mpsc::channel(QUEUE);
-            queues.insert(peer, tx);
-            let sender = StreamSender::new(peer, discovery.clone(), node.clone(), rx);
-            tokio::spawn(sender.run());
-        }
         Arc::new(GrpcPeers {
             me,
             discovery,
             node,
-            queues,
+            queues: Mutex::new(BTreeMap::new()),
             channels: Mutex::new(BTreeMap::new()),
             runtime: tokio::runtime::Handle::current(),
             snapshot_lock: Arc::new(tokio::sync::Mutex::new(())),
@@ -115,7 +111,17 @@ impl GrpcPeers {
 
 impl Peers for Arc<GrpcPeers> {
     fn send(&self, msg: Message) {
-        if let Some(queue) = self.queues.get(&msg.to) {
+        if msg.to == self.me || msg.to >= crate::raft::MAX_MEMBERS {
+            return;
+        }
+        let mut queues = self.queues.lock().unwrap_or_else(|e| e.into_inner());
+        let queue = queues.entry(msg.to).or_insert_with(|| {
+            let (tx, rx) = mpsc::channel(QUEUE);
+            let sender = StreamSender::new(msg.to, self.discovery.clone(), self.node.clone(), rx);
+            self.runtime.spawn(sender.run());
+            tx
+        });
+        {
             // A full queue means the peer is unreachable or slow: drop, the
             // protocol retries.
             let _ = queue.try_send(msg);

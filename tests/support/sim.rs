@@ -271,7 +271,11 @@ fn change_membership(c: &mut Cluster, slots: u32) {
     let Some(l) = some_leader(c) else { return };
     let m = c.core(l).membership();
     let mut options: Vec<MembershipChange> = Vec::new();
-    options.extend((0..slots).filter(|&i| !m.contains(i)).map(MembershipChange::AddLearner));
+    options.extend(
+        (0..slots)
+            .filter(|&i| !m.contains(i))
+            .map(MembershipChange::AddLearner),
+    );
     options.extend(m.learners().map(MembershipChange::Promote));
     options.extend(m.members().map(MembershipChange::Remove));
     let change = options[c.rng.below(options.len() as u64) as usize];

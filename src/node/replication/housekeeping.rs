@@ -166,7 +166,9 @@ impl ReplicationThread {
         }
         let recent =
             (PROTECT_FOLLOWERS_HEARD_WITHIN.as_millis() / self.tick.as_millis().max(1)) as u32;
-        (0..self.core.config().voters)
+        self.core
+            .membership()
+            .members()
             .filter_map(|p| self.core.progress(p))
             .filter(|pr| pr.silent_ticks <= recent)
             .map(|pr| pr.match_index)

@@ -302,8 +302,39 @@ impl ReplicationThread {
         Ok(true)
     }
 
+    /// Appends a membership change; `done` gets its index once applied.
+    fn change_membership(
+        &mut self,
+        change: crate::raft::MembershipChange,
+        done: oneshot::Sender<Result<WriteResult>>,
+    ) {
+        use crate::raft::MembershipError as E;
+        match self.core.propose_membership_change(change) {
+            Ok((index, term)) => {
+                tracing::info!(%change, index, "membership change appended");
+                self.waiters.insert(index, term, done)
+            }
+            Err(E::NotLeader { leader }) => {
+                let _ = done.send(Err(Error::not_leader(self.leader_name(leader))));
+            }
+            // Certainly not appended, and soon possible: retried.
+            Err(e @ (E::Transferring | E::LeaderNotSettled)) => {
+                let _ = done.send(Err(Error::Unavailable {
+                    reason: e.to_string(),
+                    leader: None,
+                }));
+            }
+            Err(e) => {
+                let _ = done.send(Err(Error::FailedPrecondition(format!("{change}: {e}"))));
+            }
+        }
+    }
+
     /// Proposes a write; `done` gets its result once applied.
     fn propose(&mut self, data: Bytes, done: oneshot::Sender<Result<WriteResult>>) {
+        if let Some(change) = crate::state::command::MemberChange::decode_change(&data) {
+            return self.change_membership(change, done);
+        }
         match self.core.propose(data) {
             Ok((index, term)) => self.waiters.insert(index, term, done),
             Err(ProposeError::NotLeader { leader }) => {

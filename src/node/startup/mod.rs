@@ -216,12 +216,13 @@ impl Node {
         peers: Arc<dyn Peers>,
         inbox: NodeInbox,
     ) -> std::result::Result<Node, StartError> {
-        if cfg.name.ordinal >= cfg.replicas {
+        // A pod beyond the bootstrap replicas starts too: it waits as a
+        // non-member until the leader adds it (the StatefulSet scaled up).
+        if cfg.name.ordinal >= raft::MAX_MEMBERS {
             return Err(StartError::OrdinalOutOfRange {
                 name: cfg.name.to_string(),
                 ordinal: cfg.name.ordinal,
-                replicas: cfg.replicas,
-                max: cfg.replicas.saturating_sub(1),
+                max: raft::MAX_MEMBERS - 1,
             });
         }
         let dirs = DataDir::new(&cfg.data_dir);
@@ -328,6 +329,7 @@ fn spawn(
         stopping,
         space: cfg.space,
         catch_up_to: std::sync::OnceLock::new(),
+        desired: std::sync::atomic::AtomicU32::new(0),
     }));
     Ok(Node {
         handle,

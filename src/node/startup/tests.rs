@@ -104,7 +104,14 @@ fn data_of_another_cluster_is_refused_at_start_up() {
 #[test]
 fn state_ahead_of_the_log_needs_a_recorded_install() {
     let (dir, mut wal, state) = log_of(5);
-    match restore(dir.path(), &mut wal, state, (8, 2), None, Default::default()) {
+    match restore(
+        dir.path(),
+        &mut wal,
+        state,
+        (8, 2),
+        None,
+        Default::default(),
+    ) {
         Err(StartError::Inconsistent { reason, .. }) => {
             assert!(reason.contains("log ends at 5"), "{reason}");
             assert!(reason.contains("empty this pod's data dir"), "{reason}");
@@ -112,11 +119,27 @@ fn state_ahead_of_the_log_needs_a_recorded_install() {
         other => panic!("expected a refusal, got {other:?}"),
     }
     let (dir, mut wal, state) = log_of(5);
-    let restored = restore(dir.path(), &mut wal, state, (8, 2), Some((8, 2)), Default::default()).expect("an install");
+    let restored = restore(
+        dir.path(),
+        &mut wal,
+        state,
+        (8, 2),
+        Some((8, 2)),
+        Default::default(),
+    )
+    .expect("an install");
     assert_eq!(restored.snapshot, SnapshotMeta::at(8, 2));
     assert!(restored.entries.is_empty());
     let (dir, mut wal, state) = log_of(5);
-    let restored = restore(dir.path(), &mut wal, state, (4, 1), None, Default::default()).expect("in the log");
+    let restored = restore(
+        dir.path(),
+        &mut wal,
+        state,
+        (4, 1),
+        None,
+        Default::default(),
+    )
+    .expect("in the log");
     assert_eq!((restored.applied, restored.entries.len()), (4, 5));
 }
 

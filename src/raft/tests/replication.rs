@@ -58,7 +58,12 @@ fn a_mismatched_append_is_refused_with_a_hint() {
 fn the_leader_probes_again_from_the_hint() {
     let mut n = new_leader(0, 3, 4, &[1, 1, 2, 2, 2]);
     let rd = step(&mut n, 1, 4, rejected(5, 2, 1));
-    let entries = vec![entry(3, 2), entry(4, 2), entry(5, 2), bootstrap_config(6, 4)];
+    let entries = vec![
+        entry(3, 2),
+        entry(4, 2),
+        entry(5, 2),
+        bootstrap_config(6, 4),
+    ];
     assert_eq!(rd.messages, vec![msg(0, 1, 4, append(2, 1, entries, 0))]);
 }
 
@@ -83,7 +88,10 @@ fn an_earlier_terms_entry_is_not_committed_by_counting() {
     assert_eq!(rd.committed, vec![], "2@2 is on a quorum, but of term 2");
     assert_eq!(n.log().commit(), 0);
     let rd = step(&mut n, 1, 3, accepted(3));
-    assert_eq!(rd.committed, vec![entry(1, 1), entry(2, 2), bootstrap_config(3, 3)]);
+    assert_eq!(
+        rd.committed,
+        vec![entry(1, 1), entry(2, 2), bootstrap_config(3, 3)]
+    );
 }
 
 /// A heartbeat carries min(commit, the follower's match): a follower must

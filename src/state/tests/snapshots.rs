@@ -77,10 +77,7 @@ fn a_frozen_snapshot_is_the_state_at_the_freeze_while_applies_go_on() {
     drop(frozen);
     assert!(index > 110, "the stream had {} chunks", index - 100);
     let meta = b
-        .finish_install(
-            writer,
-            SnapshotMeta::at(100, 1),
-        )
+        .finish_install(writer, SnapshotMeta::at(100, 1))
         .expect("install");
     assert_eq!(meta.index, 100);
     let got = b.range(&RangeRequest::default()).expect("range").0;
