@@ -136,6 +136,13 @@ pub enum LocalAction {
     },
     /// Print the client endpoints (for `kvctl --endpoints`).
     Endpoints,
+    /// Change the replica count of the running box, as `kubectl scale`
+    /// does: pods are created in ordinal order, or deleted highest ordinal
+    /// first, and the membership follows.
+    Scale {
+        /// The new replica count.
+        replicas: u32,
+    },
 }
 
 /// Logging flags.

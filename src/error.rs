@@ -63,6 +63,10 @@ pub enum Error {
     /// message says which.
     #[error("{0}")]
     FailedPrecondition(String),
+    /// A membership change about an ordinal that is not a member (a
+    /// removal that already happened, say).
+    #[error("{0}")]
+    NotMember(String),
     /// The node is shutting down.
     #[error("the node is shutting down; retry on another node")]
     ShuttingDown,
@@ -94,6 +98,8 @@ impl Error {
             Error::OutcomeUnknown(_) => Some("outcome-unknown"),
             Error::NotApplied(_) => Some("not-applied"),
             Error::ShuttingDown => Some("shutting-down"),
+            Error::NotMember(_) => Some("not-member"),
+            Error::FailedPrecondition(_) => Some("failed-precondition"),
             _ => None,
         }
     }
@@ -122,6 +128,8 @@ impl Error {
             },
             Some("outcome-unknown") => Error::OutcomeUnknown(message),
             Some("not-applied") => Error::NotApplied(message),
+            Some("not-member") => Error::NotMember(message),
+            Some("failed-precondition") => Error::FailedPrecondition(message),
             Some("shutting-down") => Error::Unavailable {
                 reason: "the leader is shutting down".into(),
                 leader: None,
@@ -163,7 +171,9 @@ impl From<Error> for Status {
             }
             Error::Timeout(_) => Status::deadline_exceeded(message),
             Error::ResourceExhausted(_) => Status::resource_exhausted(message),
-            Error::FailedPrecondition(_) => Status::failed_precondition(message),
+            Error::FailedPrecondition(_) | Error::NotMember(_) => {
+                Status::failed_precondition(message)
+            }
             Error::Compacted { .. } => Status::out_of_range(message),
             Error::State(_) | Error::Wal(_) => Status::internal(message),
             Error::Forwarded(status) => Status::new(status.code(), status.message().to_string()),

@@ -12,6 +12,7 @@ use kvstore_box::local::{process_alive, LocalConfig, PodEvent, StateFile, Superv
 pub fn run(args: LocalArgs) -> ExitCode {
     match &args.action {
         Some(LocalAction::Kill { ordinal, signal }) => return kill(&args, *ordinal, signal),
+        Some(LocalAction::Scale { replicas }) => return scale(&args, *replicas),
         Some(LocalAction::Endpoints) => {
             return match StateFile::read(&args.dir) {
                 Ok(state) => {
@@ -76,6 +77,8 @@ pub fn run(args: LocalArgs) -> ExitCode {
                     restart_in,
                 } => println!("{name} exited ({status}); restarting it in {:.1}s with the same name and data dir", restart_in.as_secs_f64()),
                 PodEvent::Restarted { name, pid } => println!("{name} restarted (pid {pid})"),
+                PodEvent::Created { name, pid } => println!("{name} created (pid {pid}): it joins as a learner and is promoted once caught up"),
+                PodEvent::Deleted { name } => println!("{name} deleted by the scale-down (its data dir stays, as a PVC does)"),
             }
         }
         std::thread::sleep(Duration::from_millis(50));
@@ -84,6 +87,38 @@ pub fn run(args: LocalArgs) -> ExitCode {
     sup.stop(Duration::from_secs(30));
     println!("stopped");
     ExitCode::SUCCESS
+}
+
+/// `kvstore local scale N`: sets the running box's desired replica count,
+/// as `kubectl scale statefulset` sets spec.replicas; the supervisor and the
+/// pods follow it.
+fn scale(args: &LocalArgs, replicas: u32) -> ExitCode {
+    if replicas == 0 {
+        eprintln!(
+            "kvstore: scale to at least 1 (a cluster needs a voter; stop the box to remove it)"
+        );
+        return ExitCode::from(2);
+    }
+    match StateFile::read(&args.dir) {
+        Ok(state) if process_alive(state.supervisor_pid) => {}
+        _ => {
+            eprintln!(
+                "kvstore: no cluster in a box is running from {}",
+                args.dir.display()
+            );
+            return ExitCode::from(1);
+        }
+    }
+    match Supervisor::write_desired(&args.dir, replicas) {
+        Ok(()) => {
+            println!("desired replicas set to {replicas}; watch with `kvctl member list`");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("kvstore: {e}");
+            ExitCode::from(1)
+        }
+    }
 }
 
 /// The supervisor's configuration from the flags.

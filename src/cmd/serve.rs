@@ -79,6 +79,9 @@ struct Running {
     /// that a handover and the last appends can still reach the peers.
     stop_peers: CancellationToken,
     client_server: JoinHandle<Result<(), tonic::transport::Error>>,
+    /// Where the desired replica count comes from (read again on a graceful
+    /// stop: a scale-down may be what stops this pod).
+    replica_source: ReplicaSource,
 }
 
 /// Why `serve` began to stop.
@@ -123,7 +126,7 @@ impl Running {
         tasks.spawn(crate::node::space::monitor(handle.clone(), space).in_current_span());
         discovery.spawn_refresh(&tasks, &stop_peers);
         tasks.spawn(
-            crate::node::scaling::run(handle.clone(), replica_source, stop_peers.clone())
+            crate::node::scaling::run(handle.clone(), replica_source.clone(), stop_peers.clone())
                 .in_current_span(),
         );
         if let Some(listener) = peer_listener {
@@ -156,6 +159,7 @@ impl Running {
             stop_clients,
             stop_peers,
             client_server,
+            replica_source,
         })
     }
 
@@ -176,8 +180,12 @@ impl Running {
                 tracing::info!("received {signal}: draining and shutting down");
                 hand_over_leadership(&self.handle).await;
                 // A pod a scale-down deletes leaves the configuration first.
-                crate::node::scaling::leave_if_scaled_away(&self.handle, Duration::from_secs(5))
-                    .await;
+                crate::node::scaling::leave_if_scaled_away(
+                    &self.handle,
+                    &self.replica_source,
+                    Duration::from_secs(5),
+                )
+                .await;
             }
             StopCause::NodeFailed(reason) => {
                 tracing::error!("{reason}: exiting so the pod restarts");

@@ -156,9 +156,15 @@ async fn take_step(node: &NodeHandle, step: Step) -> Result<(), Error> {
 /// On a graceful stop: if this member's ordinal is at or above the desired
 /// count (its pod is being deleted by a scale-down) and it is still a
 /// member, has the leader remove it and waits, within `timeout`, for the
-/// removal to commit.
-pub async fn leave_if_scaled_away(node: &NodeHandle, timeout: Duration) {
+/// removal to commit. The count is read afresh: the StatefulSet deletes a
+/// pod right after spec.replicas changes, before the controller's next
+/// read, and the next pod only once this one has exited — so leaving here
+/// is what keeps every removal ahead of the pod's exit.
+pub async fn leave_if_scaled_away(node: &NodeHandle, source: &ReplicaSource, timeout: Duration) {
     let me = node.name().ordinal;
+    if let Ok(Ok(n)) = tokio::time::timeout(Duration::from_secs(2), source.read()).await {
+        node.set_desired_replicas(n);
+    }
     let Some(desired) = node.desired_replicas() else {
         return;
     };
@@ -166,16 +172,32 @@ pub async fn leave_if_scaled_away(node: &NodeHandle, timeout: Duration) {
         return;
     }
     let started = Instant::now();
-    match node
-        .change_membership(MembershipChange::Remove(me), timeout)
-        .await
-    {
-        Ok(index) => tracing::info!(
-            index,
-            took_ms = started.elapsed().as_millis() as u64,
-            "removed from the configuration before stopping (scaled down)"
-        ),
-        Err(e) => tracing::warn!(error = %e, "could not leave the configuration before stopping"),
+    let deadline = started + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match node
+            .change_membership(MembershipChange::Remove(me), left)
+            .await
+        {
+            Ok(index) => {
+                return tracing::info!(
+                    index,
+                    took_ms = started.elapsed().as_millis() as u64,
+                    "removed from the configuration before stopping (scaled down)"
+                )
+            }
+            // The leader's controller was first.
+            Err(Error::NotMember(_)) => {
+                return tracing::info!("already removed from the configuration (scaled down)")
+            }
+            // Another change is in flight: wait for it.
+            Err(Error::FailedPrecondition(_)) if Instant::now() + PERIOD < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => {
+                return tracing::warn!(error = %e, "could not leave the configuration before stopping")
+            }
+        }
     }
 }
 

@@ -276,6 +276,15 @@ impl DnsServer {
             .insert(ordinal, ip);
     }
 
+    /// Removes pod `ordinal`'s records (the StatefulSet deleted it).
+    pub fn remove_pod(&self, ordinal: u32) {
+        self.zone
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .pods
+            .remove(&ordinal);
+    }
+
     /// Stops serving.
     pub async fn shutdown(mut self) {
         let _ = self.server.shutdown_gracefully().await;

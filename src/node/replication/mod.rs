@@ -324,6 +324,9 @@ impl ReplicationThread {
                     leader: None,
                 }));
             }
+            Err(e @ (E::NotMember(_) | E::NotLearner(_))) => {
+                let _ = done.send(Err(Error::NotMember(format!("{change}: {e}"))));
+            }
             Err(e) => {
                 let _ = done.send(Err(Error::FailedPrecondition(format!("{change}: {e}"))));
             }

@@ -17,6 +17,16 @@
 //!
 //! A JSON state file (`<dir>/state.json`) lists the DNS address and every
 //! pod's PID, addresses, data dir and log, for scripts and tests.
+//!
+//! **Scaling.** The file `<dir>/desired-replicas` plays the StatefulSet's
+//! `spec.replicas`: every pod reads it (`--replicas-source file:...`) and
+//! the supervisor follows it as the StatefulSet controller does: on a
+//! scale-up it creates the missing pods in ordinal order, each once the one
+//! before it listens; on a scale-down it deletes the highest ordinal first
+//! (SIGTERM, then SIGKILL after a grace period), waiting for each to exit
+//! before the next. A deleted pod's data dir stays, as a PersistentVolume
+//! claim does when a StatefulSet scales down. `kvstore local scale N`
+//! rewrites the file.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -78,7 +88,14 @@ struct Pod {
     crash_backoff: Backoff,
     /// The supervisor itself was asked to stop or kill it: not a crash loop.
     signalled: bool,
+    /// A scale-down is deleting it: SIGTERM was sent, SIGKILL follows at
+    /// this instant; it is not restarted.
+    deleting: Option<Instant>,
 }
+
+/// How long a pod deleted by a scale-down has to stop before SIGKILL
+/// (Kubernetes' default terminationGracePeriodSeconds is 30).
+const DELETE_GRACE: Duration = Duration::from_secs(30);
 
 /// A running cluster in a box.
 pub struct Supervisor {
@@ -100,6 +117,18 @@ pub enum PodEvent {
         status: String,
         /// When it will be restarted.
         restart_in: Duration,
+    },
+    /// A scale-up created the pod.
+    Created {
+        /// The pod.
+        name: String,
+        /// Its process id.
+        pid: u32,
+    },
+    /// A scale-down deleted the pod (it has exited; its data dir stays).
+    Deleted {
+        /// The pod.
+        name: String,
     },
     /// The pod was started again.
     Restarted {
@@ -165,31 +194,9 @@ impl Supervisor {
             runtime,
             cfg: cfg.clone(),
         };
+        Self::write_desired(&cfg.dir, cfg.replicas)?;
         for n in 0..cfg.replicas {
-            let name = format!("{}-{}", cfg.set, n);
-            let ip = ip_of(n);
-            let state = PodState {
-                name: name.clone(),
-                ordinal: n,
-                pid: None,
-                client: SocketAddr::new(ip, cfg.client_port).to_string(),
-                peer: SocketAddr::new(ip, cfg.peer_port).to_string(),
-                dns_name: zone.pod_name(n).trim_end_matches('.').to_string(),
-                data_dir: cfg.dir.join(&name),
-                log: cfg.dir.join(format!("{name}.log")),
-                restarts: 0,
-            };
-            sup.pods.insert(
-                n,
-                Pod {
-                    state,
-                    child: None,
-                    started: Instant::now(),
-                    restart_at: None,
-                    crash_backoff: Backoff::new(cfg.restart_delay, CRASH_LOOP_MAX_DELAY),
-                    signalled: false,
-                },
-            );
+            sup.add_pod(n);
         }
         // Ordered start: each pod once the one before it answers.
         for n in 0..cfg.replicas {
@@ -219,6 +226,8 @@ impl Supervisor {
             .env_remove("KVSTORE_NODE_NAME")
             .arg("--replicas")
             .arg(cfg.replicas.to_string())
+            .arg("--replicas-source")
+            .arg(format!("file:{}", Self::desired_path(&cfg.dir).display()))
             .arg("--data-dir")
             .arg(&pod.state.data_dir)
             .arg("--listen")
@@ -323,10 +332,10 @@ impl Supervisor {
         self.dns_addr
     }
 
-    /// Reaps exited pods and restarts those whose delay has passed. Call
-    /// often.
+    /// Reaps exited pods, restarts those whose delay has passed, and
+    /// follows the desired replica count. Call often.
     pub fn poll(&mut self) -> Vec<PodEvent> {
-        let mut events = Vec::new();
+        let mut events = self.follow_scale();
         let now = Instant::now();
         let mut to_start = Vec::new();
         for (&n, pod) in self.pods.iter_mut() {
@@ -353,6 +362,9 @@ impl Supervisor {
                         restart_in: delay,
                     });
                 }
+            }
+            if pod.deleting.is_some() {
+                continue;
             }
             if pod.child.is_none() && pod.restart_at.is_some_and(|t| t <= now) {
                 to_start.push(n);
@@ -382,6 +394,148 @@ impl Supervisor {
             }
         }
         events
+    }
+
+    /// Where the desired replica count (the StatefulSet's spec.replicas)
+    /// is kept.
+    pub fn desired_path(dir: &std::path::Path) -> PathBuf {
+        dir.join("desired-replicas")
+    }
+
+    /// Sets the desired replica count, as `kubectl scale` sets
+    /// spec.replicas; [`Supervisor::poll`] then creates or deletes pods.
+    pub fn write_desired(dir: &std::path::Path, replicas: u32) -> Result<(), String> {
+        let path = Self::desired_path(dir);
+        let tmp = path.with_extension("tmp");
+        fs::write(&tmp, format!("{replicas}\n"))
+            .and_then(|()| fs::rename(&tmp, &path))
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))
+    }
+
+    /// The desired replica count, or the last one if the file cannot be
+    /// read.
+    fn desired(&self) -> u32 {
+        fs::read_to_string(Self::desired_path(&self.cfg.dir))
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+            .unwrap_or(self.cfg.replicas)
+    }
+
+    /// One step of the StatefulSet controller's scaling: create the lowest
+    /// missing ordinal once every lower pod listens, or delete the highest
+    /// pod beyond the count once it has exited.
+    fn follow_scale(&mut self) -> Vec<PodEvent> {
+        let desired = self.desired();
+        let mut events = Vec::new();
+        if desired != self.cfg.replicas {
+            tracing::info!(from = self.cfg.replicas, to = desired, "scaling");
+            self.cfg.replicas = desired;
+            let _ = self.write_state();
+        }
+        let highest = self.pods.keys().next_back().copied();
+        if let Some(n) = highest.filter(|&n| n >= desired) {
+            events.extend(self.delete_step(n));
+        } else {
+            let next = (0..desired).find(|n| !self.pods.contains_key(n));
+            let lower_up = |s: &Self, n: u32| {
+                (0..n).all(|m| {
+                    s.pods[&m].child.is_some()
+                        && s.pods[&m]
+                            .state
+                            .client
+                            .parse::<SocketAddr>()
+                            .is_ok_and(|a| {
+                                TcpStream::connect_timeout(&a, Duration::from_millis(50)).is_ok()
+                            })
+                })
+            };
+            if let Some(n) = next.filter(|&n| lower_up(self, n)) {
+                self.add_pod(n);
+                match self.spawn(n) {
+                    Ok(pid) => events.push(PodEvent::Created {
+                        name: self.pods[&n].state.name.clone(),
+                        pid,
+                    }),
+                    Err(e) => tracing::error!("creating pod {n}: {e}"),
+                }
+                let _ = self.write_state();
+            }
+        }
+        events
+    }
+
+    /// Deleting pod `n`: SIGTERM first, SIGKILL after [`DELETE_GRACE`],
+    /// and once it has exited it is gone (its data dir stays).
+    fn delete_step(&mut self, n: u32) -> Vec<PodEvent> {
+        let Some(pod) = self.pods.get_mut(&n) else {
+            return Vec::new();
+        };
+        let now = Instant::now();
+        let exited = match pod.child.as_mut() {
+            None => true,
+            Some(child) => matches!(child.try_wait(), Ok(Some(_))),
+        };
+        if !exited {
+            match pod.deleting {
+                None => {
+                    pod.deleting = Some(now + DELETE_GRACE);
+                    pod.signalled = true;
+                    if let Some(child) = &pod.child {
+                        // SAFETY: kill(2) on our own child.
+                        unsafe {
+                            libc::kill(child.id() as i32, libc::SIGTERM);
+                        }
+                    }
+                }
+                Some(deadline) if deadline <= now => {
+                    if let Some(child) = pod.child.as_mut() {
+                        let _ = child.kill();
+                    }
+                }
+                Some(_) => {}
+            }
+            return Vec::new();
+        }
+        let name = pod.state.name.clone();
+        self.pods.remove(&n);
+        if let Some(dns) = &self.dns {
+            dns.remove_pod(n);
+        }
+        let _ = self.write_state();
+        vec![PodEvent::Deleted { name }]
+    }
+
+    /// Records pod `n` (its name, address, data dir, log) and its DNS
+    /// records, before it is first started.
+    fn add_pod(&mut self, n: u32) {
+        let cfg = &self.cfg;
+        let name = format!("{}-{}", cfg.set, n);
+        let ip = IpAddr::V4(Ipv4Addr::from(u32::from(cfg.base_ip) + n));
+        let dns_name = format!("{name}.{}.{}.svc.cluster.local", cfg.service, cfg.namespace);
+        let state = PodState {
+            name: name.clone(),
+            ordinal: n,
+            pid: None,
+            client: SocketAddr::new(ip, cfg.client_port).to_string(),
+            peer: SocketAddr::new(ip, cfg.peer_port).to_string(),
+            dns_name,
+            data_dir: cfg.dir.join(&name),
+            log: cfg.dir.join(format!("{name}.log")),
+            restarts: 0,
+        };
+        let pod = Pod {
+            state,
+            child: None,
+            started: Instant::now(),
+            restart_at: None,
+            crash_backoff: Backoff::new(cfg.restart_delay, CRASH_LOOP_MAX_DELAY),
+            signalled: false,
+            deleting: None,
+        };
+        self.pods.insert(n, pod);
+        if let Some(dns) = &self.dns {
+            dns.set_pod(n, ip);
+        }
     }
 
     /// Sends `signal` to pod `n`'s process.
