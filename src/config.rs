@@ -39,13 +39,19 @@ pub enum CliCommand {
 /// Flags of `kvstore demo`.
 #[derive(Args, Debug, Clone)]
 pub struct DemoArgs {
-    /// Leader kills (SIGKILL) to do.
-    #[arg(long, default_value_t = 1)]
-    pub kills: u32,
+    /// Leader kills (SIGKILL) to do (default 1; 0 with --scale).
+    #[arg(long)]
+    pub kills: Option<u32>,
     /// Also do a rolling restart (SIGTERM, highest ordinal first) and report
     /// the longest write gap.
     #[arg(long)]
     pub rolling_restart: bool,
+    /// Scale to this many pods and back under load, as `kubectl scale`
+    /// would (`--scale` alone: to 5), narrating when each pod joins,
+    /// catches up, becomes a voter and leaves, and the longest write gap of
+    /// each step.
+    #[arg(long, num_args = 0..=1, default_missing_value = "5")]
+    pub scale: Option<u32>,
     /// Number of pods.
     #[arg(long, default_value_t = 3)]
     pub replicas: u32,

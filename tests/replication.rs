@@ -23,6 +23,7 @@ fn demo_options(dir: &std::path::Path, kills: u32, rolling_restart: bool) -> Dem
         replicas: 3,
         kills,
         rolling_restart,
+        scale_via: None,
         writers: 4,
         readers: 2,
         restart_delay: Duration::from_millis(500),

@@ -25,8 +25,12 @@ pub fn run(args: DemoArgs) -> ExitCode {
         client_port: args.client_port,
         peer_port: args.peer_port,
         replicas: args.replicas,
-        kills: args.kills,
+        // With --scale the demo is about scaling; kills only if asked for.
+        kills: args
+            .kills
+            .unwrap_or(if args.scale.is_some() { 0 } else { 1 }),
         rolling_restart: args.rolling_restart,
+        scale_via: args.scale,
         writers: args.writers,
         readers: args.readers,
         restart_delay: Duration::from_millis(args.restart_delay_ms),
@@ -62,6 +66,10 @@ pub fn run(args: DemoArgs) -> ExitCode {
             "rolling": report.rolling.iter().map(|r| json!({
                 "ordinal": r.ordinal, "gap_ms": r.write_gap.as_millis() as u64, "exit": r.exit,
                 "was_leader": r.was_leader, "handed_over": r.handed_over,
+            })).collect::<Vec<_>>(),
+            "scaling": report.scaling.iter().map(|s| json!({
+                "from": s.from, "to": s.to, "took_ms": s.took.as_millis() as u64,
+                "write_gap_ms": s.write_gap.as_millis() as u64, "events": s.events,
             })).collect::<Vec<_>>(),
             "acked": report.acked, "unknown": report.unknown, "lost": report.lost.len(),
             "linearizable": report.linearizable == Verdict::Linearizable, "history_ops": report.history_ops,

@@ -193,6 +193,13 @@ impl NodeHandle {
             .unwrap_or_else(|_| Err((TRANSFER.timed_out)()))
     }
 
+    /// Sends an encoded command straight to `peer` to commit as leader (it
+    /// answers with its leader's name if it does not lead). For a pod that
+    /// is not a member yet, which hears from no leader.
+    pub(crate) async fn forward_write_to(&self, peer: NodeId, data: Bytes) -> Result<WriteResult> {
+        self.0.peers.forward_write(peer, data).await
+    }
+
     /// Has the leader append a membership change and waits until it is
     /// committed and applied there; returns its log index. A change that
     /// is unsafe now, or comes while another is in flight, is refused with

@@ -18,6 +18,12 @@
 //!    first. A learner costs nothing to quorum, so it is added before its
 //!    pod even answers; it is promoted once it has caught up.
 //!
+//! A pod that is not a member and hears from no leader asks to join: it
+//! sends the leader (found, like any peer, by its DNS name; a follower it
+//! reaches first names the leader) a request to add it as a learner
+//! ([`ask_to_join`]). The leader's controller would add it anyway once it
+//! reads the new count; asking makes joining independent of that read.
+//!
 //! A member whose pod is being deleted by a scale-down also asks to be
 //! removed on its way out ([`leave_if_scaled_away`]), so that the removal is
 //! committed before it stops even if the leader's controller has not got to
@@ -113,7 +119,15 @@ pub async fn run(node: NodeHandle, source: ReplicaSource, stop: CancellationToke
         let Some(desired) = node.desired_replicas() else {
             continue;
         };
-        let Some(step) = next_step(node.name().ordinal, &node.status(), desired) else {
+        let status = node.status();
+        let me = node.name().ordinal;
+        if me < desired && !status.membership.contains(me) && status.leader.is_none() {
+            if let Err(e) = ask_to_join(&node).await {
+                tracing::debug!(error = %e, "asking to join");
+            }
+            continue;
+        }
+        let Some(step) = next_step(me, &status, desired) else {
             continue;
         };
         match take_step(&node, step).await {
@@ -151,6 +165,47 @@ async fn take_step(node: &NodeHandle, step: Step) -> Result<(), Error> {
         }
     }
     Ok(())
+}
+
+/// Asks the leader to add this pod as a learner: each voter this pod knows
+/// of in turn (a follower answers with the leader's name, which is asked
+/// next). Done once the leader has added it (or it was a member already).
+pub async fn ask_to_join(node: &NodeHandle) -> Result<(), Error> {
+    let me = node.name().ordinal;
+    let command = crate::state::command::MemberChange::from_change(MembershipChange::AddLearner(me));
+    let mut candidates: Vec<NodeId> = node.status().membership.voters().filter(|&v| v != me).collect();
+    let mut last = Error::NoLeader;
+    let mut asked = 0;
+    while let Some(peer) = candidates.pop() {
+        asked += 1;
+        if asked > 8 {
+            break;
+        }
+        match node.forward_write_to(peer, command.encode()).await {
+            Ok(result) => {
+                tracing::info!(
+                    leader = peer,
+                    index = result.revision,
+                    "asked the leader to join: added as a learner"
+                );
+                return Ok(());
+            }
+            Err(Error::Unavailable {
+                leader: Some(name), ..
+            }) => {
+                if let Ok(pod) = crate::identity::PodName::parse(&name) {
+                    candidates.push(pod.ordinal);
+                }
+                last = Error::NoLeader;
+            }
+            // Already a member (the controller was first): done.
+            Err(Error::FailedPrecondition(reason)) if reason.contains("already a member") => {
+                return Ok(())
+            }
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
 }
 
 /// On a graceful stop: if this member's ordinal is at or above the desired

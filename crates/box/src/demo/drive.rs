@@ -9,6 +9,7 @@ use super::load::{Load, SHARED_KEYS};
 use super::probe::{current_leader, wait_for};
 use super::report::{Failover, Report};
 use super::rolling::rolling_restart;
+use super::scale::scale_up_and_down;
 use super::{Cluster, Narrator};
 
 /// Drives the demonstration on a started cluster: the load, the leader
@@ -26,6 +27,10 @@ pub(super) async fn drive(
     } else {
         Vec::new()
     };
+    let scaling = match cluster.opts.scale_via {
+        Some(via) => scale_up_and_down(cluster, &load, via, narrator).await?,
+        None => Vec::new(),
+    };
     // Let the last writes land before the load is stopped and checked.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let Checked {
@@ -38,6 +43,7 @@ pub(super) async fn drive(
     Ok(Report {
         failovers,
         rolling,
+        scaling,
         acked,
         unknown,
         lost,

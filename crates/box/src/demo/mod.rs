@@ -22,6 +22,7 @@ mod load;
 mod probe;
 mod report;
 mod rolling;
+mod scale;
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -29,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use crate::local::{LocalConfig, RunningSupervisor, Supervisor};
 
-pub use report::{summary, Failover, Report, RollingStep};
+pub use report::{summary, Failover, Report, RollingStep, ScaleStep};
 
 /// What the demo does.
 #[derive(Clone, Debug)]
@@ -48,6 +49,8 @@ pub struct DemoOptions {
     pub kills: u32,
     /// Also do a rolling restart (SIGTERM, highest ordinal first).
     pub rolling_restart: bool,
+    /// Scale to this many pods and back under load (`--scale`), if set.
+    pub scale_via: Option<u32>,
     /// Concurrent writers.
     pub writers: usize,
     /// Concurrent readers.
@@ -92,6 +95,17 @@ impl Cluster<'_> {
             .get(ordinal as usize)
             .cloned()
             .ok_or_else(|| format!("no pod has ordinal {ordinal}"))
+    }
+
+    /// The client endpoints of ordinals `0..n`, pods a scale-up creates
+    /// included (pod n binds base + n).
+    fn endpoints_up_to(&self, n: u32) -> Vec<String> {
+        (0..n)
+            .map(|o| {
+                let ip = Ipv4Addr::from(u32::from(self.opts.base_ip) + o);
+                format!("{ip}:{}", self.opts.client_port)
+            })
+            .collect()
     }
 }
 

@@ -41,6 +41,24 @@ pub struct RollingStep {
     pub handed_over: bool,
 }
 
+/// One scale step and what followed.
+#[derive(Clone, Debug)]
+pub struct ScaleStep {
+    /// Replicas before.
+    pub from: u32,
+    /// Replicas after.
+    pub to: u32,
+    /// From the change of the desired count until the configuration was
+    /// exactly the voters `0..to` (new pods running and voting, removed pods
+    /// gone).
+    pub took: Duration,
+    /// The longest gap between acknowledged writes meanwhile.
+    pub write_gap: Duration,
+    /// What happened, in order (pods created or deleted, members joining,
+    /// catching up, promoted, leaving).
+    pub events: Vec<String>,
+}
+
 /// The demo's outcome.
 #[derive(Clone, Debug)]
 pub struct Report {
@@ -48,6 +66,8 @@ pub struct Report {
     pub failovers: Vec<Failover>,
     /// Each pod restarted in the rolling restart, in order.
     pub rolling: Vec<RollingStep>,
+    /// Each scale step.
+    pub scaling: Vec<ScaleStep>,
     /// Writes acknowledged.
     pub acked: usize,
     /// Writes whose outcome is unknown (the client got an error that does not
@@ -98,6 +118,16 @@ pub fn summary(report: &Report) -> String {
             .max()
             .unwrap_or_default();
         lines.push(row("rolling restart: longest write gap", ms(worst)));
+    }
+    for step in &report.scaling {
+        lines.push(row(
+            &format!("scale {} -> {}", step.from, step.to),
+            format!(
+                "{} (longest write gap {})",
+                ms(step.took),
+                ms(step.write_gap)
+            ),
+        ));
     }
     lines.push(row("writes acknowledged", report.acked.to_string()));
     lines.push(row("writes of unknown outcome", report.unknown.to_string()));
