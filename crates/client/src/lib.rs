@@ -15,6 +15,14 @@
 //! apply, and an unknown outcome is returned to the caller
 //! ([`ClientError::outcome_unknown`]), who knows whether repeating it is
 //! harmless (a put of the same value) or not (a compare-and-swap).
+//!
+//! Membership changes ([`Client::member_add`], [`Client::member_promote`],
+//! [`Client::member_remove`]) are never harmless to repeat: a second add of
+//! a member that was added is refused. They are retried only when the answer
+//! says that nothing changed (UNAVAILABLE from a node that does not lead or
+//! knows no leader, or no connection at all), whatever
+//! [`RetryPolicy::writes`] says short of [`WriteRetry::Never`]; every other
+//! error, DEADLINE_EXCEEDED included, goes back to the caller as it came.
 
 use std::time::{Duration, Instant};
 
@@ -28,9 +36,10 @@ use kvstore_proto::kv::cluster_client::ClusterClient;
 use kvstore_proto::kv::kv_client::KvClient;
 use kvstore_proto::kv::{
     request_op, Compare, CompareResult, CompareTarget, Consistency, DeleteRequest, DeleteResponse,
-    GetRequest, GetResponse, KeyValue, PutRequest, PutResponse, RangeRequest, RangeResponse,
-    RequestOp, StatusRequest, StatusResponse, TransferLeadershipRequest, TxnRequest, TxnResponse,
-    WatchRequest, WatchResponse,
+    GetRequest, GetResponse, KeyValue, MemberChangeRequest, MemberChangeResponse,
+    MemberListRequest, MemberListResponse, PutRequest, PutResponse, RangeRequest, RangeResponse,
+    RequestOp, ResponseHeader, StatusRequest, StatusResponse, TransferLeadershipRequest,
+    TxnRequest, TxnResponse, WatchRequest, WatchResponse,
 };
 use kvstore_proto::{KIND_METADATA, LEADER_METADATA};
 
@@ -86,6 +95,7 @@ fn code_name(code: Code) -> &'static str {
         Code::NotFound => "not found",
         Code::Internal => "internal error",
         Code::ResourceExhausted => "resource exhausted",
+        Code::FailedPrecondition => "failed precondition",
         _ => "error",
     }
 }
@@ -128,6 +138,29 @@ pub fn connect_failed(status: &Status) -> bool {
         source = err.source();
     }
     false
+}
+
+/// Whether a failed membership change may be sent again: only when it
+/// certainly changed nothing. That is UNAVAILABLE with the server's word for
+/// it (not the leader, no leader, shutting down, replaced by a new leader)
+/// or a connection that was never made; not an UNAVAILABLE of a broken
+/// connection, and never DEADLINE_EXCEEDED, whose change may have
+/// committed.
+pub fn membership_change_retryable(status: &Status) -> bool {
+    status.code() == Code::Unavailable && certainly_not_applied(status)
+}
+
+/// What a request does, which decides which of its failures are retried.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Request {
+    /// Changes nothing: every retryable failure is retried.
+    Read,
+    /// A key-value write: retried as [`RetryPolicy::writes`] says.
+    Write,
+    /// A membership change: retried only when it certainly changed nothing
+    /// ([`membership_change_retryable`]), since repeating one that was made
+    /// is refused (a member already, not a member).
+    MembershipChange,
 }
 
 /// When to retry.
@@ -255,11 +288,50 @@ impl Client {
         self.current = (self.current + 1) % self.channels.len();
     }
 
-    /// Runs `call` against the current endpoint, retrying retryable failures
-    /// on other endpoints with backoff until the budget runs out.
-    async fn with_retry<T, F, Fut>(&mut self, write: bool, mut call: F) -> Result<T, ClientError>
+    /// A Cluster client for the current endpoint.
+    fn cluster(&self) -> ClusterClient<Channel> {
+        self.cluster_at(self.current)
+    }
+
+    /// Runs a KV `call` (a write if `write`) with [`Client::retrying`].
+    async fn with_retry<T, F, Fut>(&mut self, write: bool, call: F) -> Result<T, ClientError>
     where
         F: FnMut(KvClient<Channel>) -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<T>, Status>>,
+    {
+        let request = if write { Request::Write } else { Request::Read };
+        self.retrying(request, Client::kv, call).await
+    }
+
+    /// Whether a `request` that failed with `status` may be sent again.
+    fn may_retry(&self, request: Request, status: &Status) -> bool {
+        match request {
+            Request::Read => retryable(status),
+            Request::Write => {
+                retryable(status)
+                    && match self.policy.writes {
+                        WriteRetry::Always => true,
+                        WriteRetry::Safe => certainly_not_applied(status),
+                        WriteRetry::Never => false,
+                    }
+            }
+            Request::MembershipChange => {
+                self.policy.writes != WriteRetry::Never && membership_change_retryable(status)
+            }
+        }
+    }
+
+    /// Runs `call` on the service `stub` makes for the current endpoint,
+    /// retrying the failures [`Client::may_retry`] allows on other endpoints
+    /// with backoff until the budget runs out.
+    async fn retrying<S, T, F, Fut>(
+        &mut self,
+        request: Request,
+        stub: fn(&Client) -> S,
+        mut call: F,
+    ) -> Result<T, ClientError>
+    where
+        F: FnMut(S) -> Fut,
         Fut: std::future::Future<Output = Result<tonic::Response<T>, Status>>,
     {
         let deadline = Instant::now() + self.policy.budget;
@@ -270,21 +342,14 @@ impl Client {
             attempts += 1;
             // Bound each attempt as a whole: a name lookup is not covered by
             // the channel's own timeouts.
-            let attempt = match tokio::time::timeout(self.request_timeout, call(self.kv())).await {
+            let attempt = match tokio::time::timeout(self.request_timeout, call(stub(self))).await {
                 Ok(result) => result,
                 Err(_) => Err(Status::deadline_exceeded("the request timed out")),
             };
             match attempt {
                 Ok(resp) => return Ok(resp.into_inner()),
                 Err(status) => {
-                    let can_retry = retryable(&status)
-                        && (!write
-                            || match self.policy.writes {
-                                WriteRetry::Always => true,
-                                WriteRetry::Safe => certainly_not_applied(&status),
-                                WriteRetry::Never => false,
-                            });
-                    if !can_retry || Instant::now() + delay > deadline {
+                    if !self.may_retry(request, &status) || Instant::now() + delay > deadline {
                         return Err(self.final_error(status, attempts));
                     }
                     let hint = status
@@ -525,6 +590,96 @@ impl Client {
             }
         }
     }
+
+    /// The members (voters and learners) and the desired replica count.
+    ///
+    /// Only the leader knows how far each member has replicated and whether
+    /// it answers, so an answer from a follower is followed by asking the
+    /// other endpoints (the leader's first, when an endpoint names it) until
+    /// one leads; if none does, the first answer is returned, its progress
+    /// fields unknown (zero).
+    pub async fn member_list(&mut self) -> Result<MemberListResponse, ClientError> {
+        let first = self.member_list_once().await?;
+        if answered_by_leader(first.header.as_ref()) {
+            return Ok(first);
+        }
+        for _ in 1..self.channels.len() {
+            let hint = first.header.as_ref().map(|h| h.leader.clone());
+            self.rotate(hint.as_deref());
+            // An endpoint that fails now is no reason to drop the answer
+            // already in hand.
+            match self.member_list_once().await {
+                Ok(resp) if answered_by_leader(resp.header.as_ref()) => return Ok(resp),
+                _ => {}
+            }
+        }
+        Ok(first)
+    }
+
+    /// One MemberList, retried as any read.
+    async fn member_list_once(&mut self) -> Result<MemberListResponse, ClientError> {
+        self.retrying(Request::Read, Client::cluster, |mut c| async move {
+            c.member_list(MemberListRequest {}).await
+        })
+        .await
+    }
+
+    /// Adds the pod `name` (`<set>-<ordinal>`, e.g. `kvstore-3`) as a
+    /// learner: it receives the log but does not vote until promoted.
+    /// Answers with the configuration after the change. Retried only when
+    /// certainly not applied (see the module docs); FAILED_PRECONDITION (a
+    /// member already, another change in flight) and INVALID_ARGUMENT (not a
+    /// pod of this StatefulSet) come back as [`ClientError::Status`].
+    pub async fn member_add(&mut self, name: &str) -> Result<MemberChangeResponse, ClientError> {
+        self.member_change(name, |mut c, req| async move { c.member_add(req).await })
+            .await
+    }
+
+    /// Makes the learner `name` a voter; refused (FAILED_PRECONDITION) while
+    /// it has not caught up with the log. Retried as [`Client::member_add`].
+    pub async fn member_promote(
+        &mut self,
+        name: &str,
+    ) -> Result<MemberChangeResponse, ClientError> {
+        self.member_change(
+            name,
+            |mut c, req| async move { c.member_promote(req).await },
+        )
+        .await
+    }
+
+    /// Removes the voter or learner `name`; refused (FAILED_PRECONDITION)
+    /// for the last voter, or when fewer live voters than a quorum would
+    /// remain. Retried as [`Client::member_add`].
+    pub async fn member_remove(&mut self, name: &str) -> Result<MemberChangeResponse, ClientError> {
+        self.member_change(name, |mut c, req| async move { c.member_remove(req).await })
+            .await
+    }
+
+    /// Sends one membership change for `name` with `call`.
+    async fn member_change<F, Fut>(
+        &mut self,
+        name: &str,
+        call: F,
+    ) -> Result<MemberChangeResponse, ClientError>
+    where
+        F: Fn(ClusterClient<Channel>, MemberChangeRequest) -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<MemberChangeResponse>, Status>>,
+    {
+        let req = MemberChangeRequest {
+            name: name.to_string(),
+        };
+        self.retrying(Request::MembershipChange, Client::cluster, |c| {
+            call(c, req.clone())
+        })
+        .await
+    }
+}
+
+/// Whether an answer was given by the leader itself, whose member list
+/// carries each member's progress.
+fn answered_by_leader(header: Option<&ResponseHeader>) -> bool {
+    header.is_some_and(|h| !h.leader.is_empty() && h.leader == h.node)
 }
 
 /// Whether the endpoint's host is (or starts with) the node name, as in
@@ -583,6 +738,38 @@ mod tests {
             "words alone are not a connect failure"
         );
         assert!(!certainly_not_applied(&worded));
+    }
+
+    /// A membership change is sent again only when the server says it did
+    /// not happen (or no connection was made): never after
+    /// DEADLINE_EXCEEDED or a broken connection, never after a refusal.
+    #[test]
+    fn membership_changes_are_retried_only_when_nothing_changed() {
+        let with_kind = |mut status: Status, kind: &'static str| {
+            status.metadata_mut().insert(
+                KIND_METADATA,
+                tonic::metadata::MetadataValue::from_static(kind),
+            );
+            status
+        };
+        for kind in ["unavailable", "no-leader", "not-applied", "shutting-down"] {
+            let status = with_kind(Status::unavailable("not the leader"), kind);
+            assert!(membership_change_retryable(&status), "{kind}");
+        }
+        let refused = [
+            with_kind(
+                Status::deadline_exceeded("the write's outcome is unknown"),
+                "outcome-unknown",
+            ),
+            Status::deadline_exceeded("the request timed out"),
+            // A connection that broke after the request was sent.
+            Status::unavailable("error reading a body from connection"),
+            Status::failed_precondition("learner 1 has not caught up with the log yet"),
+            Status::invalid_argument("\"other-3\" is not a pod of StatefulSet \"kvstore\""),
+        ];
+        for status in refused {
+            assert!(!membership_change_retryable(&status), "{status:?}");
+        }
     }
 
     /// A leader hint names the endpoint whose host is that pod.

@@ -123,6 +123,31 @@ pub(crate) enum Cmd {
     },
     /// Move leadership to the member with this ordinal.
     TransferLeader { ordinal: u32 },
+    /// List, add, promote or remove members, by pod name. Every node's
+    /// scaling controller moves the configuration toward the desired
+    /// replica count, so a change it does not want (a member at or above
+    /// that count) is soon undone.
+    Member {
+        #[command(subcommand)]
+        action: MemberCmd,
+    },
+}
+
+// The `member` subcommands.
+#[derive(Subcommand, Debug)]
+pub(crate) enum MemberCmd {
+    /// Show the voters and learners, the leader, each member's progress as
+    /// the leader sees it, and the desired replica count.
+    #[command(alias = "ls")]
+    List,
+    /// Add the pod NAME (`<set>-<ordinal>`, e.g. kvstore-3) as a learner: it
+    /// receives the log but does not vote until promoted.
+    Add { name: String },
+    /// Make the learner NAME a voter (refused until it has caught up).
+    Promote { name: String },
+    /// Remove the voter or learner NAME (refused for the last voter, or when
+    /// fewer live voters than a quorum would remain).
+    Remove { name: String },
 }
 
 impl Cli {

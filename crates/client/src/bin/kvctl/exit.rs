@@ -37,6 +37,21 @@ pub(crate) fn fail_write(e: ClientError) -> ExitCode {
     ExitCode::from(exit_code(&e, true))
 }
 
+/// Reports a failed membership change and gives its exit code (as a
+/// write's). A refusal is the server's message alone; a change whose
+/// outcome is unknown says how to find out, because repeating one that
+/// was made is refused (a member already, not a member).
+pub(crate) fn fail_change(e: ClientError) -> ExitCode {
+    eprintln!("kvctl: {e}");
+    let code = exit_code(&e, true);
+    if code == 4 {
+        eprintln!(
+            "kvctl: the change may have been made; check with `kvctl member list` before repeating it"
+        );
+    }
+    ExitCode::from(code)
+}
+
 /// Why one endpoint failed, without the endpoint list a client error repeats.
 pub(crate) fn reason(e: &ClientError) -> String {
     match e {

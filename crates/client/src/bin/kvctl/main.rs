@@ -9,6 +9,7 @@
 mod cli;
 mod commands;
 mod exit;
+mod member;
 mod output;
 mod status;
 mod watch;
@@ -130,5 +131,6 @@ async fn dispatch(
             status::status(client, out, json_out, settings.policy, no_follow).await
         }
         Cmd::TransferLeader { ordinal } => commands::transfer_leader(client, out, ordinal).await,
+        Cmd::Member { action } => member::member(client, out, json_out, action).await,
     }
 }

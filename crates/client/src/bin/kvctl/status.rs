@@ -55,6 +55,7 @@ pub(crate) async fn status(
         let _ = writeln!(out, "{}", Value::Array(items));
     } else {
         print_table(out, &rows, max_commit);
+        print_members(out, &rows);
         print_nospace_alarm(out, &rows);
     }
     ExitCode::SUCCESS
@@ -116,6 +117,18 @@ fn role_name(raw: i32) -> &'static str {
     }
 }
 
+/// The node's place in the configuration it knows: `voter`, `learner`,
+/// or `none` (a pod beyond the desired count, waiting as a non-member).
+fn membership(s: &StatusResponse) -> &'static str {
+    if !s.member {
+        "none"
+    } else if s.learners.contains(&s.ordinal) {
+        "learner"
+    } else {
+        "voter"
+    }
+}
+
 /// One row as JSON; `lag` is how far the node's applied revision is behind
 /// the highest commit revision any node reported.
 fn row_json((e, r): &Row, max_commit: u64) -> Value {
@@ -128,10 +141,13 @@ fn row_json((e, r): &Row, max_commit: u64) -> Value {
             "data_size_bytes": s.data_size_bytes, "version": s.version,
             "stored_bytes": s.stored_bytes, "quota_bytes": s.quota_bytes,
             "nospace_alarms": s.nospace_alarms,
+            "membership": membership(s), "voters": s.voters, "learners": s.learners,
+            // 0 is the node's "not read yet".
+            "desired_replicas": (s.desired_replicas != 0).then_some(s.desired_replicas),
             "peers": s.peers.iter().map(|p| json!({
                 "name": p.name, "ordinal": p.ordinal, "dns_name": p.dns_name, "address": p.address,
                 "client_address": p.client_address, "in_srv": p.in_srv, "match": p.match_revision,
-                "lag": p.lag, "reachable": p.reachable, "voter": p.voter,
+                "lag": p.lag, "reachable": p.reachable, "voter": p.voter, "learner": p.learner,
             })).collect::<Vec<_>>(),
         }),
         Err(err) => json!({ "endpoint": e, "error": err.to_string() }),
@@ -142,19 +158,30 @@ fn row_json((e, r): &Row, max_commit: u64) -> Value {
 fn print_table(out: &mut impl Write, rows: &[Row], max_commit: u64) {
     let _ = writeln!(
         out,
-        "{:>3} {:<12} {:<22} {:<10} {:>5} {:<12} {:>8} {:>8} {:>6} {:<7}",
-        "ORD", "NAME", "ENDPOINT", "ROLE", "TERM", "LEADER", "COMMIT", "APPLIED", "LAG", "HEALTHY"
+        "{:>3} {:<12} {:<22} {:<10} {:<7} {:>5} {:<12} {:>8} {:>8} {:>6} {:<7}",
+        "ORD",
+        "NAME",
+        "ENDPOINT",
+        "ROLE",
+        "MEMBER",
+        "TERM",
+        "LEADER",
+        "COMMIT",
+        "APPLIED",
+        "LAG",
+        "HEALTHY"
     );
     for (e, r) in rows {
         match r {
             Ok(s) => {
                 let _ = writeln!(
                     out,
-                    "{:>3} {:<12} {:<22} {:<10} {:>5} {:<12} {:>8} {:>8} {:>6} {:<7}",
+                    "{:>3} {:<12} {:<22} {:<10} {:<7} {:>5} {:<12} {:>8} {:>8} {:>6} {:<7}",
                     s.ordinal,
                     s.name,
                     e,
                     role_name(s.role),
+                    membership(s),
                     s.term,
                     if s.leader.is_empty() { "-" } else { &s.leader },
                     s.commit_revision,
@@ -174,6 +201,42 @@ fn print_table(out: &mut impl Write, rows: &[Row], max_commit: u64) {
             }
         }
     }
+}
+
+/// A line under the table with the configuration, from the leader's row
+/// (the configuration a follower knows may lag behind it) or else the first
+/// node that answered: the voters, the learners (members that receive the
+/// log but do not vote yet) and the replica count the StatefulSet asks for.
+/// Members that did not answer appear here even though they have no row.
+fn print_members(out: &mut impl Write, rows: &[Row]) {
+    let answered = || rows.iter().filter_map(|(_, r)| r.as_ref().ok());
+    let Some(s) = answered()
+        .find(|s| s.role == Role::Leader as i32)
+        .or_else(|| answered().next())
+    else {
+        return;
+    };
+    let names = |ordinals: &[u32]| {
+        if ordinals.is_empty() {
+            return "none".to_string();
+        }
+        let names: Vec<String> = ordinals
+            .iter()
+            .map(|o| format!("{}-{o}", s.set_name))
+            .collect();
+        names.join(", ")
+    };
+    let desired = match s.desired_replicas {
+        0 => "unknown".to_string(),
+        n => n.to_string(),
+    };
+    let _ = writeln!(
+        out,
+        "members (as {} sees them): voters {}; learners {}; desired replicas {desired}",
+        s.name,
+        names(&s.voters),
+        names(&s.learners),
+    );
 }
 
 /// A line under the table when the NOSPACE alarm is raised. The alarm is
