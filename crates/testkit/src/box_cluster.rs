@@ -1,10 +1,19 @@
 //! A cluster in a box driven from a test: the real supervisor, the embedded
 //! DNS server and real `kvstore serve` processes on a per-test loopback
 //! subnet, stopped when the test ends (also when it fails).
+//!
+//! Scaling: [`BoxCluster::scale`] rewrites the desired replica count as
+//! `kubectl scale` would; [`BoxCluster::members`] and
+//! [`BoxCluster::wait_members`] read the configuration through the
+//! leader's `MemberList`; [`BoxCluster::spawn_pod`] starts a `kvstore serve`
+//! by hand with a pod's arguments, outside the supervisor (a pod the
+//! StatefulSet does not know, or one back on an old volume).
 
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use kvstore::proto::kv::{Role, StatusResponse};
+use kvstore::proto::kv::{MemberListRequest, MemberListResponse, Role, StatusResponse};
 use kvstore_box::local::{LocalConfig, PodEvent, RunningSupervisor, Supervisor};
 use kvstore_client::{Client, RetryPolicy};
 
@@ -19,6 +28,60 @@ pub struct BoxCluster {
     /// Released once the pods are stopped and before the dir is removed
     /// (volumes mounted in it, say).
     pub after_stop: Vec<Box<dyn std::any::Any>>,
+    /// The extra `kvstore serve` arguments every pod gets.
+    pub serve_args: Vec<String>,
+    /// The binary the pods run.
+    pub binary: PathBuf,
+}
+
+/// The configuration as one node lists it: (voters, learners), by ordinal.
+pub fn voters_and_learners(list: &MemberListResponse) -> (Vec<u32>, Vec<u32>) {
+    let (learners, voters): (Vec<_>, Vec<_>) = list.members.iter().partition(|m| m.learner);
+    (
+        voters.iter().map(|m| m.ordinal).collect(),
+        learners.iter().map(|m| m.ordinal).collect(),
+    )
+}
+
+/// A `kvstore serve` started by hand with a pod's arguments, killed (by its
+/// PID) when dropped.
+pub struct ManualPod {
+    pub child: Child,
+    pub ordinal: u32,
+    pub log: PathBuf,
+}
+
+impl ManualPod {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Whether the process is still running (it has not exited).
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for ManualPod {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let log = self.log();
+            let tail: Vec<&str> = log.lines().rev().take(25).collect();
+            eprintln!(
+                "--- the last lines of the hand-started kvstore-{}'s log:",
+                self.ordinal
+            );
+            for line in tail.iter().rev() {
+                eprintln!("{line}");
+            }
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 impl BoxCluster {
@@ -70,6 +133,8 @@ impl BoxCluster {
             dir,
             net,
             after_stop: Vec::new(),
+            serve_args: serve_args.iter().map(|s| s.to_string()).collect(),
+            binary: binary.to_path_buf(),
         }
     }
 
@@ -88,15 +153,29 @@ impl BoxCluster {
         .expect("client")
     }
 
-    /// Pod `n`'s status, if it answers.
-    pub fn status(&self, n: u32) -> Option<StatusResponse> {
+    /// Pod `n`'s client endpoint (`host:port`), whether or not it exists:
+    /// pods created by a scale-up are not in `endpoints`.
+    pub fn pod_endpoint(&self, n: u32) -> String {
+        self.endpoints
+            .get(n as usize)
+            .cloned()
+            .unwrap_or_else(|| format!("{}:7379", self.net.pod(n)))
+    }
+
+    /// A client for pod `n` alone, giving up after a second.
+    fn quick_client(&self, n: u32) -> Option<Client> {
         let _in = self.rt.enter();
-        let c = Client::new(
-            &[self.endpoints[n as usize].clone()],
+        Client::new(
+            &[self.pod_endpoint(n)],
             RetryPolicy::default(),
             Duration::from_secs(1),
         )
-        .ok()?;
+        .ok()
+    }
+
+    /// Pod `n`'s status, if it answers.
+    pub fn status(&self, n: u32) -> Option<StatusResponse> {
+        let c = self.quick_client(n)?;
         self.rt.block_on(async {
             tokio::time::timeout(Duration::from_secs(1), c.status_of(0))
                 .await
@@ -105,13 +184,140 @@ impl BoxCluster {
         })
     }
 
+    /// The ordinals of the pods the supervisor runs now (a scale changes
+    /// them).
+    pub fn pod_ordinals(&self) -> Vec<u32> {
+        self.sup().pods().iter().map(|p| p.ordinal).collect()
+    }
+
     /// The leader as the pods report it: (ordinal, term).
     pub fn leader(&self) -> Option<(u32, u64)> {
-        (0..self.endpoints.len() as u32)
+        self.pod_ordinals()
+            .into_iter()
             .filter_map(|n| self.status(n))
             .filter(|s| s.role == Role::Leader as i32)
             .max_by_key(|s| s.term)
             .map(|s| (s.ordinal, s.term))
+    }
+
+    /// Sets the desired replica count (the StatefulSet's spec.replicas, as
+    /// `kubectl scale` sets it): the supervisor creates or deletes pods and
+    /// the leader's controller changes the configuration to follow.
+    pub fn scale(&self, replicas: u32) {
+        Supervisor::write_desired(self.dir.path(), replicas).expect("write the desired count");
+    }
+
+    /// `MemberList` as pod `n` answers it, if it answers within a second.
+    pub fn member_list_of(&self, n: u32) -> Option<MemberListResponse> {
+        let c = self.quick_client(n)?;
+        self.rt.block_on(async {
+            let mut cluster = c.cluster_at(0);
+            tokio::time::timeout(
+                Duration::from_secs(1),
+                cluster.member_list(MemberListRequest {}),
+            )
+            .await
+            .ok()?
+            .ok()
+            .map(|r| r.into_inner())
+        })
+    }
+
+    /// `MemberList` as the leader answers it (the configuration in force
+    /// there, with its view of each member's progress).
+    pub fn members(&self) -> Option<MemberListResponse> {
+        let (leader, _) = self.leader()?;
+        self.member_list_of(leader)
+    }
+
+    /// Waits until the leader lists exactly `voters` and `learners` and
+    /// every voter's own status shows the same configuration (the change
+    /// reached them all, not only the leader's log).
+    pub fn wait_members(
+        &self,
+        voters: &[u32],
+        learners: &[u32],
+        within: Duration,
+    ) -> MemberListResponse {
+        let what = format!("voters {voters:?}, learners {learners:?}");
+        let mut last = None;
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(list) = self.members() {
+                let (v, l) = voters_and_learners(&list);
+                let everywhere = || {
+                    voters.iter().all(|&n| {
+                        self.status(n)
+                            .is_some_and(|s| s.voters == voters && s.learners == learners)
+                    })
+                };
+                if v == voters && l == learners && everywhere() {
+                    return list;
+                }
+                last = Some((v, l));
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}; the leader last listed (voters, learners) {last:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Starts `kvstore serve` for pod `n` by hand, with the arguments the
+    /// supervisor gives its pods (its name as HOSTNAME, its address, its
+    /// data dir `dir/kvstore-<n>`, the box's DNS server, the desired count
+    /// file), outside the supervisor: nothing restarts it, and the box DNS
+    /// lists it only if the supervisor runs that ordinal. Its log is
+    /// `dir/kvstore-<n>.manual.log`.
+    pub fn spawn_pod(&self, n: u32) -> ManualPod {
+        let name = format!("kvstore-{n}");
+        let ip = self.net.pod(n);
+        let desired_path = Supervisor::desired_path(self.dir.path());
+        let replicas = std::fs::read_to_string(&desired_path)
+            .expect("the desired count file")
+            .trim()
+            .to_string();
+        let log = self.dir.path().join(format!("{name}.manual.log"));
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .expect("open the hand-started pod's log");
+        let mut cmd = Command::new(&self.binary);
+        cmd.arg("serve")
+            .env("HOSTNAME", &name)
+            .env_remove("KVSTORE_NODE_NAME")
+            .args(["--replicas", &replicas])
+            .arg("--replicas-source")
+            .arg(format!("file:{}", desired_path.display()))
+            .arg("--data-dir")
+            .arg(self.data_dir(n))
+            .args(["--listen", &format!("{ip}:7379")])
+            .args(["--peer-listen", &format!("{ip}:7380")])
+            .args(["--dns-server", &self.sup().state().dns])
+            .args(["--service", "kvstore-headless", "--namespace", "default"])
+            .args(&self.serve_args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(out));
+        // SAFETY: only async-signal-safe calls between fork and exec.
+        unsafe {
+            use std::os::unix::process::CommandExt;
+            cmd.pre_exec(|| {
+                // Die with the test process even if it dies without
+                // unwinding (the Drop guard kills it otherwise).
+                #[cfg(target_os = "linux")]
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().expect("start kvstore serve by hand");
+        ManualPod {
+            child,
+            ordinal: n,
+            log,
+        }
     }
 
     pub fn wait<T>(
@@ -166,7 +372,13 @@ impl Drop for BoxCluster {
     fn drop(&mut self) {
         // A failing test shows what the pods said last.
         if std::thread::panicking() {
-            for n in 0..self.endpoints.len() as u32 {
+            let highest = self
+                .sup
+                .as_ref()
+                .and_then(|s| s.pods().iter().map(|p| p.ordinal + 1).max())
+                .unwrap_or(0)
+                .max(self.endpoints.len() as u32);
+            for n in 0..highest {
                 let log = self.log(n);
                 let tail: Vec<&str> = log.lines().rev().take(25).collect();
                 eprintln!("--- the last lines of kvstore-{n}'s log:");
