@@ -23,7 +23,12 @@ fn seeds() -> u64 {
 /// Asserts that the simulation catches `mutation` on 3 members within the
 /// seed budget.
 fn caught(mutation: Mutation) {
-    let outcome = run_seeds(3, 0, seeds(), Some(mutation), 1);
+    caught_within(mutation, seeds());
+}
+
+/// Asserts that the simulation catches `mutation` within `budget` seeds.
+fn caught_within(mutation: Mutation, budget: u64) {
+    let outcome = run_seeds(3, 0, budget, Some(mutation), 1);
     let (seed, msg) = outcome.failures.first().unwrap_or_else(|| {
         panic!(
             "{mutation:?}: {} seeds ran with the rule switched off and none failed",
@@ -82,9 +87,15 @@ fn lost_volume_voting_at_once_is_caught() {
 
 /// A member whose volume was lost voting after catching up only partway
 /// (the bug a review found) can elect a leader without acknowledged entries.
+/// It takes a lost volume, a leader crash during the catch-up and an
+/// election the wiped member decides all lining up: about one schedule in
+/// two thousand, so this one has a budget of its own.
 #[test]
 fn lost_volume_voting_after_partial_catch_up_is_caught() {
-    caught(Mutation::LostVolumeVotesAfterPartialCatchUp);
+    caught_within(
+        Mutation::LostVolumeVotesAfterPartialCatchUp,
+        seeds().max(5000),
+    );
 }
 
 /// Messages sent before their Ready is durable: the simulation checks, as

@@ -172,8 +172,14 @@ async fn take_step(node: &NodeHandle, step: Step) -> Result<(), Error> {
 /// next). Done once the leader has added it (or it was a member already).
 pub async fn ask_to_join(node: &NodeHandle) -> Result<(), Error> {
     let me = node.name().ordinal;
-    let command = crate::state::command::MemberChange::from_change(MembershipChange::AddLearner(me));
-    let mut candidates: Vec<NodeId> = node.status().membership.voters().filter(|&v| v != me).collect();
+    let command =
+        crate::state::command::MemberChange::from_change(MembershipChange::AddLearner(me));
+    let mut candidates: Vec<NodeId> = node
+        .status()
+        .membership
+        .voters()
+        .filter(|&v| v != me)
+        .collect();
     let mut last = Error::NoLeader;
     let mut asked = 0;
     while let Some(peer) = candidates.pop() {
@@ -324,7 +330,8 @@ mod tests {
             next_step(0, &s, 3),
             Some(Step::Change(MembershipChange::Remove(4)))
         );
-        assert_eq!(next_step(4, &s, 3), Some(Step::HandOver(0)));
+        let led_by_4 = status(m, &[(0, 1000), (1, 1000), (2, 1000), (3, 1000)]);
+        assert_eq!(next_step(4, &led_by_4, 3), Some(Step::HandOver(0)));
         let done = status(Membership::first(3), &[(1, 1000), (2, 1000)]);
         assert_eq!(next_step(0, &done, 3), None);
     }

@@ -58,7 +58,10 @@ impl Progress {
             inflight: VecDeque::new(),
             recent_active: true,
             stalled_ticks: 0,
-            silent_ticks: 0,
+            // Not heard from yet: not reachable (for the status, for
+            // removals that need live voters, for promotion) until it
+            // answers.
+            silent_ticks: u32::MAX / 2,
             sent_commit: 0,
             // Unknown until it answers: no leadership is handed to a member
             // that has not said it may vote.

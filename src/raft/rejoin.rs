@@ -25,8 +25,7 @@ pub(super) struct Rejoin {
 }
 
 impl RaftCore {
-    /// Probes again, every heartbeat interval, the peers that have not
-    /// answered.
+    /// Probes again, every heartbeat interval.
     pub(super) fn tick_rejoin(&mut self) {
         if self.voting != Voting::AwaitingPeers {
             return;
@@ -38,11 +37,15 @@ impl RaftCore {
         }
     }
 
-    /// Whose answers decide: when some peer's log is not empty, every member
-    /// of any configuration those peers reported (a cluster exists, and
-    /// they are who may know a term this member voted in); otherwise every
-    /// member of this member's own (bootstrap) configuration.
-    fn rejoin_targets(&self) -> Membership {
+    /// Whose answers decide: the *voters* — only a voter campaigns, so only
+    /// a voter can know a term this member voted in. When some peer's log is
+    /// not empty, the voters of the configurations those peers reported in
+    /// their latest answers (a cluster exists); otherwise the voters of this
+    /// member's own (bootstrap) configuration. Learners are never waited
+    /// for (a pod stuck Pending must not keep the others from joining), and
+    /// answers are refreshed every round, so a voter removed meanwhile stops
+    /// being waited for.
+    fn rejoin_targets(&self) -> Vec<NodeId> {
         let me = self.cfg.id;
         let reported = self
             .rejoin
@@ -55,15 +58,12 @@ impl RaftCore {
         } else {
             reported
         };
-        Membership::new(
-            targets.voters().filter(|&p| p != me),
-            targets.learners().filter(|&p| p != me),
-        )
+        targets.voters().filter(|&p| p != me).collect()
     }
 
-    /// Asks each peer that has not answered for its term and whether its
-    /// log is empty: the members of our own configuration and of every
-    /// configuration reported so far.
+    /// Asks for its term, whether its log is empty and its configuration:
+    /// every member of our own configuration and of every configuration
+    /// reported so far, answered or not (answers are refreshed).
     pub(super) fn send_rejoin_probes(&mut self) {
         let me = self.cfg.id;
         let everyone = self
@@ -71,12 +71,9 @@ impl RaftCore {
             .replies
             .values()
             .fold(self.membership(), |acc, r| acc.union(&r.2));
-        let missing: Vec<NodeId> = everyone
-            .members()
-            .filter(|&p| p != me && !self.rejoin.replies.contains_key(&p))
-            .collect();
+        let peers: Vec<NodeId> = everyone.members().filter(|&p| p != me).collect();
         let term = self.term;
-        for peer in missing {
+        for peer in peers {
             self.send(peer, term, Body::RejoinProbe);
         }
     }
@@ -84,6 +81,12 @@ impl RaftCore {
     /// A peer with a new data dir asks for our term and whether our log is
     /// empty: answered in any term and role.
     pub(super) fn on_rejoin_probe(&mut self, from: NodeId) {
+        // A member that probes has lost its volume: it cannot vote until it
+        // has caught up, whatever it said before (a removal that counts it
+        // as a live voter could leave the cluster without a quorum).
+        if let Some(pr) = self.leading().and_then(|l| l.progress.get_mut(&from)) {
+            pr.voter = false;
+        }
         let empty_log = self.log.is_empty();
         let term = self.term;
         let members = self.membership();
@@ -113,8 +116,8 @@ impl RaftCore {
         if self.voting != Voting::AwaitingPeers
             || !self
                 .rejoin_targets()
-                .members()
-                .all(|p| self.rejoin.replies.contains_key(&p))
+                .iter()
+                .all(|p| self.rejoin.replies.contains_key(p))
         {
             return;
         }

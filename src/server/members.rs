@@ -6,7 +6,6 @@ use std::time::Duration;
 use tonic::Status;
 
 use super::kv::header;
-use crate::error::Error;
 use crate::identity::PodName;
 use crate::node::NodeHandle;
 use crate::proto::kv::{Member, MemberChangeResponse, MemberListResponse};
@@ -72,11 +71,12 @@ pub async fn change(
 ) -> Result<MemberChangeResponse, Status> {
     let change = make(ordinal_of(node, name)?);
     let index = node.change_membership(change, timeout).await?;
-    // Answer with the configuration the change made, as this node sees it
-    // once it has applied the change.
-    node.wait_applied(index, timeout)
-        .await
-        .map_err(|e: Error| Status::from(e))?;
+    // The change is committed. Answer with the configuration it made, as
+    // this node sees it once its log holds the change (a follower may lag
+    // a moment); if that takes too long, answer with what it has rather
+    // than an error a client could take for "not done".
+    let mut status = node.status_changes();
+    let _ = tokio::time::timeout(timeout, status.wait_for(|s| s.last_index >= index)).await;
     Ok(MemberChangeResponse {
         header: Some(header(node, index)),
         members: members(node),

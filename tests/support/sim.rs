@@ -277,7 +277,17 @@ fn change_membership(c: &mut Cluster, slots: u32) {
             .map(MembershipChange::AddLearner),
     );
     options.extend(m.learners().map(MembershipChange::Promote));
-    options.extend(m.members().map(MembershipChange::Remove));
+    // No removal while a process is recovering a lost volume: the leader
+    // cannot know of the loss before it hears from the process, and a
+    // removal in that instant can leave two voters, one of which cannot
+    // vote (a stall, not a safety violation; operators shrink a cluster
+    // that is whole).
+    if (0..slots).all(|i| !c.nodes[i as usize].wiped) {
+        options.extend(m.members().map(MembershipChange::Remove));
+    }
+    if options.is_empty() {
+        return;
+    }
     let change = options[c.rng.below(options.len() as u64) as usize];
     let core = c.nodes[l as usize].core.as_mut().expect("leader is up");
     let outcome = core.propose_membership_change(change);

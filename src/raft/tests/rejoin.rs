@@ -35,16 +35,42 @@ fn a_new_data_dir_probes_every_peer_and_does_not_campaign() {
     );
 }
 
-/// Only the peers that have not answered are asked again.
+/// Every peer is asked again each round, those that answered included:
+/// their configuration may change meanwhile (a voter removed stops being
+/// waited for), so answers are kept fresh.
 #[test]
-fn a_peer_that_answered_is_not_asked_again() {
+fn every_peer_is_asked_again_so_answers_stay_fresh() {
     let mut n = new_data_dir(1, 3);
     ready(&mut n);
     let rd = step(&mut n, 0, 0, probe_answer(true));
     assert_eq!((rd.hard_state, n.voting()), (None, Voting::AwaitingPeers));
     assert_eq!(
         tick_n(&mut n, 5).messages,
-        vec![msg(1, 2, 0, Body::RejoinProbe)]
+        vec![
+            msg(1, 0, 0, Body::RejoinProbe),
+            msg(1, 2, 0, Body::RejoinProbe)
+        ]
+    );
+}
+
+/// Only voters are waited for: a learner whose pod never answers (stuck
+/// Pending) does not keep a new member from completing its probes.
+#[test]
+fn learners_are_not_waited_for() {
+    let mut n = new_data_dir(3, 3);
+    ready(&mut n);
+    let reported = Membership::new([0, 1, 2], [3, 4]);
+    for peer in 0..3 {
+        let body = Body::RejoinProbeResponse {
+            empty_log: false,
+            members: reported,
+        };
+        step(&mut n, peer, 2, body);
+    }
+    assert_eq!(
+        n.voting(),
+        Voting::AwaitingLeader { min_term: 2 },
+        "learner 4 never answered, and need not"
     );
 }
 

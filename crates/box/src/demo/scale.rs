@@ -115,7 +115,10 @@ async fn scale_step(
 
 /// Narration lines for what changed in the leader's view of the members
 /// since `seen`: a learner joined, caught up, became a voter, or left.
-fn membership_changes(leader: &StatusResponse, seen: &mut BTreeMap<u32, &'static str>) -> Vec<String> {
+fn membership_changes(
+    leader: &StatusResponse,
+    seen: &mut BTreeMap<u32, &'static str>,
+) -> Vec<String> {
     let mut lines = Vec::new();
     let lag_of = |n: u32| {
         leader
@@ -161,8 +164,17 @@ fn membership_changes(leader: &StatusResponse, seen: &mut BTreeMap<u32, &'static
             seen.insert(n, "voter");
         }
     }
-    let members: Vec<u32> = leader.voters.iter().chain(&leader.learners).copied().collect();
-    let gone: Vec<u32> = seen.keys().copied().filter(|n| !members.contains(n)).collect();
+    let members: Vec<u32> = leader
+        .voters
+        .iter()
+        .chain(&leader.learners)
+        .copied()
+        .collect();
+    let gone: Vec<u32> = seen
+        .keys()
+        .copied()
+        .filter(|n| !members.contains(n))
+        .collect();
     for n in gone {
         seen.remove(&n);
         lines.push(format!(
