@@ -5,8 +5,9 @@ deployment agrees with how `kvstore serve` works.
 Usage: check_invariants.py RENDERED.yaml
 
 Every rule below is a way the cluster breaks while every manifest is still
-valid Kubernetes: a replica count the nodes do not know about, a PDB that
-allows losing the quorum, a grace period shorter than the leadership
+valid Kubernetes: a bootstrap count the nodes do not know about, a PDB that
+allows losing the quorum, a pod that may not read the replica count it is
+told to follow, a grace period shorter than the leadership
 handover, a liveness probe that restarts nodes during an election, a peer
 Service that hides catching-up followers. Prints one line per violation and
 exits 1 if there is any.
@@ -47,6 +48,55 @@ def mebibytes(quantity):
     return float(q) / (1024 * 1024)  # plain bytes
 
 
+def check_api_access(by_kind, sts, pod):
+    """KVSTORE_REPLICAS_SOURCE=kubernetes: a token is mounted, and a Role
+    bound to the pod's service account allows `get` on this StatefulSet."""
+    errors = []
+    name = sts["metadata"]["name"]
+    namespace = sts["metadata"].get("namespace")
+    where = f"StatefulSet {name}"
+    account = pod.get("serviceAccountName", "default")
+    sa = next((a for a in by_kind.get("ServiceAccount", []) if a["metadata"]["name"] == account), None)
+    mounted = pod.get("automountServiceAccountToken")
+    if mounted is None and sa is not None:
+        mounted = sa.get("automountServiceAccountToken")
+    if mounted is False:
+        errors.append(
+            f"{where}: KVSTORE_REPLICAS_SOURCE is kubernetes but automountServiceAccountToken is false; "
+            "the pod has no token to read spec.replicas with"
+        )
+
+    def allows(rule):
+        return (
+            "apps" in rule.get("apiGroups", [])
+            and ("statefulsets" in rule.get("resources", []) or "*" in rule.get("resources", []))
+            and ("get" in rule.get("verbs", []) or "*" in rule.get("verbs", []))
+            and (not rule.get("resourceNames") or name in rule["resourceNames"])
+        )
+
+    roles = {
+        r["metadata"]["name"]
+        for r in by_kind.get("Role", [])
+        if r["metadata"].get("namespace") == namespace and any(allows(x) for x in r.get("rules", []))
+    }
+    bound = any(
+        b["metadata"].get("namespace") == namespace
+        and b["roleRef"].get("kind") == "Role"
+        and b["roleRef"].get("name") in roles
+        and any(
+            s.get("kind") == "ServiceAccount" and s.get("name") == account and s.get("namespace", namespace) == namespace
+            for s in b.get("subjects", [])
+        )
+        for b in by_kind.get("RoleBinding", [])
+    )
+    if not bound:
+        errors.append(
+            f"{where}: KVSTORE_REPLICAS_SOURCE is kubernetes but no Role bound to service account "
+            f"{account!r} allows get on statefulsets named {name!r} in namespace {namespace!r}"
+        )
+    return errors
+
+
 def check(docs):
     errors = []
     by_kind = {}
@@ -74,6 +124,10 @@ def check(docs):
         except (TypeError, ValueError):
             errors.append(f"{where}: KVSTORE_REPLICAS must be a literal number, got {env['KVSTORE_REPLICAS']!r}")
             members = None
+        # KVSTORE_REPLICAS is the bootstrap count: what a new cluster starts
+        # with. After that membership follows spec.replicas, but what is
+        # applied is a cluster's first creation (or a re-apply that would
+        # set spec.replicas back), so the two must agree here.
         if members is not None and members != replicas:
             errors.append(
                 f"{where}: spec.replicas is {replicas} but KVSTORE_REPLICAS is {members}; "
@@ -117,8 +171,10 @@ def check(docs):
                 "Service named kvstore would be read as flags"
             )
 
-        # Disruptions: the PDB keeps a quorum.
-        quorum = replicas // 2 + 1
+        # Disruptions: one member at a time, at any size. The member count
+        # follows `kubectl scale`, so a fixed minAvailable would be a quorum
+        # at one size only (2 of 3 lets 3 of 5 go); maxUnavailable: 1 keeps
+        # a quorum at every size of three or more.
         pdbs = [
             p
             for p in by_kind.get("PodDisruptionBudget", [])
@@ -127,11 +183,21 @@ def check(docs):
         if not pdbs:
             errors.append(f"{where}: no PodDisruptionBudget selects its pods")
         for p in pdbs:
-            if p["spec"].get("minAvailable") != quorum:
+            pname = p["metadata"]["name"]
+            if "minAvailable" in p["spec"]:
                 errors.append(
-                    f"PodDisruptionBudget {p['metadata']['name']}: minAvailable is "
-                    f"{p['spec'].get('minAvailable')} but a quorum of {replicas} is {quorum}"
+                    f"PodDisruptionBudget {pname}: minAvailable {p['spec']['minAvailable']} is right "
+                    "for one member count only; use maxUnavailable: 1, which holds at any size"
                 )
+            if p["spec"].get("maxUnavailable") != 1:
+                errors.append(
+                    f"PodDisruptionBudget {pname}: maxUnavailable is {p['spec'].get('maxUnavailable')!r}, "
+                    "must be 1 (one member down at a time keeps a quorum at any size)"
+                )
+
+        # The replica count from the API: the pod must be able to read it.
+        if env.get("KVSTORE_REPLICAS_SOURCE") == "kubernetes":
+            errors += check_api_access(by_kind, sts, pod)
 
         # Stopping: the grace period covers preStop, handover, drain, flush.
         grace = int(env.get("KVSTORE_SHUTDOWN_GRACE_S") or 20)

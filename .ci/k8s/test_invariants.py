@@ -45,6 +45,14 @@ def drop_kind(docs, kind):
     docs[:] = [d for d in docs if d["kind"] != kind]
 
 
+def kind(docs, k):
+    return next(d for d in docs if d["kind"] == k)
+
+
+def pdb(docs):
+    return kind(docs, "PodDisruptionBudget")
+
+
 def probe(docs, which):
     return container(docs)[which]
 
@@ -73,10 +81,32 @@ CASES = [
     ),
     ("no PDB", lambda d: drop_kind(d, "PodDisruptionBudget"), "no PodDisruptionBudget"),
     (
-        "PDB below a quorum",
-        lambda d: next(x for x in d if x["kind"] == "PodDisruptionBudget")["spec"].update(minAvailable=1),
-        "but a quorum of",
+        "PDB by minAvailable",
+        lambda d: pdb(d)["spec"].update(minAvailable=2),
+        "is right for one member count only",
     ),
+    ("PDB lets two go", lambda d: pdb(d)["spec"].update(maxUnavailable=2), "must be 1"),
+    (
+        "no token for the API",
+        lambda d: sts(d)["spec"]["template"]["spec"].update(automountServiceAccountToken=False),
+        "automountServiceAccountToken is false",
+    ),
+    (
+        "Role for another StatefulSet",
+        lambda d: kind(d, "Role")["rules"][0].update(resourceNames=["other"]),
+        "allows get on statefulsets named",
+    ),
+    (
+        "Role without get",
+        lambda d: kind(d, "Role")["rules"][0].update(verbs=["list"]),
+        "allows get on statefulsets named",
+    ),
+    (
+        "Role bound to another account",
+        lambda d: kind(d, "RoleBinding")["subjects"][0].update(name="default"),
+        "allows get on statefulsets named",
+    ),
+    ("no RoleBinding", lambda d: drop_kind(d, "RoleBinding"), "allows get on statefulsets named"),
     (
         "grace period too short",
         lambda d: sts(d)["spec"]["template"]["spec"].update(terminationGracePeriodSeconds=5),

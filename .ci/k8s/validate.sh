@@ -13,7 +13,8 @@
 #   policy      checkov on the rendered manifests (skips only by annotation,
 #               each with its reason, in the manifests themselves)
 #   invariants  .ci/k8s/check_invariants.py: what kvstore itself needs
-#               (replica count = --replicas, PDB = quorum, grace period >
+#               (replica count = --replicas, PDB one at a time, the Role
+#               that lets the pod read spec.replicas, grace period >
 #               handover + drain, readiness on gRPC health, ...)
 #   hadolint, checkov-dockerfile   on the Dockerfile (inline skips only)
 #   yamllint    on k8s/ and .ci/k8s/
