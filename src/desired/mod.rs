@@ -69,6 +69,16 @@ impl ReplicaSource {
         }
     }
 
+    /// How often the controller reads the count: a file or a flag costs
+    /// nothing; the API server is asked every 2 s per pod (a scale step then
+    /// starts within 2 s; a graceful stop reads it afresh anyway).
+    pub fn poll_interval(&self) -> std::time::Duration {
+        match self {
+            ReplicaSource::Kubernetes(_) => std::time::Duration::from_secs(2),
+            _ => std::time::Duration::from_millis(250),
+        }
+    }
+
     /// Reads the count now.
     pub async fn read(&self) -> Result<u32, ReplicaSourceError> {
         match self {

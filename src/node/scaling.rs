@@ -92,6 +92,7 @@ pub fn next_step(me: NodeId, status: &RaftStatus, desired: u32) -> Option<Step> 
 pub async fn run(node: NodeHandle, source: ReplicaSource, stop: CancellationToken) {
     let mut last_error: Option<String> = None;
     let mut last_refusal: Option<String> = None;
+    let mut last_read: Option<Instant> = None;
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
@@ -100,15 +101,23 @@ pub async fn run(node: NodeHandle, source: ReplicaSource, stop: CancellationToke
         if node.is_stopping() {
             return;
         }
-        match source.read().await {
-            Ok(n) => {
+        let due = last_read.is_none_or(|t| t.elapsed() >= source.poll_interval());
+        let read = if due {
+            last_read = Some(Instant::now());
+            Some(source.read().await)
+        } else {
+            None
+        };
+        match read {
+            None => {}
+            Some(Ok(n)) => {
                 if node.desired_replicas() != Some(n) {
                     tracing::info!(desired = n, "desired replica count");
                 }
                 node.set_desired_replicas(n);
                 last_error = None;
             }
-            Err(e) => {
+            Some(Err(e)) => {
                 let text = e.to_string();
                 if last_error.as_ref() != Some(&text) {
                     tracing::warn!(error = %text, "cannot read the desired replica count; keeping the last one");
