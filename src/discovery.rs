@@ -373,7 +373,13 @@ impl Discovery {
             tasks.spawn(async move {
                 let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
                 loop {
-                    let pause = match me.resolve(ordinal).await {
+                    // A lookup of a pod that is gone can take seconds to
+                    // time out: a stop does not wait for it.
+                    let resolved = tokio::select! {
+                        r = me.resolve(ordinal) => r,
+                        _ = stop.cancelled() => return,
+                    };
+                    let pause = match resolved {
                         Ok(_) => {
                             backoff.reset();
                             Duration::from_secs(1)
@@ -390,7 +396,10 @@ impl Discovery {
         let stop = stop.clone();
         tasks.spawn(async move {
             loop {
-                let _ = me.refresh_srv().await;
+                tokio::select! {
+                    _ = me.refresh_srv() => {}
+                    _ = stop.cancelled() => return,
+                }
                 if sleep_unless_stopped(Duration::from_secs(2), &stop)
                     .await
                     .is_err()

@@ -104,18 +104,40 @@ impl RaftCore {
 
     /// A leader's followers are the members of the configuration in force:
     /// a new member gets a progress (probing from the end of the log), a
-    /// removed one loses it.
+    /// removed one keeps its progress only until it has its removal
+    /// ([`RaftCore::prune_departed`]).
     pub(super) fn sync_progress(&mut self) {
         let membership = self.membership();
         let (me, next) = (self.cfg.id, self.log.last_index() + 1);
+        self.prune_departed();
         let Some(l) = self.leading() else { return };
-        l.progress.retain(|&id, _| membership.contains(id));
         for id in membership.members().filter(|&id| id != me) {
             l.progress.entry(id).or_insert_with(|| Progress::new(next));
         }
         if l.transferee.is_some_and(|(to, _)| !membership.is_voter(to)) {
             l.transferee = None;
         }
+    }
+
+    /// A member the configuration removed still gets appends until it holds
+    /// its removal, committed: it then knows it is no longer a member, stops
+    /// campaigning and says so in its status, instead of pre-campaigning in
+    /// vain until its pod stops. Its answers never count (quorums count the
+    /// configuration's voters only). One that does not answer for a few
+    /// election timeouts (its pod is gone) is forgotten.
+    pub(super) fn prune_departed(&mut self) {
+        let membership = self.membership();
+        let config_index = self.log.membership_index();
+        let committed = self.log.commit() >= config_index;
+        let gone_after = 4 * self.cfg.election_ticks;
+        let Some(l) = self.leading() else { return };
+        l.progress.retain(|&id, pr| {
+            membership.contains(id)
+                || (pr.silent_ticks <= gone_after
+                    && !(committed
+                        && pr.match_index >= config_index
+                        && pr.sent_commit >= config_index))
+        });
     }
 
     /// Called when the leader's commit index moves: a leader whose own

@@ -130,6 +130,7 @@ impl RaftCore {
             return;
         }
         self.tick_transfer();
+        self.prune_departed();
         for peer in self.tick_progress() {
             self.maybe_send_append(peer);
         }

@@ -263,3 +263,34 @@ fn a_removed_members_vote_requests_are_refused_without_a_term_change() {
     step(&mut n, 0, 5, vote);
     assert_eq!(n.term(), 5);
 }
+
+/// With voters {0, 1, 2} and learner 3 in its log, candidate 0 is not
+/// elected by its own vote and the learner's (two of four members, one of
+/// three voters besides itself missing); voter 1's vote elects it. The same
+/// holds for pre-votes.
+#[test]
+fn a_learners_vote_never_elects() {
+    let m = Membership::new([0, 1, 2], [3]);
+    let mut n = restored(0, 1, vec![config_entry(1, 1, m)], 1);
+    n.tick_until_campaign();
+    n.step(msg(3, 0, 2, Body::PreVoteResponse { granted: true }));
+    ready(&mut n);
+    assert_eq!(
+        n.role(),
+        Role::PreCandidate,
+        "a learner's pre-vote counted toward the quorum"
+    );
+    n.step(msg(1, 0, 2, Body::PreVoteResponse { granted: true }));
+    ready(&mut n);
+    assert_eq!((n.role(), n.term()), (Role::Candidate, 2));
+    n.step(msg(3, 0, 2, Body::VoteResponse { granted: true }));
+    ready(&mut n);
+    assert_eq!(
+        n.role(),
+        Role::Candidate,
+        "a learner's vote counted toward the quorum"
+    );
+    n.step(msg(1, 0, 2, Body::VoteResponse { granted: true }));
+    ready(&mut n);
+    assert_eq!(n.role(), Role::Leader);
+}
