@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Container-level StatefulSet test: the image built from the real Dockerfile,
 # run as three "pods" the way the StatefulSet in k8s/ runs them, then broken
-# the ways a cluster breaks.
+# the ways a cluster breaks, then scaled 3 -> 5 -> 3.
 #
 # No container registry is reachable here, so no base image can be pulled.
 # The test makes its own runtime base instead: a `docker import` of the glibc
@@ -11,13 +11,21 @@
 # build context that holds only them (the Rust builder stage is not run;
 # BuildKit builds only the stages the target needs).
 #
-# The pods: hostnames kvstore-0..2, one named volume each mounted at the data
-# dir, a private network (--internal: no way out, like the NetworkPolicy)
+# The pods: hostnames kvstore-0..2 (kvstore-3..4 while scaled up), one named
+# volume each mounted at the data dir, a private network (--internal: no way out, like the NetworkPolicy)
 # whose DNS gives each container its per-pod name in the Kubernetes form
 # kvstore-N.kvstore-headless.default.svc.cluster.local, and a shared name
 # kvstore.default.svc.cluster.local listing the running pods (the client
 # Service). Read-only root filesystem, all capabilities dropped, no new
 # privileges, user 65532, the memory limit of the manifest.
+#
+# spec.replicas: one more named volume, mounted read-only in every pod at
+# /statefulset, holds the file desired-replicas, which every pod reads
+# (KVSTORE_REPLICAS_SOURCE=file:/statefulset/desired-replicas) as it would
+# read spec.replicas from the API. The test writes it (`docker cp` through a
+# never-started holder container, so a remote engine works too) where
+# `kubectl scale` would change spec.replicas. KVSTORE_REPLICAS stays 3, the
+# count the set was created with, in every pod, as in the manifest.
 #
 # Steps (every wait bounded):
 #   1. all three Ready, one leader; acknowledged writes
@@ -29,7 +37,13 @@
 #   4. a rolling restart like the StatefulSet's RollingUpdate (SIGTERM,
 #      highest ordinal first, each back and caught up before the next): each
 #      node exits 0, the leader hands leadership over first
-#   5. every acknowledged write is read back from every node: lost = 0
+#   5. scale 3 -> 5 -> 3 while a writer runs, as the StatefulSet controller
+#      does it: write 5, create kvstore-3 then kvstore-4 (each once the one
+#      before runs); the leader's `kvctl member list` shows voters 0..4, no
+#      learners. Write 3, `docker stop` (SIGTERM) kvstore-4, wait for it to
+#      exit (0, having left the configuration), then kvstore-3; the member
+#      list shows exactly voters 0,1,2. Each step's time is printed.
+#   6. every acknowledged write is read back from every node: lost = 0
 #
 # Every container, network, volume and image tag it makes carries a random
 # run id and is removed at the end, also on failure or interruption. It
@@ -111,18 +125,24 @@ NS=default
 HEADLESS=kvstore-headless
 SVC_EP=kvstore.$NS.svc.cluster.local:7379   # the "client Service"
 WORK=$(mktemp -d)
+MAX_PODS=5                      # the most pods the test ever runs (step 5)
+DESIRED_VOL=$P-statefulset      # holds desired-replicas: the spec.replicas
+DESIRED_HOLDER=$P-statefulset   # never started; `docker cp` writes through it
+DESIRED_FILE=/statefulset/desired-replicas
 WRITER_PID=""
 WRITER_POD=""
 
 pod() { echo "$P-kvstore-$1"; }
 pod_dns() { echo "kvstore-$1.$HEADLESS.$NS.svc.cluster.local"; }
+all_pods() { local i; for i in $(seq 0 $((MAX_PODS - 1))); do pod "$i"; done; }
 
 cleanup() {
   local rc=$?
   set +e
   if [ -n "$WRITER_PID" ]; then touch "$WORK/stop"; wait "$WRITER_PID" 2>/dev/null; fi
   if [ "$rc" != 0 ]; then
-    for i in 0 1 2; do
+    for i in $(seq 0 $((MAX_PODS - 1))); do
+      docker container inspect "$(pod "$i")" >/dev/null 2>&1 || continue
       echo "----- last log lines of kvstore-$i ($(pod "$i"))"
       docker logs --tail 30 "$(pod "$i")" 2>&1 | cut -c1-400
     done
@@ -131,9 +151,13 @@ cleanup() {
       return
     fi
   fi
-  docker rm -f "$(pod 0)" "$(pod 1)" "$(pod 2)" >/dev/null 2>&1
+  # Containers first: a volume in use cannot be removed. Every name the
+  # run may have made, whether or not it got that far.
+  # shellcheck disable=SC2046
+  docker rm -f $(all_pods) "$DESIRED_HOLDER" >/dev/null 2>&1
   docker network rm "$NET" >/dev/null 2>&1
-  docker volume rm "$P-data-0" "$P-data-1" "$P-data-2" >/dev/null 2>&1
+  # shellcheck disable=SC2046
+  docker volume rm $(for i in $(seq 0 $((MAX_PODS - 1))); do echo "$P-data-$i"; done) "$DESIRED_VOL" >/dev/null 2>&1
   docker image rm "$IMAGE" "$BASE_IMAGE" >/dev/null 2>&1
   rm -rf "$WORK"
   # Prove it: nothing with this run's label or prefix is left.
@@ -213,17 +237,32 @@ say "docker run IMAGE demo: $demo_err"
 docker network create --internal --label "$LABEL" "$NET" >/dev/null
 for i in 0 1 2; do docker volume create --label "$LABEL" "$P-data-$i" >/dev/null; done
 
+# spec.replicas: a volume every pod mounts read-only, written through a
+# container that is created but never started (no shell in the image).
+docker volume create --label "$LABEL" "$DESIRED_VOL" >/dev/null
+docker create --name "$DESIRED_HOLDER" --label "$LABEL" --network none \
+  -v "$DESIRED_VOL:$(dirname "$DESIRED_FILE")" "$IMAGE" >/dev/null
+set_replicas() { # N: what `kubectl scale --replicas=N` changes
+  printf '%s\n' "$1" > "$WORK/desired-replicas"
+  chmod 0644 "$WORK/desired-replicas"
+  docker cp "$WORK/desired-replicas" "$DESIRED_HOLDER:$DESIRED_FILE" ||
+    die "could not write spec.replicas=$1 into the volume $DESIRED_VOL"
+}
+set_replicas 3
+
 # Create (first time) or start (later) pod i, as the kubelet would: same
 # name, same volume, same DNS names. The env mirrors the container env of
-# k8s/base/statefulset.yaml.
+# k8s/base/statefulset.yaml, but for the replica source: the file on the
+# shared volume instead of the Kubernetes API.
 create_pod() {
   docker run -d --name "$(pod "$1")" --label "$LABEL" \
     --hostname "kvstore-$1" \
     --network "$NET" --network-alias "$(pod_dns "$1")" --network-alias "kvstore.$NS.svc.cluster.local" \
-    -v "$P-data-$1:/var/lib/kvstore" \
+    -v "$P-data-$1:/var/lib/kvstore" -v "$DESIRED_VOL:$(dirname "$DESIRED_FILE"):ro" \
     --read-only --cap-drop ALL --security-opt no-new-privileges:true --user 65532:65532 \
     --memory 512m --stop-timeout 45 \
     -e KVSTORE_NODE_NAME="kvstore-$1" -e KVSTORE_NAMESPACE="$NS" -e KVSTORE_REPLICAS=3 \
+    -e KVSTORE_REPLICAS_SOURCE="file:$DESIRED_FILE" \
     -e KVSTORE_SERVICE="$HEADLESS" -e KVSTORE_CLUSTER_DOMAIN=cluster.local \
     -e KVSTORE_LISTEN=0.0.0.0:7379 -e KVSTORE_PEER_LISTEN=0.0.0.0:7380 \
     -e KVSTORE_DATA_DIR=/var/lib/kvstore -e KVSTORE_CACHE_MB=128 -e KVSTORE_SHUTDOWN_GRACE_S=20 \
@@ -287,6 +326,62 @@ ready() { # observer names...: Ready (caught up to the commit index), one leader
 }
 leader_is() { [ "$(leader_seen_by "$1")" = "$2" ]; }
 
+# `kvctl --json member list`, checked (crates/client/src/bin/kvctl/member.rs).
+cat > "$WORK/members.py" <<'PY'
+import json, sys
+mode, raw = sys.argv[1], sys.stdin.read()
+try:
+    ans = json.loads(raw)
+    members = ans["members"]
+except (ValueError, KeyError, TypeError):
+    sys.exit(1)
+voters = sorted(m["ordinal"] for m in members if m["role"] == "voter")
+learners = sorted(m["ordinal"] for m in members if m["role"] == "learner")
+# Only the leader's answer is the configuration as committed and acted on.
+from_leader = bool(ans.get("leader")) and ans.get("leader") == ans.get("answered_by")
+if mode == "exactly":
+    # argv[2]: N -> voters exactly 0..N-1, no learners, N read as desired.
+    n = int(sys.argv[2])
+    sys.exit(0 if from_leader and voters == list(range(n)) and not learners
+             and ans.get("desired_replicas") == n else 1)
+elif mode == "desired":
+    sys.exit(0 if ans.get("desired_replicas") == int(sys.argv[2]) else 1)
+elif mode == "lists":
+    # argv[2]: an ordinal -> "yes"/"no" as the leader answers, else exit 1.
+    if not from_leader:
+        sys.exit(1)
+    print("yes" if int(sys.argv[2]) in voters + learners else "no")
+elif mode == "brief":
+    print(f"voters={voters} learners={learners} desired={ans.get('desired_replicas')} "
+          f"answered_by={ans.get('answered_by')} leader={ans.get('leader')}")
+PY
+members_json() { kvctl_in "$1" --endpoints 127.0.0.1:7379 --json --timeout 5 member list 2>/dev/null || echo '{}'; }
+# The member list as the current leader answers it (found through kvstore-0,
+# which step 5 never stops).
+leader_members() {
+  local l; l=$(leader_seen_by 0)
+  [ "$l" != - ] || { echo '{}'; return; }
+  members_json "$l"
+}
+members_exactly() { leader_members | python3 "$WORK/members.py" exactly "$1"; }
+leader_lists() { leader_members | python3 "$WORK/members.py" lists "$1"; }
+desired_read_by() { members_json "$1" | python3 "$WORK/members.py" desired "$2"; }
+# The table, as an operator would see it on the leader.
+print_members() {
+  local l; l=$(leader_seen_by 0)
+  { kvctl_in "$l" --endpoints 127.0.0.1:7379 --timeout 5 member list 2>&1 || echo "(kvstore-$l did not answer)"; } |
+    sed 's/^/    /'
+}
+# The pod's own client port answers (it is running, not necessarily Ready).
+answers() { status_from "$1" | python3 -c '
+import json, sys
+rows = [r for r in json.loads(sys.stdin.read() or "[]") if "name" in r]
+sys.exit(0 if any(r["name"] == sys.argv[1] for r in rows) else 1)' "kvstore-$1"; }
+running() { [ "$(docker inspect -f '{{.State.Running}}' "$(pod "$1")" 2>/dev/null)" = true ] && answers "$1"; }
+exited() { [ "$(docker inspect -f '{{.State.Status}}' "$(pod "$1")" 2>/dev/null)" = exited ]; }
+# Seconds since $1 (date +%s.%N), one decimal.
+since() { awk -v a="$1" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }'; }
+
 # One write through the client Service, made from inside pod $1.
 # Acknowledged (exit 0) writes go to $WORK/acked; others to $WORK/unacked
 # (their outcome is unknown: they are never counted as lost or as kept).
@@ -335,6 +430,9 @@ wait_for 90 "three Ready members with one leader" settled 0 kvstore-0 kvstore-1 
 wait_for 30 "the lowest ordinal, kvstore-0, leads the new cluster" leader_is 0 0
 LEADER=$(leader_seen_by 0)
 say "cluster up: $(show 0)"
+wait_for 10 "every pod read spec.replicas=3 from $DESIRED_FILE" \
+  eval 'desired_read_by 0 3 && desired_read_by 1 3 && desired_read_by 2 3'
+wait_for 30 "the member list shows exactly voters 0,1,2" members_exactly 3
 
 say "step 1: 50 acknowledged writes"
 for n in $(seq 1 50); do
@@ -407,7 +505,79 @@ wait_for 30 "kvstore-0 leads after the rolling restart" leader_is 0 0
 stop_writer
 say "after the rolling restart: $(show 0)"
 
-# --- 5. nothing acknowledged is lost -----------------------------------------------
+# --- 5. scale 3 -> 5 -> 3 under a writer ----------------------------------------------
+# As the StatefulSet controller scales: spec.replicas first, then pods
+# created in ordinal order, each once the one before it runs; on the way
+# down, spec.replicas first, then the highest ordinal deleted (SIGTERM,
+# the manifest's 45 s grace) and waited for before the next.
+LEADER=$(leader_seen_by 0)
+W=1; [ "$LEADER" = 1 ] && W=2   # the writer's client runs in a pod that stays
+say "step 5: scale 3 -> 5 -> 3 with a writer (from kvstore-$W); leader kvstore-$LEADER; before:"
+print_members
+SCALE_AT=$(date +%s.%N)
+start_writer "$W" e
+wait_for 30 "the writer gets going" acked_at_least "$SCALE_AT" 10
+
+T=$(date +%s.%N)
+set_replicas 5
+say "spec.replicas=5 written"
+for i in 3 4; do
+  docker volume create --label "$LABEL" "$P-data-$i" >/dev/null
+  t=$(date +%s.%N)
+  create_pod "$i"
+  wait_for 60 "kvstore-$i runs and answers" running "$i"
+  say "kvstore-$i created and running in $(since "$t") s"
+done
+t=$(date +%s.%N)
+wait_for 60 "the leader's member list shows voters 0..4 and no learners" members_exactly 5
+say "voters 0..4, no learners: $(since "$t") s after kvstore-4 ran; scale-up took $(since "$T") s in all"
+print_members
+UP_AT=$(date +%s.%N)
+wait_for 30 "writes continue at 5 members" acked_at_least "$UP_AT" 10
+
+T=$(date +%s.%N)
+set_replicas 3
+say "spec.replicas=3 written"
+for i in 4 3; do
+  t=$(date +%s.%N)
+  docker stop -t 45 "$(pod "$i")" >/dev/null
+  wait_for 10 "kvstore-$i exited" exited "$i"
+  code=$(docker inspect -f '{{.State.ExitCode}}' "$(pod "$i")")
+  [ "$code" = 0 ] || die "kvstore-$i exited $code on SIGTERM after the scale-down (want 0)"
+  docker logs "$(pod "$i")" > "$WORK/scaled-down-$i.log" 2>&1
+  # The pod's own account of leaving (JSON log lines), for the record.
+  how=$(python3 - "$WORK/scaled-down-$i.log" <<'PY'
+import json, sys
+for line in open(sys.argv[1], errors="replace"):
+    try:
+        j = json.loads(line)
+    except ValueError:
+        continue
+    msg = j.get("message", "")
+    if "the configuration" in msg and ("scaled down" in msg or "leave" in msg):
+        err = j.get("fields", {}).get("error")
+        print(f"{j.get('level')} {msg!r}" + (f" ({err})" if err else ""))
+        break
+else:
+    print("no line about leaving the configuration")
+PY
+)
+  say "kvstore-$i stopped (SIGTERM) and exited 0 in $(since "$t") s; its log: $how"
+  # It left before exiting: the first answer of the leader after the exit
+  # no longer lists it (retried only while no leader answers).
+  wait_for 10 "the leader answers a member list" eval 'listed=$(leader_lists "$i")'
+  [ "$listed" = no ] || die "kvstore-$i exited but the leader still lists it as a member (it did not leave the configuration before exiting)"
+done
+t=$(date +%s.%N)
+wait_for 60 "the leader's member list shows exactly voters 0,1,2" members_exactly 3
+say "exactly voters 0,1,2: $(since "$t") s after kvstore-3 exited; scale-down took $(since "$T") s in all"
+print_members
+DOWN_AT=$(date +%s.%N)
+wait_for 30 "writes continue at 3 members" acked_at_least "$DOWN_AT" 10
+stop_writer
+say "step 5 done: $(acked_since "$SCALE_AT") writes acknowledged during the scaling, $(wc -l < "$WORK/unacked") with unknown outcome so far"
+
+# --- 6. nothing acknowledged is lost -----------------------------------------------
 wait_for 30 "all members applied the same revision" settled 0 kvstore-0 kvstore-1 kvstore-2
 ACKED=$(wc -l < "$WORK/acked")
 UNKNOWN=$(wc -l < "$WORK/unacked")
@@ -435,5 +605,5 @@ kvctl_in 0 --endpoints "$SVC_EP" --json range ct/ --prefix --limit 1000000 > "$W
 python3 -c 'import json,sys; sys.exit(0 if len(json.load(open(sys.argv[1]))) >= int(sys.argv[2]) else 1)' \
   "$WORK/dump-svc.json" "$ACKED" || die "a linearizable read through the Service returned fewer keys than were acknowledged"
 [ "$lost_total" = 0 ] || die "acknowledged writes lost: $lost_total"
-say "PASSED: acknowledged=$ACKED lost=0 unknown-outcome=$UNKNOWN (leader crash, restart, partition, rolling restart)"
+say "PASSED: acknowledged=$ACKED lost=0 unknown-outcome=$UNKNOWN (leader crash, restart, partition, rolling restart, scale 3 -> 5 -> 3)"
 echo "container test: 1 passed, 0 failed"
