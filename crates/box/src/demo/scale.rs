@@ -139,7 +139,7 @@ fn membership_changes(
         }
         if !seen.contains_key(&n) {
             lines.push(format!(
-                "kvstore-{n} joined as a learner (found kvstore-0's leader through DNS; receives the log, does not vote)"
+                "kvstore-{n} joined as a learner (reached by its DNS name; receives the log, does not vote)"
             ));
         }
         if caught_up {
