@@ -86,7 +86,9 @@ def box_ready(root, work, within=60):
     deadline = time.time() + within
     while time.time() < deadline:
         r = subprocess.run([kvctl, "--timeout", "2", "status"], cwd=work, capture_output=True, text=True)
-        rows = [l.split() for l in r.stdout.splitlines()[1:]]
+        # One row per pod (it starts with the ordinal); the lines after the
+        # table (the membership) are not pods.
+        rows = [l.split() for l in r.stdout.splitlines()[1:] if l.split()[:1] and l.split()[0].isdigit()]
         if r.returncode == 0 and len(rows) == 3 and all(row[-1] == "yes" for row in rows) and rows[0][3] == "leader":
             return True
         time.sleep(0.5)

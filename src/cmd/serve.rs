@@ -108,8 +108,13 @@ impl Running {
         // Always: a cluster of one grows when the StatefulSet scales.
         let grpc_peers = GrpcPeers::new(name.ordinal, discovery.clone());
         let peers: Arc<dyn Peers> = Arc::new(grpc_peers.clone());
-        let node = Node::start(node_config(args, name, space), peers, NodeInbox::new())
-            .map_err(|e| cannot_start(&e, 1))?;
+        let desired = desired_at_start(&replica_source).await;
+        let node = Node::start(
+            node_config(args, name, space, desired),
+            peers,
+            NodeInbox::new(),
+        )
+        .map_err(|e| cannot_start(&e, 1))?;
         let handle = node.handle();
         grpc_peers.attach(handle.clone());
         let (peer_listener, listener) = match bind_listeners(args).await {
@@ -222,10 +227,16 @@ fn cannot_start(e: &dyn std::fmt::Display, code: u8) -> ExitCode {
 }
 
 /// The node's configuration from the flags.
-fn node_config(args: &ServeArgs, name: PodName, space: SpacePolicy) -> NodeConfig {
+fn node_config(
+    args: &ServeArgs,
+    name: PodName,
+    space: SpacePolicy,
+    desired: Option<u32>,
+) -> NodeConfig {
     NodeConfig {
         name,
         replicas: args.replicas,
+        probe_peers: desired.unwrap_or(crate::raft::MAX_MEMBERS),
         data_dir: args.data_dir.clone(),
         cache_bytes: args.cache_mb << 20,
         history_revisions: args.history_revisions,
@@ -236,6 +247,24 @@ fn node_config(args: &ServeArgs, name: PodName, space: SpacePolicy) -> NodeConfi
         space,
         wal_sync_delay: Duration::from_millis(args.fault_fsync_delay_ms),
     }
+}
+
+/// The desired replica count as start-up reads it, trying for a few
+/// seconds: a new data dir asks every ordinal below it before it takes the
+/// cluster for new. Unreadable, every possible ordinal is asked instead: a
+/// new cluster then waits for the count rather than risk starting beside
+/// an existing one.
+async fn desired_at_start(source: &ReplicaSource) -> Option<u32> {
+    for attempt in 0..5 {
+        match tokio::time::timeout(Duration::from_secs(3), source.read()).await {
+            Ok(Ok(n)) => return Some(n),
+            Ok(Err(e)) => tracing::warn!(attempt, error = %e, "reading the desired replica count"),
+            Err(_) => tracing::warn!(attempt, "reading the desired replica count timed out"),
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    tracing::warn!("the desired replica count cannot be read: a new data dir waits for an existing cluster to answer");
+    None
 }
 
 /// Binds the peer port and the client port.

@@ -46,6 +46,10 @@ pub struct NodeConfig {
     pub name: PodName,
     /// The number of voting members.
     pub replicas: u32,
+    /// The ordinals `0..probe_peers` a new data dir asks before it takes
+    /// the cluster for new: the desired replica count read at start-up (at
+    /// least `replicas`; every possible ordinal when it could not be read).
+    pub probe_peers: u32,
     /// The data dir (the pod's volume).
     pub data_dir: PathBuf,
     /// sled's cache size.

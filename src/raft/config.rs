@@ -18,6 +18,12 @@ pub struct Config {
     /// and of a log that never recorded one. Once a configuration is in the
     /// log (or a snapshot) it alone counts.
     pub voters: u32,
+    /// A member whose data dir is new also asks ordinals `0..probe_peers`
+    /// before it may take every log for empty (a new cluster): the pods the
+    /// StatefulSet asks for now, which may be more than the bootstrap
+    /// voters (the cluster grew). The driver sets it from the desired
+    /// replica count read at start-up.
+    pub probe_peers: u32,
     /// A leader sends a heartbeat every this many ticks.
     pub heartbeat_ticks: u32,
     /// The base election timeout. It is also the leader lease: a member that
@@ -57,6 +63,7 @@ impl Config {
         Config {
             id,
             voters,
+            probe_peers: voters,
             heartbeat_ticks: 5,
             election_ticks: 30,
             election_stagger_ticks: 10,

@@ -168,8 +168,16 @@
 //!   is known to the candidate it voted for, so it is at most that highest
 //!   term: the member never votes twice in one term.
 //!
-//! The answers of *every* peer are needed: a peer that is down may be the only
-//! one that knows the term of a vote the member forgot. The cost is liveness
+//! The answers of every *voter* are needed (only voters campaign, so only
+//! they can know a term this member voted in): the voters of the
+//! configurations that peers with a non-empty log report in their latest
+//! answers (asked again every round, so a voter removed meanwhile stops
+//! being waited for), or — while no answer shows a cluster — the bootstrap
+//! voters and every ordinal the StatefulSet asks for now
+//! ([`Config::probe_peers`]), so that a cluster that grew past its bootstrap
+//! voters is never taken for a new one. Until then the member takes no
+//! appends, heartbeats or snapshots either: an acknowledgement from it could
+//! help a stale leader commit over an entry it acknowledged before the loss. The cost is liveness
 //! only: a member with a lost volume cannot vote while another member is down.
 //!
 //! # Snapshots and compaction
@@ -223,9 +231,12 @@
 //!    counting itself in any majority) until the change commits, then sends
 //!    TimeoutNow to the lowest fully caught-up voter and steps down.
 //! 6. **A removed member never disrupts.** A member answers a (pre-)vote
-//!    request only if the candidate is a voter in its own configuration in
-//!    force; otherwise it refuses without looking at the term, so the
-//!    request raises no term and wins no vote. Once a removal is committed,
+//!    request only if the candidate is a member (voter or learner) of its
+//!    own configuration in force; otherwise it refuses without looking at
+//!    the term, so the request raises no term and wins no vote. (A learner
+//!    here is let through to the ordinary checks: it may be a voter in a
+//!    configuration this member lags behind, and refusing it could leave no
+//!    member able to win.) Once a removal is committed,
 //!    a majority of the new voters holds it, and every majority of the old
 //!    configuration contains one of them, so the removed member cannot win
 //!    even with the votes of members that lag. Its own messages of a higher

@@ -119,8 +119,8 @@ impl RaftCore {
         }
     }
 
-    /// A member the configuration removed still gets appends until it holds
-    /// its removal, committed: it then knows it is no longer a member, stops
+    /// A member the configuration removed still gets appends from the leader
+    /// that removed it until it holds its removal, committed: it then knows it is no longer a member, stops
     /// campaigning and says so in its status, instead of pre-campaigning in
     /// vain until its pod stops. Its answers never count (quorums count the
     /// configuration's voters only). One that does not answer for a few
@@ -197,13 +197,13 @@ impl RaftCore {
     }
 
     /// Whether this member may answer `from`'s (pre-)vote request at all:
-    /// the candidate must vote in the configuration in force here. A
-    /// removed member, or one not yet known here to be a voter, is refused
-    /// without a term change. This member's own place in its configuration
-    /// is not consulted (thesis §4.2.2): a leader that removed itself before
-    /// the change committed must still be able to elect the voter that
-    /// lacks the change.
+    /// the candidate must be a member (voter or learner) of the
+    /// configuration in force here. A removed member is refused without a
+    /// term change. A learner here may be a voter in a configuration this
+    /// member has not received yet, and refusing it could leave no member
+    /// able to win (thesis §4.2.2), so it gets the ordinary checks. This
+    /// member's own place in its configuration is not consulted either.
     pub(super) fn may_grant_votes_to(&self, from: NodeId) -> bool {
-        self.membership().is_voter(from)
+        self.membership().contains(from)
     }
 }

@@ -53,12 +53,20 @@ impl RaftCore {
             .values()
             .filter(|r| !r.1)
             .fold(Membership::default(), |acc, r| acc.union(&r.2));
-        let targets = if reported.is_empty() {
-            self.membership()
-        } else {
-            reported
-        };
-        targets.voters().filter(|&p| p != me).collect()
+        if reported.is_empty() {
+            // No answer shows a cluster yet: everyone who could be in one
+            // must say its log is empty, the pods the StatefulSet asks for
+            // included (a cluster that grew past its bootstrap voters).
+            let own = self.membership();
+            let asked = (0..self.cfg.probe_peers.min(super::membership::MAX_MEMBERS))
+                .chain(own.voters())
+                .filter(|&p| p != me);
+            let mut all: Vec<NodeId> = asked.collect();
+            all.sort_unstable();
+            all.dedup();
+            return all;
+        }
+        reported.voters().filter(|&p| p != me).collect()
     }
 
     /// Asks for its term, whether its log is empty and its configuration:
@@ -71,7 +79,14 @@ impl RaftCore {
             .replies
             .values()
             .fold(self.membership(), |acc, r| acc.union(&r.2));
-        let peers: Vec<NodeId> = everyone.members().filter(|&p| p != me).collect();
+        let seeds = 0..self.cfg.probe_peers.min(super::membership::MAX_MEMBERS);
+        let mut peers: Vec<NodeId> = everyone
+            .members()
+            .chain(seeds)
+            .filter(|&p| p != me)
+            .collect();
+        peers.sort_unstable();
+        peers.dedup();
         let term = self.term;
         for peer in peers {
             self.send(peer, term, Body::RejoinProbe);

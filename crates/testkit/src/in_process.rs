@@ -44,6 +44,7 @@ pub async fn start_node_tuned(
     let mut cfg = NodeConfig {
         name: PodName::parse("kvstore-0").expect("name"),
         replicas: 1,
+        probe_peers: 1,
         data_dir: dir.path().join("data"),
         cache_bytes: 16 << 20,
         history_revisions: 10_000,

@@ -259,6 +259,7 @@ impl Node {
 fn raft_config(cfg: &NodeConfig) -> raft::Config {
     let timing = cfg.timing;
     let mut raft_cfg = raft::Config::new(cfg.name.ordinal, cfg.replicas);
+    raft_cfg.probe_peers = cfg.probe_peers.max(cfg.replicas);
     raft_cfg.heartbeat_ticks = timing.ticks(timing.heartbeat);
     raft_cfg.election_ticks = timing.ticks(timing.election);
     raft_cfg.election_stagger_ticks = timing.ticks(timing.election_stagger);

@@ -30,6 +30,7 @@ fn config_for(dir: &Path, name: &str, cluster_id: Option<u64>) -> NodeConfig {
     NodeConfig {
         name: PodName::parse(name).expect("name"),
         replicas: 3,
+        probe_peers: 3,
         data_dir: dir.to_path_buf(),
         cache_bytes: 1 << 20,
         history_revisions: 100,
