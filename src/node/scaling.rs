@@ -9,11 +9,13 @@
 //! 1. a learner below the count that has caught up is promoted;
 //! 2. a member at or above the count is removed, highest ordinal first
 //!    (the core refuses a removal that would leave fewer live voters than a
-//!    quorum; the controller retries later). The leader never removes
-//!    itself: it hands leadership to the lowest caught-up voter first, and
-//!    the new leader removes it (a leader removing itself is safe in the
-//!    core, but a crash half-way through leaves the log's only copy of the
-//!    change with the member that no longer counts);
+//!    quorum; the controller retries later). The controller never has the
+//!    leader remove itself: it hands leadership to the lowest caught-up
+//!    voter first, and the new leader removes it (a leader removing itself
+//!    is safe in the core, but a crash half-way through leaves the log's
+//!    only copy of the change with the member that no longer counts, and
+//!    only rule 7 of the core keeps that live). A leader stopped by a
+//!    scale-down whose handover fails does remove itself on its way out;
 //! 3. a missing ordinal below the count is added as a learner, lowest
 //!    first. A learner costs nothing to quorum, so it is added before its
 //!    pod even answers; it is promoted once it has caught up.
