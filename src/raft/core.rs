@@ -246,16 +246,6 @@ impl RaftCore {
             Body::RejoinProbeResponse { empty_log, members } => {
                 return self.on_rejoin_probe_response(msg.from, msg.term, empty_log, members)
             }
-            // Until its probes are answered, a member whose data dir is new
-            // takes nothing from a leader: it may have acknowledged entries
-            // of a later term before its volume was lost, and a stale
-            // leader could otherwise count its new acknowledgement. Once
-            // answered, its term is at least every reported one.
-            Body::Append { .. } | Body::Heartbeat { .. } | Body::Snapshot { .. }
-                if self.voting == Voting::AwaitingPeers =>
-            {
-                return
-            }
             Body::PreVote { .. } | Body::Vote { .. } if !self.may_grant_votes_to(msg.from) => {
                 // A removed member (or a learner) never disrupts: its
                 // requests raise no term here and win no vote.

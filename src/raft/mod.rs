@@ -175,9 +175,11 @@
 //! being waited for), or — while no answer shows a cluster — the bootstrap
 //! voters and every ordinal the StatefulSet asks for now
 //! ([`Config::probe_peers`]), so that a cluster that grew past its bootstrap
-//! voters is never taken for a new one. Until then the member takes no
-//! appends, heartbeats or snapshots either: an acknowledgement from it could
-//! help a stale leader commit over an entry it acknowledged before the loss. The cost is liveness
+//! voters is never taken for a new one. Until it may vote, its
+//! acknowledgements (of appends, and of read-index rounds) do not count
+//! toward a leader's quorum either: a stale leader could otherwise commit
+//! over an entry it acknowledged, in a later term, before the loss. It
+//! still receives the log, so it catches up while another member is down. The cost is liveness
 //! only: a member with a lost volume cannot vote while another member is down.
 //!
 //! # Snapshots and compaction

@@ -100,7 +100,7 @@ impl RaftCore {
             let acks = l
                 .progress
                 .iter()
-                .filter(|(_, p)| p.read_round >= read.round)
+                .filter(|(_, p)| p.read_round >= read.round && p.voter)
                 .map(|(&id, _)| id)
                 .chain(std::iter::once(me));
             if !membership.is_quorum(acks) {

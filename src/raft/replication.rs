@@ -111,7 +111,7 @@ impl RaftCore {
             let active = l
                 .progress
                 .iter()
-                .filter(|(_, p)| p.recent_active)
+                .filter(|(_, p)| p.recent_active && p.voter)
                 .map(|(&id, _)| id)
                 .chain(std::iter::once(me));
             lost_quorum = !membership.is_quorum(active);
@@ -260,10 +260,14 @@ impl RaftCore {
         };
         let counted =
             |id: NodeId| membership.is_voter(id) || (learners_count && membership.contains(id));
+        // A member that may not vote yet (its volume was lost and it has
+        // not caught up) does not count either: before the loss it may have
+        // acknowledged, in a later term, an entry this (stale) leader's
+        // entry at that index would replace.
         let mut matches: Vec<Index> = l
             .progress
             .iter()
-            .filter(|(&id, _)| counted(id))
+            .filter(|(&id, p)| counted(id) && (p.voter || learners_count))
             .map(|(_, p)| p.match_index)
             .collect();
         if counted(me) {
