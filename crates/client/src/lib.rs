@@ -30,7 +30,10 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 
 pub mod backoff;
+mod classify;
 mod members;
+
+pub use classify::{certainly_not_applied, connect_failed, membership_change_retryable};
 
 use backoff::Backoff;
 use kvstore_proto::kv::cluster_client::ClusterClient;
@@ -41,7 +44,7 @@ use kvstore_proto::kv::{
     RequestOp, StatusRequest, StatusResponse, TransferLeadershipRequest, TxnRequest, TxnResponse,
     WatchRequest, WatchResponse,
 };
-use kvstore_proto::{KIND_METADATA, LEADER_METADATA};
+use kvstore_proto::LEADER_METADATA;
 
 /// Why a client call failed.
 #[derive(Debug, thiserror::Error)]
@@ -110,44 +113,6 @@ pub enum WriteRetry {
     Always,
     /// Never.
     Never,
-}
-
-/// Whether a failed request certainly changed nothing.
-pub fn certainly_not_applied(status: &Status) -> bool {
-    match status
-        .metadata()
-        .get(KIND_METADATA)
-        .and_then(|v| v.to_str().ok())
-    {
-        Some("outcome-unknown") => false,
-        Some(_) => true,
-        None => status.code() == Code::Unavailable && connect_failed(status),
-    }
-}
-
-/// Whether a request failed before it reached any server: no connection
-/// could be made (name lookup, TCP connect or connect timeout). tonic keeps
-/// a [`tonic::ConnectError`] in the status's source chain for exactly
-/// these, so the check does not depend on any error's wording.
-pub fn connect_failed(status: &Status) -> bool {
-    let mut source = std::error::Error::source(status);
-    while let Some(err) = source {
-        if err.is::<tonic::ConnectError>() {
-            return true;
-        }
-        source = err.source();
-    }
-    false
-}
-
-/// Whether a failed membership change may be sent again: only when it
-/// certainly changed nothing. That is UNAVAILABLE with the server's word for
-/// it (not the leader, no leader, shutting down, replaced by a new leader)
-/// or a connection that was never made; not an UNAVAILABLE of a broken
-/// connection, and never DEADLINE_EXCEEDED, whose change may have
-/// committed.
-pub fn membership_change_retryable(status: &Status) -> bool {
-    status.code() == Code::Unavailable && certainly_not_applied(status)
 }
 
 /// What a request does, which decides which of its failures are retried.
@@ -612,84 +577,4 @@ fn connection_reason(status: &Status) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Nothing listens on the port, or the name does not resolve: the
-    /// request reached no server. Any other failure, whatever its words,
-    /// is not a connect failure.
-    #[tokio::test]
-    async fn connect_failures_are_found_in_the_source_chain() {
-        let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        let port = closed.local_addr().expect("addr").port();
-        drop(closed);
-        for endpoint in [
-            format!("127.0.0.1:{port}"),
-            "kvstore-0.does-not-exist.invalid:7379".to_string(),
-        ] {
-            let policy = RetryPolicy {
-                budget: Duration::ZERO,
-                ..RetryPolicy::default()
-            };
-            let mut client = Client::new(
-                std::slice::from_ref(&endpoint),
-                policy,
-                Duration::from_secs(5),
-            )
-            .expect("client");
-            match client.put("k", "v").await {
-                Err(ClientError::Unreachable { .. }) => {}
-                other => panic!("{endpoint}: want Unreachable, got {other:?}"),
-            }
-        }
-        let worded = Status::unavailable("tcp connect error: Connection refused");
-        assert!(
-            !connect_failed(&worded),
-            "words alone are not a connect failure"
-        );
-        assert!(!certainly_not_applied(&worded));
-    }
-
-    /// A membership change is sent again only when the server says it did
-    /// not happen (or no connection was made): never after
-    /// DEADLINE_EXCEEDED or a broken connection, never after a refusal.
-    #[test]
-    fn membership_changes_are_retried_only_when_nothing_changed() {
-        let with_kind = |mut status: Status, kind: &'static str| {
-            status.metadata_mut().insert(
-                KIND_METADATA,
-                tonic::metadata::MetadataValue::from_static(kind),
-            );
-            status
-        };
-        for kind in ["unavailable", "no-leader", "not-applied", "shutting-down"] {
-            let status = with_kind(Status::unavailable("not the leader"), kind);
-            assert!(membership_change_retryable(&status), "{kind}");
-        }
-        let refused = [
-            with_kind(
-                Status::deadline_exceeded("the write's outcome is unknown"),
-                "outcome-unknown",
-            ),
-            Status::deadline_exceeded("the request timed out"),
-            // A connection that broke after the request was sent.
-            Status::unavailable("error reading a body from connection"),
-            Status::failed_precondition("learner 1 has not caught up with the log yet"),
-            Status::invalid_argument("\"other-3\" is not a pod of StatefulSet \"kvstore\""),
-        ];
-        for status in refused {
-            assert!(!membership_change_retryable(&status), "{status:?}");
-        }
-    }
-
-    /// A leader hint names the endpoint whose host is that pod.
-    #[test]
-    fn leader_hint_matches_pod_names() {
-        assert!(host_names(
-            "kvstore-1.kvstore-headless.default.svc.cluster.local:7379",
-            "kvstore-1"
-        ));
-        assert!(!host_names("kvstore-10.kvstore-headless:7379", "kvstore-1"));
-        assert!(host_names("http://kvstore-2:7379", "kvstore-2"));
-    }
-}
+mod tests;

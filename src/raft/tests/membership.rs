@@ -30,23 +30,6 @@ fn restored(id: NodeId, term: Term, entries: Vec<Entry>, applied: Index) -> Raft
     RaftCore::new(config(id, 3), restored, 7)
 }
 
-/// `n` elected in `term` with `granter`'s pre-vote and vote.
-fn elect(mut n: RaftCore, term: Term, granter: NodeId) -> RaftCore {
-    let id = n.id();
-    n.tick_until_campaign();
-    n.step(msg(
-        granter,
-        id,
-        term,
-        Body::PreVoteResponse { granted: true },
-    ));
-    ready(&mut n);
-    n.step(msg(granter, id, term, Body::VoteResponse { granted: true }));
-    ready(&mut n);
-    assert_eq!((n.role(), n.term()), (Role::Leader, term));
-    n
-}
-
 fn learner_accepted(match_index: Index) -> Body {
     // A learner says it may vote (its volume is fine): still a learner.
     accepted(match_index)

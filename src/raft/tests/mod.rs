@@ -128,8 +128,13 @@ fn tick_n(n: &mut RaftCore, count: u32) -> Ready {
 /// (restored in `term - 1`): it has appended its no-op and sent it, and no
 /// follower has answered yet.
 fn new_leader(id: NodeId, voters: u32, term: Term, log_terms: &[Term]) -> RaftCore {
-    let mut n = member(id, voters, term - 1, log_terms);
-    let granter = (id + 1) % voters;
+    let n = member(id, voters, term - 1, log_terms);
+    elect(n, term, (id + 1) % voters)
+}
+
+/// `n` elected in `term` with `granter`'s pre-vote and vote.
+fn elect(mut n: RaftCore, term: Term, granter: NodeId) -> RaftCore {
+    let id = n.id();
     n.tick_until_campaign();
     n.step(msg(
         granter,
