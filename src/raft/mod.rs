@@ -35,10 +35,11 @@
 //! a [`Ready`] and carries it out in this order, the same for the server and
 //! the simulation:
 //!
+//! 0. a leader sends its appends and heartbeats of its current term;
 //! 1. persist the snapshot (if the leader sent one), the hard state (term,
 //!    vote, voting state) and the new entries, ending in an fsync;
 //! 2. call [`RaftCore::advance`], telling the core those are durable;
-//! 3. send the messages;
+//! 3. send the other messages;
 //! 4. start the snapshot transfers asked for;
 //! 5. apply the committed entries;
 //! 6. serve the reads that became ready.
@@ -46,7 +47,10 @@
 //! Step 1 before step 3 is the durability rule: a vote, or the acknowledgement
 //! of an entry, is never sent before it is on disk, so a crash cannot make a
 //! member forget a promise it made. The leader counts its own log towards a
-//! quorum only up to what it has persisted (`advance`). The same ordering is
+//! quorum only up to what it has persisted (`advance`), which is why step 0
+//! is safe (thesis §10.2.1): a leader's append promises nothing, so the
+//! leader writes its own log while the followers write theirs, and a put
+//! costs one fsync of latency, not two in a row. The same ordering is
 //! what lets concurrent proposals share one append, one fsync and one message
 //! per follower (group commit): everything proposed between two Ready calls
 //! goes out together.

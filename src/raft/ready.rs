@@ -64,8 +64,13 @@ impl RaftCore {
             return Ok(false);
         }
         let mut rd = self.take_ready();
-        if mutated!(self, SendBeforePersist) {
-            handler.send(std::mem::take(&mut rd.messages))?;
+        let early = if mutated!(self, SendBeforePersist) {
+            std::mem::take(&mut rd.messages)
+        } else {
+            self.take_leader_requests(&mut rd.messages)
+        };
+        if !early.is_empty() {
+            handler.send(early)?;
         }
         handler.persist(self, rd.snapshot, rd.hard_state, &rd.entries)?;
         self.advance();
@@ -82,6 +87,26 @@ impl RaftCore {
             handler.answer_reads(self, rd.read_states, rd.dropped_reads)?;
         }
         Ok(true)
+    }
+
+    /// Takes out of `messages` the leader's own requests of its current term
+    /// (appends and heartbeats), which may go out before this Ready is
+    /// persisted: they promise nothing on the leader's behalf, and the leader
+    /// counts its own log towards a commit only once `advance` says it is
+    /// durable (thesis §10.2.1). The leader's fsync then runs while the
+    /// followers write theirs, instead of before. Every other message (a
+    /// vote, an acknowledgement, a campaign) waits for the fsync.
+    fn take_leader_requests(&self, messages: &mut Vec<Message>) -> Vec<Message> {
+        if !matches!(self.role, RoleState::Leader(_)) {
+            return Vec::new();
+        }
+        let term = self.term;
+        let (early, late): (Vec<Message>, Vec<Message>) =
+            std::mem::take(messages).into_iter().partition(|m| {
+                m.term == term && matches!(m.body, Body::Append { .. } | Body::Heartbeat { .. })
+            });
+        *messages = late;
+        early
     }
 
     /// Collects what the driver must do now. Call [`RaftCore::advance`] once
