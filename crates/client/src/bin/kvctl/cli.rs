@@ -123,7 +123,7 @@ pub(crate) enum Cmd {
     },
     /// Move leadership to the member with this ordinal.
     TransferLeader { ordinal: u32 },
-    /// Measure the cluster: a
+    /// Measure the cluster (or an etcd cluster, with --backend etcd): a
     /// closed-loop load of puts, gets, compare-and-swaps or a watch
     /// fan-out, reported as ops/s and latency percentiles. It writes keys
     /// of its own (zero-padded numbers, and under "w" for watch): use a

@@ -20,7 +20,8 @@ pub(crate) const DEFAULT_OPS: u64 = 20_000;
 // `--json` and `--timeout` are kvctl's global flags).
 #[derive(Args, Debug, Clone)]
 pub(crate) struct BenchArgs {
-    /// The store to measure.
+    /// The store to measure: kvstore, or etcd (the endpoints are then the
+    /// host:port of etcd's client URLs).
     #[arg(long, value_enum, default_value = "kvstore")]
     pub(crate) backend: BackendKind,
     /// The operation: put; get (of a preloaded keyspace, at --consistency);
@@ -72,6 +73,7 @@ pub(crate) struct BenchArgs {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub(crate) enum BackendKind {
     Kvstore,
+    Etcd,
 }
 
 // The `--op` values.
@@ -95,6 +97,7 @@ impl BackendKind {
     pub(crate) fn name(self) -> &'static str {
         match self {
             BackendKind::Kvstore => "kvstore",
+            BackendKind::Etcd => "etcd",
         }
     }
 }

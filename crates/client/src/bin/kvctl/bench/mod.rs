@@ -1,5 +1,5 @@
-//! `kvctl bench`: a closed-loop load generator for kvstore, speaking its
-//! gRPC API through the generated clients (no
+//! `kvctl bench`: a closed-loop load generator for kvstore and for etcd,
+//! speaking each store's own gRPC API through the generated clients (no
 //! retry layer), with HDR latency histograms.
 //!
 //! `--concurrency` workers each keep one request in flight (put, get of a
@@ -84,6 +84,7 @@ pub(crate) fn main(args: BenchArgs, globals: Globals) -> ExitCode {
     let result = runtime.block_on(async {
         match plan.backend {
             BackendKind::Kvstore => bench::<backend::kvstore::Kvstore>(&plan).await,
+            BackendKind::Etcd => bench::<backend::etcd::Etcd>(&plan).await,
         }
     });
     match result {

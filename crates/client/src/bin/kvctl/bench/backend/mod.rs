@@ -3,6 +3,7 @@
 //! generated clients directly (no retries: the bench measures the server,
 //! not a retry layer), and finds its store's leader its own way.
 
+pub(crate) mod etcd;
 pub(crate) mod kvstore;
 
 use std::error::Error as StdError;
