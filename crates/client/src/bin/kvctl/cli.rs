@@ -123,6 +123,12 @@ pub(crate) enum Cmd {
     },
     /// Move leadership to the member with this ordinal.
     TransferLeader { ordinal: u32 },
+    /// Measure the cluster (or an etcd cluster, with --backend etcd): a
+    /// closed-loop load of puts, gets, compare-and-swaps or a watch
+    /// fan-out, reported as ops/s and latency percentiles. It writes keys
+    /// of its own (zero-padded numbers, and under "w" for watch): use a
+    /// cluster whose data does not matter.
+    Bench(crate::bench::BenchArgs),
     /// List, add, promote or remove members, by pod name. Every node's
     /// scaling controller moves the configuration toward the desired
     /// replica count, so a change it does not want (a member at or above

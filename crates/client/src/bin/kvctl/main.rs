@@ -6,6 +6,7 @@
 //! reached or answered in time; 4 a write's outcome is unknown (it may have
 //! been applied). Errors print one line on stderr.
 
+mod bench;
 mod cli;
 mod commands;
 mod exit;
@@ -29,27 +30,53 @@ use commands::RangeQuery;
 use exit::fail;
 use watch::WatchOptions;
 
-#[tokio::main(flavor = "current_thread")]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let cli = Cli::parse();
     let endpoints = cli.endpoint_list();
-    let policy = RetryPolicy {
-        budget: Duration::from_secs(cli.timeout),
-        ..RetryPolicy::default()
-    };
-    let mut client = match Client::new(&endpoints, policy, Duration::from_secs(cli.timeout.max(1)))
-    {
-        Ok(c) => c,
-        Err(e) => return fail(e),
-    };
-    let settings = Settings {
-        json_out: cli.json,
-        consistency: cli.consistency.into(),
-        timeout_s: cli.timeout,
-        policy,
-    };
-    let out = std::io::stdout();
-    dispatch(cli.command, &mut client, &mut out.lock(), &settings).await
+    match cli.command {
+        // The bench runs on a multi-threaded runtime of its own.
+        Cmd::Bench(args) => bench::main(
+            args,
+            bench::Globals {
+                endpoints,
+                consistency: cli.consistency,
+                json: cli.json,
+                timeout_s: cli.timeout,
+            },
+        ),
+        command => {
+            // One request at a time: one thread is plenty.
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("kvctl: cannot start the runtime: {e}");
+                    return ExitCode::from(1);
+                }
+            };
+            let policy = RetryPolicy {
+                budget: Duration::from_secs(cli.timeout),
+                ..RetryPolicy::default()
+            };
+            let settings = Settings {
+                json_out: cli.json,
+                consistency: cli.consistency.into(),
+                timeout_s: cli.timeout,
+                policy,
+            };
+            runtime.block_on(async {
+                let request_timeout = Duration::from_secs(cli.timeout.max(1));
+                let mut client = match Client::new(&endpoints, policy, request_timeout) {
+                    Ok(c) => c,
+                    Err(e) => return fail(e),
+                };
+                let out = std::io::stdout();
+                dispatch(command, &mut client, &mut out.lock(), &settings).await
+            })
+        }
+    }
 }
 
 /// The global flags every command may use.
@@ -132,5 +159,7 @@ async fn dispatch(
         }
         Cmd::TransferLeader { ordinal } => commands::transfer_leader(client, out, ordinal).await,
         Cmd::Member { action } => member::member(client, out, json_out, action).await,
+        // Run by `main` on a runtime of its own, never dispatched here.
+        Cmd::Bench(_) => ExitCode::from(2),
     }
 }
