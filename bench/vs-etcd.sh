@@ -148,7 +148,7 @@ run_case() {
     stop_members "$SUPERVISOR"
   fi
   printf '  %-8s %-18s c=%-4s %s\n' "$store" "$op" "$conc" \
-    "$(python3 -c 'import json,sys; r=json.loads(sys.argv[1]); l=r["latency_ms"]; print(f"{r["ops_per_s"]:.0f} ops/s  p50 {l["p50"]:.2f} ms  p99 {l["p99"]:.2f} ms  errors {sum(r["errors"].values())}")' "$out")" >&2
+    "$(python3 -c 'import json,sys; r=json.loads(sys.argv[1]); l=r["latency_ms"]; print("%.0f ops/s  p50 %.2f ms  p99 %.2f ms  errors %d" % (r["ops_per_s"], l["p50"], l["p99"], sum(r["errors"].values())))' "$out")" >&2
 }
 
 echo "kvstore $(git rev-parse --short HEAD) vs $ETCD_VERSION; $(nproc) cores; $ROUNDS rounds of $OPS ops per case" >&2
