@@ -27,17 +27,14 @@ pub use kvstore::v1 as kv;
 #[cfg(feature = "etcd")]
 pub mod etcd {
     /// The services: KV, Watch, Lease, Cluster, Maintenance, Auth.
-    #[allow(clippy::all)]
     pub mod etcdserverpb {
         tonic::include_proto!("etcdserverpb");
     }
     /// Keys, values and watch events.
-    #[allow(clippy::all)]
     pub mod mvccpb {
         tonic::include_proto!("mvccpb");
     }
     /// Users, roles and permissions.
-    #[allow(clippy::all)]
     pub mod authpb {
         tonic::include_proto!("authpb");
     }

@@ -127,7 +127,8 @@ pub(crate) enum Cmd {
     /// closed-loop load of puts, gets, compare-and-swaps or a watch
     /// fan-out, reported as ops/s and latency percentiles. It writes keys
     /// of its own (zero-padded numbers, and under "w" for watch): use a
-    /// cluster whose data does not matter.
+    /// cluster whose data does not matter. --timeout bounds each request,
+    /// and the search for the leader.
     Bench(crate::bench::BenchArgs),
     /// List, add, promote or remove members, by pod name. Every node's
     /// scaling controller moves the configuration toward the desired

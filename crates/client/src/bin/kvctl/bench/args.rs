@@ -33,7 +33,7 @@ pub(crate) struct BenchArgs {
     #[arg(long, default_value_t = 1)]
     pub(crate) concurrency: usize,
     /// gRPC channels (HTTP/2 connections); workers are spread over them
-    /// round-robin.
+    /// round-robin. With --target all, at least one per endpoint.
     #[arg(long, default_value_t = 1)]
     pub(crate) connections: usize,
     /// Number of distinct keys.

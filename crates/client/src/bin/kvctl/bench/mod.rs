@@ -78,7 +78,8 @@ pub(crate) fn main(args: BenchArgs, globals: Globals) -> ExitCode {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("kvctl: cannot start the runtime: {e}");
-            return ExitCode::from(1);
+            // Not 1, which means "the answer is no".
+            return ExitCode::from(2);
         }
     };
     let result = runtime.block_on(async {
