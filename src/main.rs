@@ -8,6 +8,10 @@ use std::process::ExitCode;
 use clap::Parser;
 use kvstore::config::{Cli, CliCommand};
 
+/// See Cargo.toml: sled's page materialisation is allocation-heavy.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {

@@ -105,9 +105,24 @@ impl Applier {
     /// Runs until `Stop`. A storage failure is fatal: it is returned and the
     /// node stops.
     pub fn run(mut self) -> Result<(), StateError> {
-        while let Ok(msg) = self.rx.recv() {
+        let mut next = None;
+        while let Some(msg) = next.take().or_else(|| self.rx.recv().ok()) {
             match msg {
-                ApplyMsg::Entries(entries) => self.apply(entries)?,
+                ApplyMsg::Entries(mut entries) => {
+                    // Everything committed meanwhile goes into the same
+                    // sled batch: sled writes out its buffers twice per
+                    // batch (`Tree::apply_batch`), whatever its size.
+                    while let Ok(more) = self.rx.try_recv() {
+                        match more {
+                            ApplyMsg::Entries(more) => entries.extend(more),
+                            other => {
+                                next = Some(other);
+                                break;
+                            }
+                        }
+                    }
+                    self.apply(entries)?
+                }
                 ApplyMsg::Install {
                     writer,
                     expected,
