@@ -50,7 +50,10 @@ def summary(runs):
         "ops": statistics.median(r["ops_per_s"] for r in runs),
         "p50": statistics.median(r["latency_ms"]["p50"] for r in runs),
         "p99": statistics.median(r["latency_ms"]["p99"] for r in runs),
-        "errors": sum(sum(r["errors"].values()) for r in runs),
+        # Undelivered watch events count as errors.
+        "errors": sum(sum(r["errors"].values())
+                      + r.get("events_expected", 0) - r.get("events_delivered", 0)
+                      for r in runs),
         "rss": max(r["rss_mib"] for r in runs),
     }
 
