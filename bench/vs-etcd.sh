@@ -170,4 +170,8 @@ for round in $(seq 1 "$ROUNDS"); do
   done
 done
 
+# Every run's figures, kept for a second look (the table is made from them).
+mkdir -p "$ROOT/target"
+cp "$WORK/results.jsonl" "$ROOT/target/vs-etcd-results.jsonl"
 python3 "$ROOT/bench/table.py" "$WORK/results.jsonl" "$ETCD_VERSION"
+echo "each run's figures: target/vs-etcd-results.jsonl" >&2
