@@ -8,10 +8,6 @@ use std::process::ExitCode;
 use clap::Parser;
 use kvstore::config::{Cli, CliCommand};
 
-/// See Cargo.toml: sled's page materialisation is allocation-heavy.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {

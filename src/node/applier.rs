@@ -21,6 +21,10 @@ use crate::state::{KvState, StateError};
 /// watchers' shared queue stays small.
 const MAX_BROADCAST_EVENT_BYTES: usize = 1 << 20;
 
+/// The most bytes of entry data the apply thread folds into one batch from
+/// several messages (a single larger message is applied as it is).
+const COALESCE_BYTES: usize = 1 << 20;
+
 /// Work for the apply thread, in log order.
 pub enum ApplyMsg {
     /// Committed entries to apply.
@@ -109,16 +113,23 @@ impl Applier {
         while let Some(msg) = next.take().or_else(|| self.rx.recv().ok()) {
             match msg {
                 ApplyMsg::Entries(mut entries) => {
-                    // Everything committed meanwhile goes into the same
-                    // sled batch: sled writes out its buffers twice per
-                    // batch (`Tree::apply_batch`), whatever its size.
-                    while let Ok(more) = self.rx.try_recv() {
-                        match more {
-                            ApplyMsg::Entries(more) => entries.extend(more),
-                            other => {
+                    // What was committed meanwhile goes into the same sled
+                    // batch (sled writes out its buffers twice per batch,
+                    // `Tree::apply_batch`, whatever its size), up to a
+                    // bound, so that a member catching up does not hold a
+                    // larger batch in memory than before.
+                    let mut bytes: usize = entries.iter().map(|e| e.data.len()).sum();
+                    while bytes < COALESCE_BYTES {
+                        match self.rx.try_recv() {
+                            Ok(ApplyMsg::Entries(more)) => {
+                                bytes += more.iter().map(|e| e.data.len()).sum::<usize>();
+                                entries.extend(more);
+                            }
+                            Ok(other) => {
                                 next = Some(other);
                                 break;
                             }
+                            Err(_) => break,
                         }
                     }
                     self.apply(entries)?

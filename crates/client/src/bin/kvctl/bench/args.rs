@@ -67,6 +67,11 @@ pub(crate) struct BenchArgs {
     /// With --op watch: the writer's puts per second.
     #[arg(long, default_value_t = 1000.0)]
     pub(crate) rate: f64,
+    /// With --op get: read the keys an earlier run loaded (the same
+    /// --keyspace and --key-size) instead of loading them first; keys that
+    /// are not there are read as misses.
+    #[arg(long)]
+    pub(crate) no_preload: bool,
 }
 
 // The `--backend` values.
@@ -158,6 +163,11 @@ pub(crate) enum ArgError {
     /// No endpoints.
     #[error("no endpoints given (--endpoints)")]
     NoEndpoints,
+    /// `--no-preload` with an operation other than get.
+    #[error(
+        "--no-preload is for --op get only (a compare-and-swap must know the values it compares)"
+    )]
+    NoPreloadNotGet,
 }
 
 /// Everything a run needs, checked.
@@ -193,6 +203,8 @@ pub(crate) struct Plan {
     pub(crate) watchers: usize,
     /// The watch writer's puts per second (for watch).
     pub(crate) rate: f64,
+    /// Whether the keyspace is written before measuring.
+    pub(crate) preload: bool,
 }
 
 /// The smallest value that carries a watch timestamp: nanoseconds since
@@ -246,6 +258,9 @@ impl Plan {
         if !(args.rate.is_finite() && args.rate > 0.0) {
             return Err(ArgError::Rate);
         }
+        if args.no_preload && args.op != OpKind::Get {
+            return Err(ArgError::NoPreloadNotGet);
+        }
         Ok(Plan {
             backend: args.backend,
             op: args.op,
@@ -262,6 +277,7 @@ impl Plan {
             request_timeout: Duration::from_secs(timeout_s.max(1)),
             watchers: args.watchers,
             rate: args.rate,
+            preload: args.op.preloads() && !args.no_preload,
         })
     }
 }
@@ -349,6 +365,27 @@ mod tests {
             Some(ArgError::Rate)
         );
         assert!(Wrap::try_parse_from(["bench", "--backend", "redis"]).is_err());
+    }
+
+    /// `--no-preload` reads what an earlier run loaded; a compare-and-swap
+    /// cannot skip the load (it must know the values it compares).
+    #[test]
+    fn no_preload_is_for_gets_only() {
+        assert!(plan(&["--op", "get"]).expect("plan").preload);
+        assert!(
+            !plan(&["--op", "get", "--no-preload"])
+                .expect("plan")
+                .preload
+        );
+        assert!(!plan(&["--op", "put"]).expect("plan").preload);
+        assert_eq!(
+            plan(&["--op", "txn", "--no-preload"]).err(),
+            Some(ArgError::NoPreloadNotGet)
+        );
+        assert_eq!(
+            plan(&["--op", "put", "--no-preload"]).err(),
+            Some(ArgError::NoPreloadNotGet)
+        );
     }
 
     #[test]

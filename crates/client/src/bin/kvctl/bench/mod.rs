@@ -115,7 +115,7 @@ async fn bench<C: Conn>(plan: &Plan) -> Result<Report, SetupError> {
     let measured = match plan.op {
         OpKind::Watch => watch::run(plan, &conns, label).await?,
         op => {
-            let workload = if op.preloads() {
+            let workload = if plan.preload {
                 eprintln!(
                     "kvctl: bench: preloading {} keys of {} bytes (not measured)",
                     plan.keyspace.len(),
@@ -129,6 +129,8 @@ async fn bench<C: Conn>(plan: &Plan) -> Result<Report, SetupError> {
                     ),
                     _ => Workload::Get(plan.consistency),
                 }
+            } else if op == OpKind::Get {
+                Workload::Get(plan.consistency)
             } else {
                 Workload::Put(data::filler(plan.value_size))
             };
