@@ -1,7 +1,7 @@
 //! The etcd backend: etcd's v3 API (`etcdserverpb`), through clients
 //! generated from the etcd protos vendored under `proto/etcd/`.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures::StreamExt;
@@ -18,11 +18,8 @@ use kvstore_proto::etcd::etcdserverpb::{
 };
 use kvstore_proto::etcd::mvccpb::event::EventType;
 
-use super::{connect, Cas, Conn, EventStream, Expected, SetupError};
+use super::{connect, poll_for_leader, Cas, Conn, EventStream, Expected, SetupError, View};
 use crate::cli::Consistency;
-
-/// How long to wait between rounds of asking the endpoints for the leader.
-const LEADER_POLL: Duration = Duration::from_millis(200);
 
 /// A handle on an etcd member.
 #[derive(Clone)]
@@ -43,31 +40,10 @@ impl Conn for Etcd {
     /// id is the leader id, else the leader's first client URL from
     /// `Cluster.MemberList`.
     async fn find_leader(endpoints: &[String], timeout: Duration) -> Result<String, SetupError> {
-        let deadline = Instant::now() + timeout;
-        let mut last = String::from("no answer");
-        loop {
-            let mut named = None;
-            for endpoint in endpoints {
-                match leader_view(endpoint, timeout).await {
-                    Ok(View::Leads) => return Ok(endpoint.clone()),
-                    Ok(View::Names(url)) => named = named.or(url),
-                    Ok(View::NoLeader) => last = format!("{endpoint} knows no leader"),
-                    Err(e @ SetupError::BadEndpoint { .. }) => return Err(e),
-                    Err(e) => last = e.to_string(),
-                }
-            }
-            if let Some(url) = named {
-                return Ok(url);
-            }
-            if Instant::now() >= deadline {
-                return Err(SetupError::NoLeader {
-                    endpoints: endpoints.join(","),
-                    timeout_s: timeout.as_secs(),
-                    last,
-                });
-            }
-            tokio::time::sleep(LEADER_POLL).await;
-        }
+        poll_for_leader(endpoints, timeout, |endpoint, timeout| async move {
+            leader_view(&endpoint, timeout).await
+        })
+        .await
     }
 
     async fn put(&mut self, key: Bytes, value: Bytes) -> Result<(), Status> {
@@ -187,16 +163,6 @@ impl Conn for Etcd {
             })
         })))
     }
-}
-
-/// What one member says about the leader.
-enum View {
-    /// It leads.
-    Leads,
-    /// It names a leader, at this client URL if the member list has one.
-    Names(Option<String>),
-    /// It knows of none.
-    NoLeader,
 }
 
 /// Asks `endpoint` who leads.

@@ -1,7 +1,7 @@
 //! The kvstore backend: kvstore's own API (`kvstore.v1`), through the
 //! generated clients.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures::StreamExt;
@@ -16,11 +16,8 @@ use kvstore_proto::kv::{
     Role, StatusRequest, TxnRequest, WatchRequest,
 };
 
-use super::{connect, Cas, Conn, EventStream, Expected, SetupError};
+use super::{connect, poll_for_leader, Cas, Conn, EventStream, Expected, SetupError, View};
 use crate::cli::Consistency;
-
-/// How long to wait between rounds of asking the endpoints for the leader.
-const LEADER_POLL: Duration = Duration::from_millis(200);
 
 /// A handle on a kvstore node.
 #[derive(Clone)]
@@ -38,31 +35,10 @@ impl Conn for Kvstore {
     /// Asks each endpoint's `Cluster.Status`: the endpoint that says it
     /// leads, else the client address a node gives for the leader it names.
     async fn find_leader(endpoints: &[String], timeout: Duration) -> Result<String, SetupError> {
-        let deadline = Instant::now() + timeout;
-        let mut last = String::from("no answer");
-        loop {
-            let mut named = None;
-            for endpoint in endpoints {
-                match leader_view(endpoint, timeout).await {
-                    Ok(View::Leads) => return Ok(endpoint.clone()),
-                    Ok(View::Names(addr)) => named = named.or(addr),
-                    Ok(View::NoLeader) => last = format!("{endpoint} knows no leader"),
-                    Err(e @ SetupError::BadEndpoint { .. }) => return Err(e),
-                    Err(e) => last = e.to_string(),
-                }
-            }
-            if let Some(addr) = named {
-                return Ok(addr);
-            }
-            if Instant::now() >= deadline {
-                return Err(SetupError::NoLeader {
-                    endpoints: endpoints.join(","),
-                    timeout_s: timeout.as_secs(),
-                    last,
-                });
-            }
-            tokio::time::sleep(LEADER_POLL).await;
-        }
+        poll_for_leader(endpoints, timeout, |endpoint, timeout| async move {
+            leader_view(&endpoint, timeout).await
+        })
+        .await
     }
 
     async fn put(&mut self, key: Bytes, value: Bytes) -> Result<(), Status> {
@@ -166,16 +142,6 @@ impl Conn for Kvstore {
             })
         })))
     }
-}
-
-/// What one node says about the leader.
-enum View {
-    /// It leads.
-    Leads,
-    /// It names a leader, at this client address if it knows it.
-    Names(Option<String>),
-    /// It knows of none.
-    NoLeader,
 }
 
 /// Asks `endpoint` who leads.

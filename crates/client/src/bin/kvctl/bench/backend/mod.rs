@@ -20,6 +20,58 @@ use crate::cli::Consistency;
 
 use super::args::{Plan, Target};
 
+/// How often the leader search asks the endpoints again.
+const LEADER_POLL: Duration = Duration::from_millis(200);
+
+/// What one endpoint says of the leader.
+pub(crate) enum View {
+    /// It leads.
+    Leads,
+    /// It names a leader, at this client endpoint if it knows one.
+    Names(Option<String>),
+    /// It knows of none.
+    NoLeader,
+}
+
+/// Asks every endpoint through `view` until one leads (its endpoint) or
+/// names the leader's client endpoint, for up to `timeout`. Both backends
+/// search this way; only the question (`view`) differs.
+pub(crate) async fn poll_for_leader<F, Fut>(
+    endpoints: &[String],
+    timeout: Duration,
+    view: F,
+) -> Result<String, SetupError>
+where
+    F: Fn(String, Duration) -> Fut,
+    Fut: Future<Output = Result<View, SetupError>>,
+{
+    let deadline = std::time::Instant::now() + timeout;
+    let mut last = String::from("no answer");
+    loop {
+        let mut named = None;
+        for endpoint in endpoints {
+            match view(endpoint.clone(), timeout).await {
+                Ok(View::Leads) => return Ok(endpoint.clone()),
+                Ok(View::Names(addr)) => named = named.or(addr),
+                Ok(View::NoLeader) => last = format!("{endpoint} knows no leader"),
+                Err(e @ SetupError::BadEndpoint { .. }) => return Err(e),
+                Err(e) => last = e.to_string(),
+            }
+        }
+        if let Some(addr) = named {
+            return Ok(addr);
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(SetupError::NoLeader {
+                endpoints: endpoints.join(","),
+                timeout_s: timeout.as_secs(),
+                last,
+            });
+        }
+        tokio::time::sleep(LEADER_POLL).await;
+    }
+}
+
 /// What a compare-and-swap expects the key to hold.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Expected {
