@@ -27,8 +27,10 @@ pub trait ReadyHandler {
         entries: &[Entry],
     ) -> Result<(), Self::Error>;
 
-    /// Step 3 (step 2 is the core's `advance`): send the messages. Every
-    /// promise in them (a vote, an acknowledged entry) is durable by now.
+    /// Steps 0 and 3 (step 2 is the core's `advance`): send the messages.
+    /// At step 0 only a leader's appends and heartbeats, which promise
+    /// nothing; at step 3 the rest, every promise in which (a vote, an
+    /// acknowledged entry) is durable by then.
     fn send(&mut self, messages: Vec<Message>) -> Result<(), Self::Error>;
 
     /// Step 4: start a snapshot transfer to each of `peers`, taken at the
@@ -57,8 +59,9 @@ pub trait ReadyHandler {
 
 impl RaftCore {
     /// Takes one Ready, if there is one, and has `handler` carry it out in
-    /// order: persist, advance, send, snapshots, apply, reads. Returns
-    /// whether there was one; drivers call it until it returns false.
+    /// order: a leader's own requests, persist, advance, the other messages,
+    /// snapshots, apply, reads. Returns whether there was one; drivers call
+    /// it until it returns false.
     pub fn handle_ready<H: ReadyHandler>(&mut self, handler: &mut H) -> Result<bool, H::Error> {
         if !self.has_ready() {
             return Ok(false);
