@@ -19,6 +19,7 @@ pub mod apply;
 mod batch;
 pub mod command;
 pub mod keys;
+mod segments;
 pub mod snapshot;
 pub mod space;
 
@@ -232,6 +233,7 @@ impl KvState {
         let db = sled::Config::new()
             .path(dir)
             .cache_capacity(cache_bytes)
+            .segment_size(segments::segment_size_for(dir)?)
             .mode(sled::Mode::HighThroughput)
             .open()?;
         let name = match db.get(ACTIVE_KEY)? {

@@ -108,6 +108,9 @@ impl ReplicationThread {
         let before = self.core.log().snapshot().index;
         let target = self.compaction_target(index);
         self.core.compact(target);
+        // The next checkpoint waits for the log to grow from what is left.
+        self.checkpoint_after_bytes =
+            self.core.log().data_bytes() + (self.compaction.max_bytes / 4).max(1);
         let snapshot = self.core.log().snapshot();
         if snapshot.index > before || self.wal.active_len() > self.compaction.max_segment_bytes() {
             self.wal
@@ -124,9 +127,12 @@ impl ReplicationThread {
         let too_big = log.entries().len() as u64 > self.compaction.max_entries
             || log.data_bytes() > self.compaction.max_bytes
             || self.wal.active_len() > self.compaction.max_segment_bytes();
-        if too_big && !self.checkpoint_in_flight && log.last_index() >= self.checkpoint_after {
+        let grown = log.last_index() >= self.checkpoint_after
+            || log.data_bytes() >= self.checkpoint_after_bytes;
+        if too_big && !self.checkpoint_in_flight && grown {
             self.checkpoint_in_flight = true;
             self.checkpoint_after = log.last_index() + (self.compaction.max_entries / 4).max(1);
+            self.checkpoint_after_bytes = log.data_bytes() + (self.compaction.max_bytes / 4).max(1);
             self.apply_tx
                 .send(ApplyMsg::Checkpoint)
                 .map_err(|_| Fatal::ApplierGone)?;

@@ -137,9 +137,11 @@ pub struct ReplicationThread {
     received_snapshot: Option<ReceivedSnapshot>,
     transfer: Option<PendingTransfer>,
     checkpoint_in_flight: bool,
-    /// No new checkpoint before the log reaches this index (so a log that
-    /// cannot shrink further is not checkpointed over and over).
+    /// No new checkpoint before the log reaches this index or holds this
+    /// many bytes of entry data (so a log that cannot shrink further is not
+    /// checkpointed over and over, and one of large entries still is).
     checkpoint_after: u64,
+    checkpoint_after_bytes: u64,
     compact_to: Option<u64>,
     bootstrap_term: u64,
     /// The id a new cluster takes, when the operator pinned one.
@@ -191,6 +193,7 @@ impl ReplicationThread {
             transfer: None,
             checkpoint_in_flight: false,
             checkpoint_after: 0,
+            checkpoint_after_bytes: 0,
             compact_to: None,
             bootstrap_term: 0,
             pinned_cluster_id: None,

@@ -53,6 +53,20 @@ struct Fixture {
 
 impl Fixture {
     fn new(wal: Wal, peers: Arc<dyn Peers>, mutation: Option<Mutation>) -> Fixture {
+        let policy = CompactionPolicy {
+            max_entries: 1000,
+            max_bytes: 1 << 30,
+            keep_entries: 100,
+        };
+        Fixture::with_policy(wal, peers, mutation, policy)
+    }
+
+    fn with_policy(
+        wal: Wal,
+        peers: Arc<dyn Peers>,
+        mutation: Option<Mutation>,
+        policy: CompactionPolicy,
+    ) -> Fixture {
         let dir = tempfile::tempdir().expect("tempdir");
         let state =
             Arc::new(KvState::open(&dir.path().join("state"), 8 << 20, 10_000).expect("open"));
@@ -93,11 +107,7 @@ impl Fixture {
             status_tx,
             state.clone(),
             Duration::from_millis(10),
-            CompactionPolicy {
-                max_entries: 1000,
-                max_bytes: 1 << 30,
-                keep_entries: 100,
-            },
+            policy,
             PodName::parse("kvstore-1").expect("name"),
         );
         Fixture {
@@ -322,5 +332,73 @@ fn no_message_leaves_before_the_sync_it_depends_on() {
     assert!(
         broken.len() >= 6,
         "sending before persisting must be caught: {broken:?}"
+    );
+}
+
+/// A follower receiving large entries: the log and its file stay within a
+/// few times the byte limit, although far fewer entries than the entry
+/// limit arrive between checkpoints.
+#[test]
+fn a_log_of_large_entries_is_compacted_by_bytes() {
+    const VALUE: usize = 100 << 10;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (wal, _) = Wal::open(&dir.path().join("wal")).expect("wal");
+    let policy = CompactionPolicy {
+        max_entries: 1000,
+        max_bytes: 1 << 20,
+        keep_entries: 500,
+    };
+    let mut fixture = Fixture::with_policy(wal, Arc::new(NoPeers), None, policy);
+    let append = |prev: u64| {
+        let data = Command::new(Op::Put(crate::proto::kv::PutRequest {
+            key: format!("k{}", prev % 10).into(),
+            value: vec![7u8; VALUE].into(),
+            prev_kv: false,
+        }))
+        .encode();
+        Input::Step(Message {
+            from: 0,
+            to: 1,
+            term: 1,
+            body: Body::Append {
+                prev_index: prev,
+                prev_term: if prev == 0 { 0 } else { 1 },
+                entries: vec![Entry {
+                    index: prev + 1,
+                    term: 1,
+                    kind: EntryKind::Normal,
+                    data,
+                }],
+                commit: prev,
+            },
+        })
+    };
+    let mut largest_log = 0;
+    let mut largest_file = 0;
+    for prev in 0..200u64 {
+        fixture.step(append(prev));
+        fixture.raft().after_ready().expect("not fatal");
+        // Let a checkpoint the thread asked for finish, as the run loop would.
+        while fixture.raft().checkpoint_in_flight {
+            let input = fixture
+                .raft()
+                .inbox
+                .recv_timeout(Duration::from_secs(10))
+                .expect("the apply thread answers");
+            fixture.step(input);
+            fixture.raft().after_ready().expect("not fatal");
+        }
+        let raft = fixture.raft();
+        largest_log = largest_log.max(raft.core.log().data_bytes());
+        largest_file = largest_file.max(raft.wal.active_len());
+    }
+    let limit = policy.max_bytes;
+    assert!(
+        largest_log <= 2 * limit,
+        "the log held {largest_log} bytes of entries, limit {limit}"
+    );
+    assert!(
+        largest_file <= policy.max_segment_bytes() + 2 * VALUE as u64,
+        "the log file grew to {largest_file} bytes"
     );
 }
