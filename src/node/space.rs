@@ -47,21 +47,7 @@ pub struct SpacePolicy {
     pub reserve: u64,
 }
 
-/// The size and free bytes of the filesystem holding `path`.
-pub fn volume(path: &Path) -> std::io::Result<(u64, u64)> {
-    use std::os::unix::ffi::OsStrExt;
-    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes())
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
-    // SAFETY: statvfs writes into the struct it is given and reads the
-    // NUL-terminated path; both live for the call.
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    let rc = unsafe { libc::statvfs(c_path.as_ptr(), &mut st) };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    let unit = st.f_frsize as u64;
-    Ok((st.f_blocks as u64 * unit, st.f_bavail as u64 * unit))
-}
+pub use crate::storage::volume;
 
 impl SpacePolicy {
     /// The policy for the volume holding `dir`: `quota` if given, else a

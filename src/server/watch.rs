@@ -94,7 +94,7 @@ impl Watcher {
             tokio::select! {
                 batch = live.recv() => {
                     let flow = match batch {
-                        Ok(batch) => self.deliver(&batch).await,
+                        Ok(batch) => self.deliver_waiting(batch, &mut live).await,
                         // Fell behind the live feed: read what was missed
                         // from history.
                         Err(broadcast::error::RecvError::Lagged(_)) => {
@@ -113,21 +113,59 @@ impl Watcher {
         }
     }
 
-    async fn deliver(&mut self, batch: &WatchBatch) -> Flow {
-        if batch.last_index < self.next {
-            return Flow::Continue;
+    /// Delivers `first` and every batch already waiting behind it, in as few
+    /// responses as their size allows. A watcher that is slower than the
+    /// writes (a thousand watchers on two cores) so sends fewer, larger
+    /// responses instead of falling further behind; one that keeps up sends
+    /// each batch as it comes, without waiting for more.
+    async fn deliver_waiting(
+        &mut self,
+        first: Arc<WatchBatch>,
+        live: &mut broadcast::Receiver<Arc<WatchBatch>>,
+    ) -> Flow {
+        let mut events = Vec::new();
+        let mut bytes = 0;
+        let mut batch = Some(first);
+        while let Some(b) = batch.take() {
+            if b.last_index < self.next {
+                // Already delivered from history.
+            } else if b.reset || b.first_index > self.next {
+                if let Flow::Stop = self.send(std::mem::take(&mut events)).await {
+                    return Flow::Stop;
+                }
+                bytes = 0;
+                if let Flow::Stop = self.catch_up(b.last_index).await {
+                    return Flow::Stop;
+                }
+            } else {
+                let next = self.next;
+                for e in b
+                    .revisions
+                    .iter()
+                    .filter(|(rev, _)| *rev >= next)
+                    .flat_map(|(_, events)| events.iter())
+                    .filter_map(|e| self.matching(e))
+                {
+                    bytes += event_bytes(&e);
+                    events.push(e);
+                }
+                self.next = b.last_index + 1;
+            }
+            if bytes >= RESPONSE_BYTES {
+                break;
+            }
+            batch = match live.try_recv() {
+                Ok(b) => Some(b),
+                Err(broadcast::error::TryRecvError::Lagged(_)) => {
+                    if let Flow::Stop = self.send(events).await {
+                        return Flow::Stop;
+                    }
+                    let applied = self.node.applied();
+                    return self.catch_up(applied).await;
+                }
+                Err(_) => None,
+            };
         }
-        if batch.reset || batch.first_index > self.next {
-            return self.catch_up(batch.last_index).await;
-        }
-        let events: Vec<Event> = batch
-            .revisions
-            .iter()
-            .filter(|(rev, _)| *rev >= self.next)
-            .flat_map(|(_, events)| events.iter())
-            .filter_map(|e| self.matching(e))
-            .collect();
-        self.next = batch.last_index + 1;
         self.send(events).await
     }
 

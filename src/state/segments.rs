@@ -9,24 +9,53 @@
 //! segment, which sled compacts; the same load left 0.5 GB instead of
 //! 4.4 GB (figures in docs/performance.md).
 //!
+//! A segment is the unit sled writes and reclaims, so it keeps a few of them
+//! in use at any time: a small volume gets small segments (a 24 MiB volume
+//! filled up and stopped its pod with 8 MiB ones). The size is the largest
+//! power of two at most 1/128 of the volume, between sled's default and
+//! 8 MiB, so 8 MiB from a 1 GiB volume up.
+//!
 //! sled refuses to open a database with a segment size other than the one it
 //! was created with, so a data dir keeps the size recorded in its `conf`
 //! file: a member upgraded in place opens its volume as before.
 
 use std::path::Path;
 
-/// The segment size of a new data dir.
-pub const NEW_SEGMENT_SIZE: usize = 8 << 20;
-/// sled's default, which data dirs created before [`NEW_SEGMENT_SIZE`] use.
+/// The largest segment size, for volumes of 1 GiB and more.
+pub const MAX_SEGMENT_SIZE: usize = 8 << 20;
+/// sled's default: the smallest size, and the one data dirs created before
+/// sizes were chosen use.
 pub const LEGACY_SEGMENT_SIZE: usize = 512 << 10;
 
 /// The segment size to open the sled database in `dir` with.
 pub fn segment_size_for(dir: &Path) -> std::io::Result<usize> {
     match std::fs::read(dir.join("conf")) {
         Ok(conf) => Ok(recorded_segment_size(&conf).unwrap_or(LEGACY_SEGMENT_SIZE)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(NEW_SEGMENT_SIZE),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let (volume, _) = crate::storage::volume(existing_ancestor(dir))?;
+            Ok(segment_size_for_volume(volume))
+        }
         Err(e) => Err(e),
     }
+}
+
+/// The segment size of a new data dir on a volume of `bytes`.
+pub fn segment_size_for_volume(bytes: u64) -> usize {
+    let share = usize::try_from(bytes / 128).unwrap_or(usize::MAX);
+    let power = if share == 0 {
+        0
+    } else {
+        1 << (usize::BITS - 1 - share.leading_zeros())
+    };
+    power.clamp(LEGACY_SEGMENT_SIZE, MAX_SEGMENT_SIZE)
+}
+
+/// `dir`, or its nearest ancestor that exists (a new data dir is created
+/// by sled itself).
+fn existing_ancestor(dir: &Path) -> &Path {
+    dir.ancestors()
+        .find(|a| a.exists())
+        .unwrap_or_else(|| Path::new("/"))
 }
 
 /// The `segment_size: N` line of a sled `conf` file (text lines followed by
@@ -49,11 +78,15 @@ mod tests {
     }
 
     #[test]
-    fn the_state_of_a_new_dir_gets_the_new_size_and_keeps_it() {
+    fn the_state_of_a_new_dir_gets_its_volumes_size_and_keeps_it() {
         let dir = tempfile::tempdir().expect("tempdir");
         drop(open_state(dir.path()));
         let recorded = std::fs::read(dir.path().join("conf")).expect("sled's conf");
-        assert_eq!(recorded_segment_size(&recorded), Some(NEW_SEGMENT_SIZE));
+        let (volume, _) = crate::storage::volume(dir.path()).expect("volume");
+        assert_eq!(
+            recorded_segment_size(&recorded),
+            Some(segment_size_for_volume(volume))
+        );
         drop(open_state(dir.path()));
     }
 
@@ -73,6 +106,16 @@ mod tests {
         drop(state);
         let recorded = std::fs::read(dir.path().join("conf")).expect("sled's conf");
         assert_eq!(recorded_segment_size(&recorded), Some(LEGACY_SEGMENT_SIZE));
+    }
+
+    #[test]
+    fn small_volumes_get_small_segments() {
+        assert_eq!(segment_size_for_volume(0), LEGACY_SEGMENT_SIZE);
+        assert_eq!(segment_size_for_volume(24 << 20), LEGACY_SEGMENT_SIZE);
+        assert_eq!(segment_size_for_volume(256 << 20), 2 << 20);
+        assert_eq!(segment_size_for_volume((256 << 20) + 1), 2 << 20);
+        assert_eq!(segment_size_for_volume(1 << 30), MAX_SEGMENT_SIZE);
+        assert_eq!(segment_size_for_volume(u64::MAX), MAX_SEGMENT_SIZE);
     }
 
     #[test]
