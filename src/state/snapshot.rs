@@ -30,12 +30,13 @@ use super::{
     applied_value, read_applied, read_membership, KvState, StateError, ACTIVE_KEY, INSTALLED,
 };
 use crate::raft::SnapshotMeta;
+use crate::storage::fsync_tree;
 
 /// The tree of before images of a frozen snapshot.
 pub(super) const UNDO_TREE: &[u8] = b"snapshot-undo";
 
 /// Stored key-value pairs of the state, in key order.
-pub type Chunk = Vec<(Vec<u8>, Vec<u8>)>;
+pub type Chunk = Vec<(bytes::Bytes, bytes::Bytes)>;
 
 /// The applier's side of a frozen snapshot: where before images go.
 pub(super) struct Freeze {
@@ -99,14 +100,28 @@ impl FrozenSnapshot {
                 Err(e) => return Some(Err(StateError::from(e))),
             };
             match undo.get(&key) {
-                Ok(Some(image)) => before_value(&image).map(|v| Ok((key.to_vec(), v.to_vec()))),
-                Ok(None) => Some(Ok((key.to_vec(), value.to_vec()))),
+                Ok(Some(image)) => before_value(&image).map(|v| {
+                    Ok((
+                        bytes::Bytes::from_owner(key),
+                        bytes::Bytes::copy_from_slice(v),
+                    ))
+                }),
+                // sled's buffers, shared rather than copied.
+                Ok(None) => Some(Ok((
+                    bytes::Bytes::from_owner(key),
+                    bytes::Bytes::from_owner(value),
+                ))),
                 Err(e) => Some(Err(e.into())),
             }
         });
         // Keys deleted since the freeze are only in the undo tree.
         let deleted = undo.iter().filter_map(|item| match item {
-            Ok((key, image)) => before_value(&image).map(|v| Ok((key.to_vec(), v.to_vec()))),
+            Ok((key, image)) => before_value(&image).map(|v| {
+                Ok((
+                    bytes::Bytes::from_owner(key),
+                    bytes::Bytes::copy_from_slice(v),
+                ))
+            }),
             Err(e) => Some(Err(e.into())),
         });
         let mut pairs = live.chain(deleted);
@@ -155,16 +170,37 @@ impl Drop for FrozenSnapshot {
 pub struct SnapshotWriter {
     tree: sled::Tree,
     name: Vec<u8>,
+    /// Bytes written since they were last made durable.
+    unflushed: std::sync::atomic::AtomicU64,
+    /// The state's directory.
+    dir: std::path::PathBuf,
 }
+
+/// A receiving writer makes what it wrote durable after this many bytes:
+/// the disk then works while the rest arrives, and the install's final
+/// sync has little left to do (it waited 0.45 s for 800 MB before, most of
+/// it for sled's blob files, which sled's own flush does not sync).
+const WRITE_BEHIND_BYTES: u64 = 64 << 20;
 
 impl SnapshotWriter {
     /// Stores a chunk of pairs.
-    pub fn write(&self, pairs: Vec<(Vec<u8>, Vec<u8>)>) -> Result<(), StateError> {
+    pub fn write<K: AsRef<[u8]>, V: AsRef<[u8]>>(
+        &self,
+        pairs: impl IntoIterator<Item = (K, V)>,
+    ) -> Result<(), StateError> {
+        use std::sync::atomic::Ordering;
         let mut batch = sled::Batch::default();
+        let mut bytes = 0;
         for (k, v) in pairs {
-            batch.insert(k, v);
+            bytes += (k.as_ref().len() + v.as_ref().len()) as u64;
+            batch.insert(k.as_ref(), v.as_ref());
         }
         self.tree.apply_batch(batch)?;
+        if self.unflushed.fetch_add(bytes, Ordering::Relaxed) + bytes >= WRITE_BEHIND_BYTES {
+            self.unflushed.store(0, Ordering::Relaxed);
+            self.tree.flush()?;
+            fsync_tree(&self.dir)?;
+        }
         Ok(())
     }
 
@@ -226,7 +262,12 @@ impl KvState {
             .unwrap_or(1);
         let name = format!("kv-{}", highest + 1).into_bytes();
         let tree = self.db.open_tree(&name)?;
-        Ok(SnapshotWriter { tree, name })
+        Ok(SnapshotWriter {
+            tree,
+            name,
+            unflushed: Default::default(),
+            dir: self.dir.clone(),
+        })
     }
 
     /// Makes a fully received snapshot the state, durably.

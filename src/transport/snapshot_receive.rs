@@ -17,6 +17,12 @@ use crate::state::snapshot::SnapshotWriter;
 /// The longest a follower waits for the next chunk of a snapshot.
 const SNAPSHOT_CHUNK_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// Chunks received and waiting to be written, at most.
+const WRITE_AHEAD: usize = 4;
+
+/// A chunk's pairs, as the writer takes them.
+type Pairs = Vec<(bytes::Bytes, bytes::Bytes)>;
+
 /// The next chunk of a snapshot stream, waiting at most
 /// [`SNAPSHOT_CHUNK_TIMEOUT`].
 async fn next_chunk(
@@ -33,6 +39,8 @@ struct Received {
     writer: SnapshotWriter,
     /// Pairs that arrived.
     pairs: u64,
+    /// Bytes of their keys and values.
+    bytes: u64,
     /// The pair count the last chunk announced, if the last chunk arrived.
     complete: Option<u64>,
 }
@@ -92,6 +100,7 @@ impl PeerService {
             from = header.from,
             index = header.index,
             pairs = received.pairs,
+            bytes = received.bytes,
             "received a snapshot"
         );
         self.install(&header, meta, received.writer).await
@@ -100,56 +109,72 @@ impl PeerService {
     /// Writes the pairs of `first` and of the chunks after it, up to the
     /// last chunk or the end of the stream. On failure, what arrived is
     /// dropped.
+    ///
+    /// A blocking thread writes while the next chunks arrive (at most
+    /// [`WRITE_AHEAD`] of them wait): receiving and writing one after the
+    /// other left the network idle during each write and the disk idle
+    /// during each receive.
     async fn receive_pairs(
         &self,
         stream: &mut Streaming<SnapshotChunk>,
         first: SnapshotChunk,
-        mut writer: SnapshotWriter,
+        writer: SnapshotWriter,
     ) -> std::result::Result<Received, Status> {
+        let (to_write, mut writes) = tokio::sync::mpsc::channel::<Pairs>(WRITE_AHEAD);
+        let writing = tokio::task::spawn_blocking(move || {
+            while let Some(pairs) = writes.blocking_recv() {
+                if let Err(e) = writer.write(pairs) {
+                    return (writer, Err(e));
+                }
+            }
+            (writer, Ok(()))
+        });
         let mut next = Some(first);
         let mut pairs_total = 0u64;
+        let mut bytes_total = 0u64;
         let mut complete = None;
-        loop {
+        let received = loop {
             let chunk = match next.take() {
                 Some(c) => c,
                 None => match next_chunk(stream).await {
                     Ok(Some(c)) => c,
-                    Ok(None) => break,
-                    Err(status) => {
-                        let _ = self.node.state().abort_install(writer);
-                        return Err(status);
-                    }
+                    Ok(None) => break Ok(()),
+                    Err(status) => break Err(status),
                 },
             };
             pairs_total += chunk.pairs.len() as u64;
+            bytes_total += chunk
+                .pairs
+                .iter()
+                .map(|p| (p.key.len() + p.value.len()) as u64)
+                .sum::<u64>();
             if chunk.last {
                 complete = Some(chunk.total_pairs);
             }
-            let pairs: Vec<(Vec<u8>, Vec<u8>)> = chunk
-                .pairs
-                .into_iter()
-                .map(|p| (p.key.to_vec(), p.value.to_vec()))
-                .collect();
-            let (back, written) = tokio::task::spawn_blocking(move || {
-                let written = writer.write(pairs);
-                (writer, written)
-            })
-            .await
-            .map_err(|e| Status::internal(e.to_string()))?;
-            writer = back;
-            if let Err(e) = written {
-                // A full disk, say: drop what arrived, so that every retry
-                // does not leave another partial tree behind.
-                let _ = self.node.state().abort_install(writer);
-                return Err(Error::from(e).into());
+            let pairs: Pairs = chunk.pairs.into_iter().map(|p| (p.key, p.value)).collect();
+            // A send fails only once the writer stopped on an error, which
+            // is reported below.
+            if to_write.send(pairs).await.is_err() || complete.is_some() {
+                break Ok(());
             }
-            if complete.is_some() {
-                break;
-            }
+        };
+        drop(to_write);
+        let (writer, written) = writing.await.map_err(|e| Status::internal(e.to_string()))?;
+        let failure = match (received, written) {
+            // A full disk, say: drop what arrived, so that every retry
+            // does not leave another partial tree behind.
+            (_, Err(e)) => Some(Error::from(e).into()),
+            (Err(status), Ok(())) => Some(status),
+            (Ok(()), Ok(())) => None,
+        };
+        if let Some(status) = failure {
+            let _ = self.node.state().abort_install(writer);
+            return Err(status);
         }
         Ok(Received {
             writer,
             pairs: pairs_total,
+            bytes: bytes_total,
             complete,
         })
     }
