@@ -179,10 +179,7 @@ fn produce_chunks(
     for chunk in frozen.chunks(SNAPSHOT_CHUNK) {
         let pairs: Vec<Pair> = chunk?
             .into_iter()
-            .map(|(key, value)| Pair {
-                key: key.into(),
-                value: value.into(),
-            })
+            .map(|(key, value)| Pair { key, value })
             .collect();
         total += pairs.len() as u64;
         let msg = SnapshotChunk {
