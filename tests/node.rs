@@ -663,3 +663,69 @@ fn kvctl_commands() {
     assert_eq!(code, 0);
     assert!(out.contains("kvstore-0") && out.contains("leader"), "{out}");
 }
+
+/// A snapshot stream that breaks off, or whose pair count does not add up,
+/// is refused with DATA_LOSS and leaves the member's data as it was: what
+/// arrived is dropped, whatever the writer was still doing with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_incomplete_snapshot_is_refused_and_changes_nothing() {
+    use kvstore::proto::peer::peer_client::PeerClient;
+    use kvstore::proto::peer::{Pair, SnapshotChunk, SnapshotHeader};
+
+    let node = start_node().await;
+    let mut client = node.client();
+    client.put("kept", "before").await.expect("put");
+    let mut peer = PeerClient::connect(node.peer_uri())
+        .await
+        .expect("peer port");
+    let header = SnapshotHeader {
+        cluster_id: node.handle.state().cluster_id(),
+        from: 1,
+        to: 0,
+        term: 1_000,
+        index: 1_000,
+        index_term: 1_000,
+    };
+    // Several chunks of 1 MiB, so that some are still being written when
+    // the stream ends.
+    let chunk = |first: bool, i: usize| SnapshotChunk {
+        header: first.then(|| header.clone()),
+        pairs: vec![Pair {
+            key: Bytes::from(format!("dkept-{i}")),
+            value: Bytes::from(vec![b'x'; 1 << 20]),
+        }],
+        last: false,
+        total_pairs: 0,
+    };
+    let broken_off: Vec<SnapshotChunk> = (0..8).map(|i| chunk(i == 0, i)).collect();
+    let mut miscounted = broken_off.clone();
+    miscounted.push(SnapshotChunk {
+        header: None,
+        pairs: Vec::new(),
+        last: true,
+        total_pairs: 9,
+    });
+    for (case, chunks) in [("broken off", broken_off), ("miscounted", miscounted)] {
+        let status = peer
+            .install_snapshot(futures::stream::iter(chunks))
+            .await
+            .expect_err(case);
+        assert_eq!(status.code(), Code::DataLoss, "{case}: {status}");
+        let got = client
+            .get("kept", Consistency::Linearizable)
+            .await
+            .expect("get")
+            .kv
+            .expect("kv");
+        assert_eq!(got.value, Bytes::from("before"), "{case}");
+        assert!(
+            client
+                .get("kept-0", Consistency::Linearizable)
+                .await
+                .expect("get")
+                .kv
+                .is_none(),
+            "{case}: nothing of the snapshot is visible"
+        );
+    }
+}
