@@ -689,7 +689,7 @@ async fn an_incomplete_snapshot_is_refused_and_changes_nothing() {
     // Several chunks of 1 MiB, so that some are still being written when
     // the stream ends.
     let chunk = |first: bool, i: usize| SnapshotChunk {
-        header: first.then(|| header.clone()),
+        header: first.then_some(header),
         pairs: vec![Pair {
             key: Bytes::from(format!("dkept-{i}")),
             value: Bytes::from(vec![b'x'; 1 << 20]),
