@@ -42,11 +42,7 @@ pub fn segment_size_for(dir: &Path) -> std::io::Result<usize> {
 /// The segment size of a new data dir on a volume of `bytes`.
 pub fn segment_size_for_volume(bytes: u64) -> usize {
     let share = usize::try_from(bytes / 128).unwrap_or(usize::MAX);
-    let power = if share == 0 {
-        0
-    } else {
-        1 << (usize::BITS - 1 - share.leading_zeros())
-    };
+    let power = share.checked_ilog2().map_or(0, |bits| 1 << bits);
     power.clamp(LEGACY_SEGMENT_SIZE, MAX_SEGMENT_SIZE)
 }
 

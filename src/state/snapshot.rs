@@ -78,6 +78,14 @@ fn before_value(image: &[u8]) -> Option<&[u8]> {
     }
 }
 
+/// The pair as it was at the freeze, from its before image (`None`: the
+/// key did not exist then), sharing sled's buffers.
+fn before_pair(key: sled::IVec, image: sled::IVec) -> Option<(bytes::Bytes, bytes::Bytes)> {
+    before_value(&image)?;
+    let value = bytes::Bytes::from_owner(image).slice(1..);
+    Some((bytes::Bytes::from_owner(key), value))
+}
+
 /// A consistent view of the state at one applied point, ready to stream.
 pub struct FrozenSnapshot {
     tree: sled::Tree,
@@ -100,12 +108,7 @@ impl FrozenSnapshot {
                 Err(e) => return Some(Err(StateError::from(e))),
             };
             match undo.get(&key) {
-                Ok(Some(image)) => before_value(&image).map(|v| {
-                    Ok((
-                        bytes::Bytes::from_owner(key),
-                        bytes::Bytes::copy_from_slice(v),
-                    ))
-                }),
+                Ok(Some(image)) => before_pair(key, image).map(Ok),
                 // sled's buffers, shared rather than copied.
                 Ok(None) => Some(Ok((
                     bytes::Bytes::from_owner(key),
@@ -116,12 +119,7 @@ impl FrozenSnapshot {
         });
         // Keys deleted since the freeze are only in the undo tree.
         let deleted = undo.iter().filter_map(|item| match item {
-            Ok((key, image)) => before_value(&image).map(|v| {
-                Ok((
-                    bytes::Bytes::from_owner(key),
-                    bytes::Bytes::copy_from_slice(v),
-                ))
-            }),
+            Ok((key, image)) => before_pair(key, image).map(Ok),
             Err(e) => Some(Err(e.into())),
         });
         let mut pairs = live.chain(deleted);
