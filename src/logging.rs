@@ -132,6 +132,18 @@ fn timestamp() -> String {
     )
 }
 
+/// The filter of a process that embeds the DNS server (`kvstore local`):
+/// `level`, with the DNS server's own targets at `warn` unless `level`
+/// names them. At `info`, hickory logs every query it answers, thousands
+/// of lines a minute in a box whose pods re-resolve their peers.
+pub fn with_quiet_dns(level: &str) -> String {
+    if level.contains("hickory") {
+        level.to_string()
+    } else {
+        format!("{level},hickory_server=warn,hickory_proto=warn")
+    }
+}
+
 /// Installs the global subscriber. `level` is an env-filter directive such as
 /// `info` or `kvstore=debug,h2=warn`.
 pub fn init(node: &str, format: LogFormat, level: &str) -> Result<(), String> {
@@ -165,5 +177,28 @@ mod tests {
         let t = super::timestamp();
         assert_eq!(t.len(), "2026-11-25T19:32:53.000000Z".len(), "{t}");
         assert!(t.starts_with("20") && t.ends_with('Z'), "{t}");
+    }
+}
+
+#[cfg(test)]
+mod quiet_dns_tests {
+    use super::with_quiet_dns;
+
+    #[test]
+    fn the_dns_server_is_at_warn_unless_the_level_names_it() {
+        assert_eq!(
+            with_quiet_dns("info"),
+            "info,hickory_server=warn,hickory_proto=warn"
+        );
+        assert_eq!(
+            with_quiet_dns("kvstore=debug"),
+            "kvstore=debug,hickory_server=warn,hickory_proto=warn"
+        );
+        assert_eq!(
+            with_quiet_dns("info,hickory_server=debug"),
+            "info,hickory_server=debug"
+        );
+        // What it makes is a valid filter.
+        assert!(tracing_subscriber::EnvFilter::try_new(with_quiet_dns("warn")).is_ok());
     }
 }

@@ -160,6 +160,14 @@ fn cluster_in_a_box() {
         local.child.try_wait().ok().flatten()
     });
     assert!(status.success(), "{status:?}");
+    // The pods found each other through the box's DNS server, and it did
+    // not log each query: the supervisor's output is for people.
+    let out = std::fs::read_to_string(dir.path().join("supervisor.out")).expect("output");
+    let dns_info: Vec<&str> = out
+        .lines()
+        .filter(|l| l.contains("INFO") && l.contains("hickory"))
+        .collect();
+    assert!(dns_info.is_empty(), "DNS queries logged: {dns_info:?}");
     for pid in pids {
         assert!(
             !process_alive(pid),

@@ -27,7 +27,8 @@ pub fn run(args: LocalArgs) -> ExitCode {
         }
         None => {}
     }
-    if let Err(e) = crate::logging::init("local", args.log.log_format, &args.log.log_level) {
+    let level = crate::logging::with_quiet_dns(&args.log.log_level);
+    if let Err(e) = crate::logging::init("local", args.log.log_format, &level) {
         eprintln!("kvstore: {e}");
         return ExitCode::from(2);
     }
