@@ -79,7 +79,8 @@ pub struct DemoArgs {
     /// Print the report as JSON after the summary.
     #[arg(long)]
     pub json: bool,
-    /// Extra flags for every `kvstore serve`, after `--`.
+    /// Extra flags for every `kvstore serve`, after `--`; `{pod}` in one
+    /// stands for the pod's name.
     #[arg(last = true)]
     pub serve_args: Vec<String>,
 }
@@ -120,7 +121,8 @@ pub struct LocalArgs {
     /// Delete the pods' data dirs first (a new cluster).
     #[arg(long)]
     pub fresh: bool,
-    /// Extra flags for every `kvstore serve`, after `--`.
+    /// Extra flags for every `kvstore serve`, after `--`; `{pod}` in one
+    /// stands for the pod's name.
     #[arg(last = true)]
     pub serve_args: Vec<String>,
     /// Logging of the supervisor.
@@ -160,6 +162,59 @@ pub struct LogArgs {
     /// Log level or filter directives (e.g. `info`, `kvstore=debug,h2=warn`).
     #[arg(long, env = "KVSTORE_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
+}
+
+/// TLS flags of `kvstore serve`: each port is plaintext unless its
+/// certificate is given.
+#[derive(Args, Debug, Clone, Default)]
+pub struct TlsArgs {
+    /// Certificate chain (PEM) of the client port; with it, the client port
+    /// speaks TLS only. Read again when the file changes.
+    #[arg(long, env = "KVSTORE_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, env = "KVSTORE_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// A CA (PEM): clients must present a certificate it signed.
+    #[arg(long, env = "KVSTORE_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
+
+    /// This member's peer certificate (PEM). Its SAN must be the pod's own
+    /// stable name (`kvstore-N.<service>.<namespace>.svc.<domain>`); with
+    /// it, the peer port speaks mutual TLS only, and a peer may only speak
+    /// as the member its certificate names.
+    #[arg(long, env = "KVSTORE_PEER_TLS_CERT", requires_all = ["peer_tls_key", "peer_tls_ca"])]
+    pub peer_tls_cert: Option<PathBuf>,
+
+    /// The private key (PEM) of --peer-tls-cert.
+    #[arg(long, env = "KVSTORE_PEER_TLS_KEY", requires = "peer_tls_cert")]
+    pub peer_tls_key: Option<PathBuf>,
+
+    /// The CA (PEM) that signs every member's peer certificate.
+    #[arg(long, env = "KVSTORE_PEER_TLS_CA", requires = "peer_tls_cert")]
+    pub peer_tls_ca: Option<PathBuf>,
+}
+
+impl TlsArgs {
+    /// The client port's files, if it has TLS.
+    pub fn client_files(&self) -> Option<crate::tls::TlsFiles> {
+        Some(crate::tls::TlsFiles {
+            cert: self.tls_cert.clone()?,
+            key: self.tls_key.clone()?,
+            ca: self.tls_client_ca.clone(),
+        })
+    }
+
+    /// The peer port's files, if it has mTLS.
+    pub fn peer_files(&self) -> Option<crate::tls::TlsFiles> {
+        Some(crate::tls::TlsFiles {
+            cert: self.peer_tls_cert.clone()?,
+            key: self.peer_tls_key.clone()?,
+            ca: Some(self.peer_tls_ca.clone()?),
+        })
+    }
 }
 
 /// Flags of `kvstore serve`.
@@ -277,6 +332,9 @@ pub struct ServeArgs {
     pub shutdown_grace_s: u64,
 
     /// Logging.
+    #[command(flatten)]
+    pub tls: TlsArgs,
+
     #[command(flatten)]
     pub log: LogArgs,
 

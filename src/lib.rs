@@ -15,6 +15,7 @@ pub mod raft;
 pub mod server;
 pub mod state;
 pub mod storage;
+pub mod tls;
 pub mod transport;
 
 /// The gRPC API, generated in its own crate so that the client library and

@@ -25,7 +25,8 @@ use crate::node::space::SpacePolicy;
 use crate::node::{Node, NodeConfig, NodeHandle, NodeInbox, Peers};
 use crate::raft::Role;
 use crate::server::{serve_clients, PeerDirectory, ServeOptions};
-use crate::transport::{serve_peers, GrpcPeers};
+use crate::tls::identity::PeerNames;
+use crate::transport::{serve_peers, GrpcPeers, PeerTls};
 
 /// Runs `kvstore serve` to completion and returns the process exit code.
 pub fn run(args: ServeArgs) -> ExitCode {
@@ -58,6 +59,47 @@ async fn serve(args: ServeArgs, name: PodName) -> ExitCode {
     match Running::start(&args, name).await {
         Ok(running) => running.run_to_end(&args).await,
         Err(code) => code,
+    }
+}
+
+/// The TLS of both ports, from the flags.
+struct PortsTls {
+    client: Option<crate::tls::ServerTls>,
+    peer_server: Option<PeerTls>,
+    peer_client: Option<crate::tls::ClientTls>,
+}
+
+impl PortsTls {
+    fn load(args: &ServeArgs, discovery: &Arc<Discovery>, me: u32) -> Result<PortsTls, String> {
+        let client = args
+            .tls
+            .client_files()
+            .map(crate::tls::server)
+            .transpose()
+            .map_err(|e| format!("client port TLS: {e}"))?;
+        let Some(files) = args.tls.peer_files() else {
+            return Ok(PortsTls {
+                client,
+                peer_server: None,
+                peer_client: None,
+            });
+        };
+        let lookup = discovery.clone();
+        let names = PeerNames::new(move |n| lookup.peer_name(n));
+        // A certificate that does not name this member would be refused by
+        // every peer: say so now, not in their logs.
+        let own = crate::tls::leaf(&files.cert).map_err(|e| format!("peer TLS: {e}"))?;
+        names
+            .check(Some(&own), me)
+            .map_err(|e| format!("peer TLS, {}: {e}", files.cert.display()))?;
+        let server = crate::tls::server(files.clone()).map_err(|e| format!("peer TLS: {e}"))?;
+        let peer_client = crate::tls::client(files).map_err(|e| format!("peer TLS: {e}"))?;
+        tracing::info!(name = %names.name(me), "peer port: mutual TLS, each member as its certificate names it");
+        Ok(PortsTls {
+            client,
+            peer_server: Some(PeerTls { server, names }),
+            peer_client: Some(peer_client),
+        })
     }
 }
 
@@ -105,8 +147,10 @@ impl Running {
         let discovery = start_discovery(args, &name).map_err(|e| cannot_start(&e, 2))?;
         let replica_source = ReplicaSource::parse(&args.replicas_source, args.replicas, &name.set)
             .map_err(|e| cannot_start(&e, 2))?;
+        let tls =
+            PortsTls::load(args, &discovery, name.ordinal).map_err(|e| cannot_start(&e, 1))?;
         // Always: a cluster of one grows when the StatefulSet scales.
-        let grpc_peers = GrpcPeers::new(name.ordinal, discovery.clone());
+        let grpc_peers = GrpcPeers::new(name.ordinal, discovery.clone(), tls.peer_client);
         let peers: Arc<dyn Peers> = Arc::new(grpc_peers.clone());
         let desired = desired_at_start(&replica_source).await;
         let node = Node::start(
@@ -137,7 +181,8 @@ impl Running {
         if let Some(listener) = peer_listener {
             let timeout = Duration::from_millis(args.request_timeout_ms);
             let stopped = stop_peers.clone().cancelled_owned();
-            let peer_server = serve_peers(listener, handle.clone(), timeout, stopped);
+            let peer_server =
+                serve_peers(listener, handle.clone(), timeout, tls.peer_server, stopped);
             tasks.spawn(
                 async move {
                     if let Err(e) = peer_server.await {
@@ -152,6 +197,7 @@ impl Running {
             request_timeout: Duration::from_millis(args.request_timeout_ms),
             directory: Some(discovery as Arc<dyn PeerDirectory>),
             client_port: args.listen.port(),
+            tls: tls.client,
             ..ServeOptions::default()
         };
         let stopped = stop_clients.clone().cancelled_owned();

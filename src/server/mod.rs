@@ -51,6 +51,9 @@ pub struct ServeOptions {
     pub directory: Option<Arc<dyn PeerDirectory>>,
     /// The client port every pod listens on (for peers' client addresses).
     pub client_port: u16,
+    /// TLS on the client port (with a client CA: client certificates
+    /// required). `None`: plaintext.
+    pub tls: Option<crate::tls::ServerTls>,
 }
 
 impl Default for ServeOptions {
@@ -61,6 +64,7 @@ impl Default for ServeOptions {
             ready_lag: 100,
             directory: None,
             client_port: 7379,
+            tls: None,
         }
     }
 }
@@ -118,7 +122,7 @@ pub async fn serve_clients(
         .add_service(reflection_v1alpha)
         .add_service(kv)
         .add_service(cluster)
-        .serve_with_incoming_shutdown(incoming::accepted(listener), shutdown)
+        .serve_with_incoming_shutdown(crate::tls::incoming::accepted(listener, opts.tls), shutdown)
         .await
 }
 

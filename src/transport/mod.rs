@@ -31,14 +31,19 @@ mod snapshot_receive;
 mod snapshot_send;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tonic::transport::{Channel, Endpoint};
 
+use crate::discovery::Discovery;
 use crate::proto::peer::peer_client::PeerClient;
+use crate::raft::NodeId;
+use crate::tls::connector::PeerConnector;
+use crate::tls::ClientTls;
 
 pub use peers::GrpcPeers;
-pub use server::{serve_peers, PeerService};
+pub use server::{serve_peers, PeerService, PeerTls};
 
 /// The largest message on the peer port: a batch of entries at their size
 /// limit.
@@ -54,6 +59,57 @@ fn endpoint(addr: SocketAddr) -> Endpoint {
         .keep_alive_while_idle(true)
         .initial_stream_window_size(Some(4 << 20))
         .initial_connection_window_size(Some(8 << 20))
+}
+
+/// Why a connection to a peer could not be made.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum DialError {
+    /// The connection or its handshake failed.
+    #[error("{0}")]
+    Connect(#[from] tonic::transport::Error),
+    /// The peer's name is not a valid TLS server name.
+    #[error("peer name {0:?} is not a valid TLS name")]
+    Name(String),
+}
+
+/// How this member reaches its peers: in plaintext, or with mTLS, checking
+/// that each peer's certificate is valid for that peer's own stable name.
+#[derive(Clone)]
+pub(crate) struct Dialer {
+    discovery: Arc<Discovery>,
+    tls: Option<ClientTls>,
+}
+
+impl Dialer {
+    fn tls_connector(
+        &self,
+        peer: NodeId,
+        addr: SocketAddr,
+    ) -> Result<Option<PeerConnector>, DialError> {
+        let Some(tls) = &self.tls else {
+            return Ok(None);
+        };
+        let name = self.discovery.peer_name(peer);
+        PeerConnector::new(addr, &name, tls.clone())
+            .map(Some)
+            .map_err(|_| DialError::Name(name))
+    }
+
+    /// A channel to `peer` at `addr` that connects when first used.
+    fn lazy(&self, peer: NodeId, addr: SocketAddr) -> Result<Channel, DialError> {
+        Ok(match self.tls_connector(peer, addr)? {
+            Some(connector) => endpoint(addr).connect_with_connector_lazy(connector),
+            None => endpoint(addr).connect_lazy(),
+        })
+    }
+
+    /// A channel to `peer` at `addr`, connected.
+    async fn connect(&self, peer: NodeId, addr: SocketAddr) -> Result<Channel, DialError> {
+        Ok(match self.tls_connector(peer, addr)? {
+            Some(connector) => endpoint(addr).connect_with_connector(connector).await?,
+            None => endpoint(addr).connect().await?,
+        })
+    }
 }
 
 fn client(channel: Channel) -> PeerClient<Channel> {

@@ -13,7 +13,7 @@ use tonic::Status;
 use super::convert::output_from;
 use super::sender::StreamSender;
 use super::snapshot_send::SnapshotRetry;
-use super::{client, endpoint};
+use super::{client, Dialer};
 use crate::discovery::Discovery;
 use crate::error::{Error, Result};
 use crate::node::{NodeHandle, Peers, WriteResult};
@@ -28,6 +28,7 @@ const QUEUE: usize = 4096;
 pub struct GrpcPeers {
     pub(super) me: NodeId,
     pub(super) discovery: Arc<Discovery>,
+    pub(super) dialer: Dialer,
     pub(super) node: Arc<OnceLock<NodeHandle>>,
     /// One queue (and sender task) per peer, started when the first message
     /// to it is sent: the configuration, not a flag, decides who the peers
@@ -43,11 +44,20 @@ pub struct GrpcPeers {
 
 impl GrpcPeers {
     /// The outbound transport of member `me`. Call [`GrpcPeers::attach`]
-    /// once the node exists. Must run inside a tokio runtime.
-    pub fn new(me: NodeId, discovery: Arc<Discovery>) -> Arc<GrpcPeers> {
+    /// once the node exists. With `tls`, every connection to a peer is
+    /// mutual TLS. Must run inside a tokio runtime.
+    pub fn new(
+        me: NodeId,
+        discovery: Arc<Discovery>,
+        tls: Option<crate::tls::ClientTls>,
+    ) -> Arc<GrpcPeers> {
         let node = Arc::new(OnceLock::new());
         Arc::new(GrpcPeers {
             me,
+            dialer: Dialer {
+                discovery: discovery.clone(),
+                tls,
+            },
             discovery,
             node,
             queues: Mutex::new(BTreeMap::new()),
@@ -86,7 +96,13 @@ impl GrpcPeers {
                 return Ok(channel.clone());
             }
         }
-        let channel = endpoint(addr).connect_lazy();
+        let channel = self
+            .dialer
+            .lazy(peer, addr)
+            .map_err(|e| Error::Unavailable {
+                reason: e.to_string(),
+                leader: None,
+            })?;
         channels.insert(peer, (addr, channel.clone()));
         Ok(channel)
     }
@@ -117,7 +133,13 @@ impl Peers for Arc<GrpcPeers> {
         let mut queues = self.queues.lock().unwrap_or_else(|e| e.into_inner());
         let queue = queues.entry(msg.to).or_insert_with(|| {
             let (tx, rx) = mpsc::channel(QUEUE);
-            let sender = StreamSender::new(msg.to, self.discovery.clone(), self.node.clone(), rx);
+            let sender = StreamSender::new(
+                msg.to,
+                self.discovery.clone(),
+                self.dialer.clone(),
+                self.node.clone(),
+                rx,
+            );
             self.runtime.spawn(sender.run());
             tx
         });

@@ -8,7 +8,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 
-use super::{client, convert, endpoint};
+use super::{client, convert, Dialer};
 use crate::discovery::Discovery;
 use crate::node::{Input, NodeHandle};
 use crate::proto::peer::{Envelope, RaftMessage};
@@ -27,6 +27,7 @@ const MAX_RECONNECT_BACKOFF: Duration = Duration::from_millis(250);
 pub(super) struct StreamSender {
     peer: NodeId,
     discovery: Arc<Discovery>,
+    dialer: Dialer,
     node: Arc<OnceLock<NodeHandle>>,
     queue: mpsc::Receiver<Message>,
     reconnect: Backoff,
@@ -40,12 +41,14 @@ impl StreamSender {
     pub(super) fn new(
         peer: NodeId,
         discovery: Arc<Discovery>,
+        dialer: Dialer,
         node: Arc<OnceLock<NodeHandle>>,
         queue: mpsc::Receiver<Message>,
     ) -> Self {
         StreamSender {
             peer,
             discovery,
+            dialer,
             node,
             queue,
             reconnect: Backoff::exact(MIN_RECONNECT_BACKOFF, MAX_RECONNECT_BACKOFF),
@@ -85,7 +88,7 @@ impl StreamSender {
                 return None;
             }
         };
-        let channel = match endpoint(addr).connect().await {
+        let channel = match self.dialer.connect(self.peer, addr).await {
             Ok(c) => c,
             Err(e) => {
                 // Only the end of an established stream is news (see `run`);

@@ -17,6 +17,9 @@ use crate::proto::peer::{
     SnapshotChunk, StreamEnd, TransferRequest, TransferResponse,
 };
 use crate::raft::NodeId;
+use crate::tls::identity::PeerNames;
+use crate::tls::incoming::ConnInfo;
+use crate::tls::ServerTls;
 
 /// The peer gRPC service of one node.
 pub struct PeerService {
@@ -27,9 +30,41 @@ pub struct PeerService {
     /// Per peer, the number of its latest inbound stream: only the end of
     /// the latest one means the peer is gone.
     streams: Mutex<BTreeMap<NodeId, u64>>,
+    /// With mTLS on the peer port: each member's name, which its client
+    /// certificate must carry. `None`: plaintext, anyone is believed.
+    names: Option<PeerNames>,
+}
+
+/// The peer port's TLS: its certificate (and CA, which clients must be
+/// signed by) and the names members' certificates must carry.
+#[derive(Clone)]
+pub struct PeerTls {
+    /// The port's reloading configuration.
+    pub server: ServerTls,
+    /// The stable name of each ordinal.
+    pub names: PeerNames,
 }
 
 impl PeerService {
+    /// With mTLS: the member the request's certificate names, or
+    /// PERMISSION_DENIED. Without: `None`, nothing is checked.
+    pub(super) fn authenticate<T>(
+        &self,
+        request: &Request<T>,
+    ) -> std::result::Result<Option<NodeId>, Status> {
+        let Some(names) = &self.names else {
+            return Ok(None);
+        };
+        let info = request.extensions().get::<ConnInfo>();
+        match names.member_of(info) {
+            Ok(ordinal) => Ok(Some(ordinal)),
+            Err(e) => {
+                tracing::warn!(remote = ?info.and_then(|i| i.remote), error = %e, "refusing a peer request");
+                Err(Status::permission_denied(e.to_string()))
+            }
+        }
+    }
+
     /// Refuses a peer whose cluster is known and is not ours.
     pub(super) fn check_cluster(&self, theirs: u64) -> std::result::Result<(), Status> {
         let ours = self.node.state().cluster_id();
@@ -48,9 +83,12 @@ impl PeerService {
 
     /// Hands the messages of `envelope` addressed to us to the node; the
     /// first one names the peer of the stream (`from`).
+    /// With mTLS, `sender` is the member the connection's certificate names,
+    /// and a message from anyone else ends the stream.
     fn deliver(
         &self,
         envelope: Envelope,
+        sender: Option<NodeId>,
         from: &mut Option<(NodeId, u64)>,
     ) -> std::result::Result<(), Status> {
         self.check_cluster(envelope.cluster_id)?;
@@ -62,6 +100,17 @@ impl PeerService {
         {
             if msg.to != me {
                 continue;
+            }
+            if let Some(sender) = sender.filter(|&s| s != msg.from) {
+                tracing::warn!(
+                    certificate = sender,
+                    claimed = msg.from,
+                    "refusing a peer message from another member than its certificate names"
+                );
+                return Err(Status::permission_denied(format!(
+                    "the certificate names member {sender}, the message claims {}",
+                    msg.from
+                )));
             }
             if from.is_none() {
                 let mut streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
@@ -96,6 +145,7 @@ impl Peer for PeerService {
         &self,
         request: Request<tonic::Streaming<Envelope>>,
     ) -> std::result::Result<Response<StreamEnd>, Status> {
+        let sender = self.authenticate(&request)?;
         let mut stream = request.into_inner();
         // (peer, the number of this stream among the peer's streams)
         let mut from: Option<(NodeId, u64)> = None;
@@ -106,7 +156,14 @@ impl Peer for PeerService {
                 _ = crate::server::watch::until_stopping(&mut stopping) => break,
             };
             match next {
-                Ok(Some(envelope)) => self.deliver(envelope, &mut from)?,
+                Ok(Some(envelope)) => {
+                    if let Err(refused) = self.deliver(envelope, sender, &mut from) {
+                        if let Some((peer, n)) = from {
+                            self.stream_ended(peer, n);
+                        }
+                        return Err(refused);
+                    }
+                }
                 Ok(None) | Err(_) => break,
             }
         }
@@ -120,6 +177,7 @@ impl Peer for PeerService {
         &self,
         request: Request<tonic::Streaming<SnapshotChunk>>,
     ) -> std::result::Result<Response<SnapshotAck>, Status> {
+        self.authenticate(&request)?;
         self.receive_snapshot(request.into_inner()).await
     }
 
@@ -127,6 +185,7 @@ impl Peer for PeerService {
         &self,
         request: Request<ForwardRequest>,
     ) -> std::result::Result<Response<ForwardResponse>, Status> {
+        self.authenticate(&request)?;
         let req = request.into_inner();
         self.check_cluster(req.cluster_id)?;
         let result = self.node.write_as_leader(req.command, self.timeout).await?;
@@ -142,6 +201,7 @@ impl Peer for PeerService {
         &self,
         request: Request<ReadIndexRequest>,
     ) -> std::result::Result<Response<ReadIndexResponse>, Status> {
+        self.authenticate(&request)?;
         self.check_cluster(request.into_inner().cluster_id)?;
         let index = self.node.read_index_as_leader(self.timeout).await?;
         Ok(Response::new(ReadIndexResponse { index }))
@@ -151,24 +211,32 @@ impl Peer for PeerService {
         &self,
         request: Request<TransferRequest>,
     ) -> std::result::Result<Response<TransferResponse>, Status> {
+        self.authenticate(&request)?;
         let to = request.into_inner().to;
         self.node.transfer_as_leader(to, self.timeout).await?;
         Ok(Response::new(TransferResponse {}))
     }
 }
 
-/// Serves the peer API on `listener` until `shutdown` resolves.
+/// Serves the peer API on `listener` until `shutdown` resolves; with `tls`,
+/// only to members presenting their own certificate.
 pub async fn serve_peers(
     listener: tokio::net::TcpListener,
     node: NodeHandle,
     timeout: Duration,
+    tls: Option<PeerTls>,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> std::result::Result<(), tonic::transport::Error> {
+    let (server_tls, names) = match tls {
+        Some(tls) => (Some(tls.server), Some(tls.names)),
+        None => (None, None),
+    };
     let service = PeerServer::new(PeerService {
         node,
         timeout,
         receiving: tokio::sync::Mutex::new(()),
         streams: Mutex::new(BTreeMap::new()),
+        names,
     })
     .max_decoding_message_size(MAX_PEER_MESSAGE)
     .max_encoding_message_size(MAX_PEER_MESSAGE);
@@ -181,6 +249,9 @@ pub async fn serve_peers(
         .initial_stream_window_size(Some(4 << 20))
         .initial_connection_window_size(Some(8 << 20))
         .add_service(service)
-        .serve_with_incoming_shutdown(crate::server::incoming::accepted(listener), shutdown)
+        .serve_with_incoming_shutdown(
+            crate::tls::incoming::accepted(listener, server_tls),
+            shutdown,
+        )
         .await
 }

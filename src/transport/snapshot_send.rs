@@ -9,7 +9,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 
-use super::{client, endpoint, GrpcPeers};
+use super::{client, GrpcPeers};
 use crate::error::{Error, Result};
 use crate::node::{Input, NodeHandle};
 use crate::proto::peer::{Pair, SnapshotChunk, SnapshotHeader};
@@ -144,8 +144,8 @@ impl GrpcPeers {
             .resolve(to)
             .await
             .map_err(|e| unavailable(e.to_string()))?;
-        endpoint(addr)
-            .connect()
+        self.dialer
+            .connect(to, addr)
             .await
             .map_err(|e| unavailable(format!("cannot reach {addr}: {e}")))
     }

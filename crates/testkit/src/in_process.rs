@@ -80,6 +80,7 @@ pub async fn start_node_tuned(
         peer,
         handle.clone(),
         Duration::from_secs(5),
+        None,
         async move {
             let _ = rx.wait_for(|&s| s).await;
         },

@@ -68,7 +68,9 @@ pub struct LocalConfig {
     pub namespace: String,
     /// Delay before restarting a pod that died.
     pub restart_delay: Duration,
-    /// Extra arguments for every `kvstore serve`.
+    /// Extra arguments for every `kvstore serve`; `{pod}` in one stands
+    /// for the pod's name (`--peer-tls-cert certs/{pod}.crt`: each pod its
+    /// own file).
     pub serve_args: Vec<String>,
     /// The `kvstore` binary to run.
     pub binary: PathBuf,
@@ -241,7 +243,11 @@ impl Supervisor {
             .arg(&cfg.service)
             .arg("--namespace")
             .arg(&cfg.namespace)
-            .args(&cfg.serve_args)
+            .args(
+                cfg.serve_args
+                    .iter()
+                    .map(|a| a.replace("{pod}", &pod.state.name)),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::from(log));
