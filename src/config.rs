@@ -121,6 +121,13 @@ pub struct LocalArgs {
     /// Delete the pods' data dirs first (a new cluster).
     #[arg(long)]
     pub fresh: bool,
+    /// Both ports with TLS: a CA of the box's own issues each pod a peer
+    /// certificate naming its stable DNS name (mutual TLS between pods)
+    /// and a client-port certificate, and kvctl a client certificate
+    /// (client certificates required), all under `<dir>/tls`. kvctl run
+    /// from the same directory uses them by itself.
+    #[arg(long)]
+    pub tls: bool,
     /// Extra flags for every `kvstore serve`, after `--`; `{pod}` in one
     /// stands for the pod's name.
     #[arg(last = true)]

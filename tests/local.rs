@@ -26,7 +26,7 @@ struct Local {
 }
 
 impl Local {
-    fn start(dir: &Path, net: Subnet) -> Local {
+    fn start(dir: &Path, net: Subnet, extra: &[&str]) -> Local {
         let out = std::fs::File::create(dir.join("supervisor.out")).expect("out");
         let child = Command::new(kvstore_bin())
             .args([
@@ -40,6 +40,7 @@ impl Local {
             ])
             .arg("--dir")
             .arg(dir)
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(out.try_clone().expect("clone"))
             .stderr(out)
@@ -89,7 +90,7 @@ fn kvctl(endpoint: &str, args: &[&str]) -> (i32, String, String) {
 fn cluster_in_a_box() {
     let dir = tempfile::tempdir().expect("tempdir");
     let net = Subnet::new();
-    let local = Local::start(dir.path(), net);
+    let local = Local::start(dir.path(), net, &[]);
     let state = wait("the state file", Duration::from_secs(60), || {
         StateFile::read(dir.path()).ok()
     });
@@ -174,4 +175,56 @@ fn cluster_in_a_box() {
             "pod process {pid} outlived the supervisor"
         );
     }
+}
+
+/// `kvstore local --tls`: the pods replicate over mutual TLS with
+/// certificates of the box's CA, the client port wants a client
+/// certificate, and kvctl with the box's files reads and writes.
+#[test]
+fn cluster_in_a_box_with_tls() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let net = Subnet::new();
+    let _local = Local::start(dir.path(), net, &["--tls"]);
+    let state = wait("the state file", Duration::from_secs(60), || {
+        StateFile::read(dir.path()).ok()
+    });
+    let tls = state
+        .tls_dir
+        .clone()
+        .expect("the state file names the TLS dir");
+    let file = |f: &str| tls.join(f).display().to_string();
+    let with_cert = [
+        "--cacert".to_string(),
+        file("ca.crt"),
+        "--cert".to_string(),
+        file("client.crt"),
+        "--key".to_string(),
+        file("client.key"),
+    ];
+    let kvctl_tls = |endpoint: &str, args: &[&str]| {
+        let mut all: Vec<&str> = with_cert.iter().map(String::as_str).collect();
+        all.extend_from_slice(args);
+        kvctl(endpoint, &all)
+    };
+    let one = state.pods[1].client.clone();
+    wait("a leader over mTLS", Duration::from_secs(30), || {
+        let (code, out, _) = kvctl_tls(&one, &["status"]);
+        (code == 0 && out.contains("leader")).then_some(())
+    });
+    let (code, out, err) = kvctl_tls(&one, &["put", "over", "tls"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let two = state.pods[2].client.clone();
+    let (code, out, _) = wait("the write on kvstore-2", Duration::from_secs(20), || {
+        let r = kvctl_tls(&two, &["--consistency", "serializable", "get", "over"]);
+        (r.0 == 0).then_some(r)
+    });
+    assert_eq!((code, out.trim()), (0, "tls"));
+    // Plaintext, and TLS without a client certificate: refused.
+    let (code, _, _) = kvctl(&one, &["--timeout", "2", "get", "over"]);
+    assert_ne!(code, 0, "a plaintext client was served");
+    let (code, _, _) = kvctl(
+        &one,
+        &["--cacert", &file("ca.crt"), "--timeout", "2", "get", "over"],
+    );
+    assert_ne!(code, 0, "a client without a certificate was served");
 }

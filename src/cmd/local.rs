@@ -138,6 +138,7 @@ pub fn local_config(args: &LocalArgs) -> Result<LocalConfig, String> {
         restart_delay: Duration::from_millis(args.restart_delay_ms),
         serve_args: args.serve_args.clone(),
         binary,
+        tls: args.tls,
     })
 }
 

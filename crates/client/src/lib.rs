@@ -26,7 +26,7 @@
 
 use std::time::{Duration, Instant};
 
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic::{Code, Status};
 
 pub mod backoff;
@@ -64,6 +64,9 @@ pub enum ClientError {
     /// An endpoint is not a valid address.
     #[error("bad endpoint {0:?}: {1}")]
     BadEndpoint(String, String),
+    /// The TLS files could not be read.
+    #[error("TLS: {0}")]
+    BadTls(String),
 }
 
 impl ClientError {
@@ -164,6 +167,68 @@ impl Default for RetryPolicy {
     }
 }
 
+/// TLS for a client's connections: the servers' certificates are checked
+/// against `ca_pem`, never against system roots.
+#[derive(Clone, Debug, Default)]
+pub struct TlsOptions {
+    /// The CA (PEM) that signs the servers' certificates.
+    pub ca_pem: Vec<u8>,
+    /// This client's certificate and key (PEM), for servers that require
+    /// client certificates.
+    pub identity: Option<(Vec<u8>, Vec<u8>)>,
+    /// The name the servers' certificates must carry, when it is not the
+    /// endpoint's host (through a port-forward to 127.0.0.1, say).
+    pub server_name: Option<String>,
+}
+
+impl TlsOptions {
+    /// Reads the PEM files: the CA, and a certificate with its key if both
+    /// are given.
+    pub fn from_files(
+        ca: &std::path::Path,
+        identity: Option<(&std::path::Path, &std::path::Path)>,
+        server_name: Option<String>,
+    ) -> Result<TlsOptions, ClientError> {
+        let read = |p: &std::path::Path| {
+            std::fs::read(p).map_err(|e| ClientError::BadTls(format!("{}: {e}", p.display())))
+        };
+        Ok(TlsOptions {
+            ca_pem: read(ca)?,
+            identity: match identity {
+                Some((cert, key)) => Some((read(cert)?, read(key)?)),
+                None => None,
+            },
+            server_name,
+        })
+    }
+
+    fn config(&self) -> ClientTlsConfig {
+        let mut config = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&self.ca_pem));
+        if let Some((cert, key)) = &self.identity {
+            config = config.identity(Identity::from_pem(cert, key));
+        }
+        if let Some(name) = &self.server_name {
+            config = config.domain_name(name.clone());
+        }
+        config
+    }
+}
+
+/// The gRPC endpoint of `endpoint` (`host:port`, or a URI), with TLS if
+/// `tls` is given (a `host:port` then means `https://`).
+pub fn endpoint(endpoint: &str, tls: Option<&TlsOptions>) -> Result<Endpoint, ClientError> {
+    let uri = match tls {
+        Some(_) if !endpoint.contains("://") => format!("https://{endpoint}"),
+        _ => normalize(endpoint),
+    };
+    let bad = |err: String| ClientError::BadEndpoint(endpoint.to_string(), err);
+    let ep = Endpoint::from_shared(uri).map_err(|e| bad(e.to_string()))?;
+    match tls {
+        Some(tls) => ep.tls_config(tls.config()).map_err(|e| bad(e.to_string())),
+        None => Ok(ep),
+    }
+}
+
 /// A connection to a kvstore cluster.
 #[derive(Clone)]
 pub struct Client {
@@ -172,6 +237,7 @@ pub struct Client {
     current: usize,
     policy: RetryPolicy,
     request_timeout: Duration,
+    tls: Option<TlsOptions>,
 }
 
 fn normalize(endpoint: &str) -> String {
@@ -197,6 +263,16 @@ impl Client {
         policy: RetryPolicy,
         request_timeout: Duration,
     ) -> Result<Client, ClientError> {
+        Self::with_tls(endpoints, policy, request_timeout, None)
+    }
+
+    /// A client for `endpoints` over TLS when `tls` is given.
+    pub fn with_tls(
+        endpoints: &[String],
+        policy: RetryPolicy,
+        request_timeout: Duration,
+        tls: Option<&TlsOptions>,
+    ) -> Result<Client, ClientError> {
         if endpoints.is_empty() {
             return Err(ClientError::BadEndpoint(
                 String::new(),
@@ -205,8 +281,7 @@ impl Client {
         }
         let mut channels = Vec::new();
         for e in endpoints {
-            let endpoint = Endpoint::from_shared(normalize(e))
-                .map_err(|err| ClientError::BadEndpoint(e.clone(), err.to_string()))?
+            let endpoint = endpoint(e, tls)?
                 .connect_timeout(Duration::from_secs(2))
                 .timeout(request_timeout)
                 .tcp_nodelay(true)
@@ -221,7 +296,13 @@ impl Client {
             current: 0,
             policy,
             request_timeout,
+            tls: tls.cloned(),
         })
+    }
+
+    /// The TLS this client connects with, if any.
+    pub fn tls(&self) -> Option<&TlsOptions> {
+        self.tls.as_ref()
     }
 
     /// The endpoints.

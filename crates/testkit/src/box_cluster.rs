@@ -123,6 +123,7 @@ impl BoxCluster {
             restart_delay,
             serve_args: serve_args.iter().map(|s| s.to_string()).collect(),
             binary: binary.to_path_buf(),
+            tls: false,
         };
         let sup = Supervisor::start(cfg, rt.handle().clone()).expect("start the cluster in a box");
         let endpoints = sup.state().pods.iter().map(|p| p.client.clone()).collect();

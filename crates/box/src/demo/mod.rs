@@ -156,6 +156,7 @@ fn start_cluster(
         restart_delay: opts.restart_delay,
         serve_args: opts.serve_args.clone(),
         binary: opts.binary.clone(),
+        tls: false,
     };
     narrator.say(&format!(
         "starting the cluster in a box: {} pods of StatefulSet \"kvstore\", an embedded DNS server as the headless service",

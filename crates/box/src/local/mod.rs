@@ -40,6 +40,7 @@ use kvstore_client::backoff::Backoff;
 
 mod scale;
 mod state_file;
+pub mod tls;
 
 pub use state_file::{PodState, StateFile};
 
@@ -74,6 +75,9 @@ pub struct LocalConfig {
     pub serve_args: Vec<String>,
     /// The `kvstore` binary to run.
     pub binary: PathBuf,
+    /// Both ports with TLS, from certificates the supervisor issues into
+    /// `dir/tls` (see [`tls`]).
+    pub tls: bool,
 }
 
 /// Whether a process with this id exists.
@@ -103,6 +107,8 @@ const DELETE_GRACE: Duration = Duration::from_secs(30);
 /// A running cluster in a box.
 pub struct Supervisor {
     cfg: LocalConfig,
+    /// The CA that issues the pods' certificates, with TLS.
+    ca: Option<tls::BoxCa>,
     dns: Option<DnsServer>,
     dns_addr: SocketAddr,
     pods: BTreeMap<u32, Pod>,
@@ -190,7 +196,13 @@ impl Supervisor {
             ))
             .map_err(|e| format!("cannot start the embedded DNS server: {e}"))?;
         let dns_addr = dns.addr();
+        let ca = if cfg.tls {
+            Some(tls::BoxCa::create(&Self::tls_dir(&cfg.dir))?)
+        } else {
+            None
+        };
         let mut sup = Supervisor {
+            ca,
             pods: BTreeMap::new(),
             dns: Some(dns),
             dns_addr,
@@ -215,6 +227,11 @@ impl Supervisor {
         Ok(sup)
     }
 
+    /// Where the box's certificates go under `dir`.
+    pub fn tls_dir(dir: &std::path::Path) -> PathBuf {
+        dir.join("tls")
+    }
+
     fn spawn(&mut self, n: u32) -> Result<u32, String> {
         let cfg = &self.cfg;
         let pod = self.pods.get_mut(&n).ok_or("no such pod")?;
@@ -223,6 +240,17 @@ impl Supervisor {
             .append(true)
             .open(&pod.state.log)
             .map_err(|e| format!("cannot open {}: {e}", pod.state.log.display()))?;
+        let mut tls_args = Vec::new();
+        if let Some(ca) = &self.ca {
+            let ip = pod
+                .state
+                .client
+                .parse::<std::net::SocketAddr>()
+                .map_err(|e| format!("pod address {}: {e}", pod.state.client))?
+                .ip();
+            ca.issue_pod(&pod.state.name, &pod.state.dns_name, ip)?;
+            tls_args = tls::BoxCa::serve_args(&Self::tls_dir(&cfg.dir));
+        }
         let mut cmd = Command::new(&cfg.binary);
         cmd.arg("serve")
             .env("HOSTNAME", &pod.state.name)
@@ -244,8 +272,9 @@ impl Supervisor {
             .arg("--namespace")
             .arg(&cfg.namespace)
             .args(
-                cfg.serve_args
+                tls_args
                     .iter()
+                    .chain(&cfg.serve_args)
                     .map(|a| a.replace("{pod}", &pod.state.name)),
             )
             .stdin(Stdio::null())
@@ -323,6 +352,7 @@ impl Supervisor {
             dns: self.dns_addr.to_string(),
             replicas: self.cfg.replicas,
             pods: self.pods.values().map(|p| p.state.clone()).collect(),
+            tls_dir: self.ca.as_ref().map(|_| Self::tls_dir(&self.cfg.dir)),
         }
     }
 

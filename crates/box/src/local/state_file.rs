@@ -40,6 +40,10 @@ pub struct StateFile {
     pub replicas: u32,
     /// The pods, by ordinal.
     pub pods: Vec<PodState>,
+    /// Where the CA and the pods' and kvctl's certificates are, when the
+    /// box runs with TLS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_dir: Option<PathBuf>,
 }
 
 impl StateFile {

@@ -1,8 +1,11 @@
 //! The command line: global flags, subcommands, and the endpoints to use.
 
+use std::path::{Path, PathBuf};
+
 use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::Value;
 
+use kvstore_client::{ClientError, TlsOptions};
 use kvstore_proto::kv::Consistency as ProtoConsistency;
 
 /// kvctl: talk to a kvstore cluster.
@@ -20,6 +23,33 @@ pub(crate) struct Cli {
     /// Print JSON instead of text.
     #[arg(long, global = true)]
     pub(crate) json: bool,
+    /// The CA (PEM) of the servers' certificates: with it, kvctl speaks TLS.
+    /// Default: the box's, when it runs with `--tls` in this directory.
+    #[arg(long, env = "KVCTL_CACERT", global = true)]
+    pub(crate) cacert: Option<PathBuf>,
+    /// This client's certificate (PEM), for servers that require one.
+    #[arg(
+        long = "cert",
+        id = "client_cert",
+        env = "KVCTL_CERT",
+        global = true,
+        requires = "client_key"
+    )]
+    pub(crate) client_cert: Option<PathBuf>,
+    /// The private key (PEM) of --cert.
+    // Its own id: subcommands have a `key` argument of their own.
+    #[arg(
+        long = "key",
+        id = "client_key",
+        env = "KVCTL_KEY",
+        global = true,
+        requires = "client_cert"
+    )]
+    pub(crate) client_key: Option<PathBuf>,
+    /// The name the servers' certificates must carry, when it is not the
+    /// endpoint's host (through a port-forward to 127.0.0.1, say).
+    #[arg(long, env = "KVCTL_TLS_SERVER_NAME", global = true)]
+    pub(crate) tls_server_name: Option<String>,
     /// Give up on a command after this many seconds of retries.
     #[arg(long, default_value_t = 10, global = true)]
     pub(crate) timeout: u64,
@@ -171,11 +201,44 @@ impl Cli {
     }
 }
 
+/// The box's state file, when kvctl runs where the box was started.
+const BOX_STATE: &str = ".kvstore/local/state.json";
+
+impl Cli {
+    /// The TLS to use: the files given, else the box's client files when
+    /// it runs with `--tls` and no endpoints were given, else none.
+    pub(crate) fn tls(&self) -> Result<Option<TlsOptions>, ClientError> {
+        let identity = self.client_cert.as_deref().zip(self.client_key.as_deref());
+        if let Some(ca) = &self.cacert {
+            return TlsOptions::from_files(ca, identity, self.tls_server_name.clone()).map(Some);
+        }
+        if self.endpoints.is_some() {
+            return Ok(None);
+        }
+        let Some(dir) = box_tls_dir() else {
+            return Ok(None);
+        };
+        TlsOptions::from_files(
+            &dir.join("ca.crt"),
+            Some((&dir.join("client.crt"), &dir.join("client.key"))),
+            self.tls_server_name.clone(),
+        )
+        .map(Some)
+    }
+}
+
+/// The box's TLS dir, if its state file names one.
+fn box_tls_dir() -> Option<PathBuf> {
+    let text = std::fs::read_to_string(Path::new(BOX_STATE)).ok()?;
+    let v = serde_json::from_str::<Value>(&text).ok()?;
+    v.get("tls_dir")?.as_str().map(PathBuf::from)
+}
+
 /// The endpoints to use when none are given: the pods of the cluster in a
 /// box whose state file is under the current directory, else the usual
 /// local port.
 fn default_endpoints() -> String {
-    let state = std::path::Path::new(".kvstore/local/state.json");
+    let state = Path::new(BOX_STATE);
     let from_box = std::fs::read_to_string(state)
         .ok()
         .and_then(|text| serde_json::from_str::<Value>(&text).ok())

@@ -10,7 +10,7 @@ pub(crate) fn exit_code(e: &ClientError, write: bool) -> u8 {
     use tonic::Code;
     match e {
         ClientError::Unreachable { .. } => 3,
-        ClientError::BadEndpoint(..) => 2,
+        ClientError::BadEndpoint(..) | ClientError::BadTls(_) => 2,
         ClientError::Status(_) if write && e.outcome_unknown() => 4,
         ClientError::Status(s) => match s.code() {
             Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Unknown => 3,

@@ -36,6 +36,10 @@ use watch::WatchOptions;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let endpoints = cli.endpoint_list();
+    let tls = match cli.tls() {
+        Ok(tls) => tls,
+        Err(e) => return fail(e),
+    };
     match cli.command {
         // The bench runs on a multi-threaded runtime of its own.
         Cmd::Bench(args) => bench::main(
@@ -72,10 +76,11 @@ fn main() -> ExitCode {
             };
             runtime.block_on(async {
                 let request_timeout = Duration::from_secs(cli.timeout.max(1));
-                let mut client = match Client::new(&endpoints, policy, request_timeout) {
-                    Ok(c) => c,
-                    Err(e) => return fail(e),
-                };
+                let mut client =
+                    match Client::with_tls(&endpoints, policy, request_timeout, tls.as_ref()) {
+                        Ok(c) => c,
+                        Err(e) => return fail(e),
+                    };
                 let out = std::io::stdout();
                 dispatch(command, &mut client, &mut out.lock(), &settings).await
             })

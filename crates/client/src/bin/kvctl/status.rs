@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use kvstore_client::{Client, ClientError, RetryPolicy};
+use kvstore_client::{Client, ClientError, RetryPolicy, TlsOptions};
 use kvstore_proto::kv::{Role, StatusResponse};
 
 use crate::exit::reason;
@@ -30,11 +30,11 @@ pub(crate) async fn status(
     let mut rows: Vec<Row> = futures::future::join_all(
         given
             .iter()
-            .map(|e| query(e.clone(), policy, Duration::from_secs(3))),
+            .map(|e| query(e.clone(), policy, Duration::from_secs(3), client.tls())),
     )
     .await;
     if !no_follow {
-        follow_peers(&given, policy, &mut rows).await;
+        follow_peers(&given, policy, client.tls(), &mut rows).await;
     }
     if rows.iter().all(|(_, r)| r.is_err()) {
         let reasons: Vec<String> = rows
@@ -62,8 +62,13 @@ pub(crate) async fn status(
 }
 
 /// Asks one endpoint for its status, with a client of its own.
-async fn query(endpoint: String, policy: RetryPolicy, timeout: Duration) -> Row {
-    let result = match Client::new(std::slice::from_ref(&endpoint), policy, timeout) {
+async fn query(
+    endpoint: String,
+    policy: RetryPolicy,
+    timeout: Duration,
+    tls: Option<&TlsOptions>,
+) -> Row {
+    let result = match Client::with_tls(std::slice::from_ref(&endpoint), policy, timeout, tls) {
         Ok(one) => one.status_of(0).await,
         Err(e) => Err(e),
     };
@@ -72,7 +77,12 @@ async fn query(endpoint: String, policy: RetryPolicy, timeout: Duration) -> Row 
 
 /// Adds a row for every peer the nodes in `rows` report that is neither
 /// among them nor among the endpoints `given`.
-async fn follow_peers(given: &[String], policy: RetryPolicy, rows: &mut Vec<Row>) {
+async fn follow_peers(
+    given: &[String],
+    policy: RetryPolicy,
+    tls: Option<&TlsOptions>,
+    rows: &mut Vec<Row>,
+) {
     let mut names: BTreeSet<String> = rows
         .iter()
         .filter_map(|(_, r)| r.as_ref().ok().map(|s| s.name.clone()))
@@ -92,7 +102,7 @@ async fn follow_peers(given: &[String], policy: RetryPolicy, rows: &mut Vec<Row>
     let followed = futures::future::join_all(
         follow
             .into_iter()
-            .map(|e| query(e, policy, Duration::from_secs(1))),
+            .map(|e| query(e, policy, Duration::from_secs(1), tls)),
     )
     .await;
     for (e, r) in followed {
