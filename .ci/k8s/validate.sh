@@ -7,7 +7,9 @@
 #               optional NLB component on; eks-five-members: the 5-member
 #               cluster of docs/eks.md)
 #   schema      kubernetes-validate --strict against each Kubernetes version
-#               in K8S_VERSIONS: unknown fields and wrong types fail
+#               in K8S_VERSIONS: unknown fields and wrong types fail; custom
+#               resources (cert-manager's) against .ci/k8s/crd-schemas.json
+#               by .ci/k8s/check_crds.py
 #   warn        any WARN line of kubernetes-validate fails too: it exits 0
 #               for a kind it has no schema for (a typo in `kind:`)
 #   policy      checkov on the rendered manifests (skips only by annotation,
@@ -76,8 +78,13 @@ gate_render() { # name dir
 gate_schema() { # name
   local v log="$OUT/$1.schema.log"
   : > "$log"
+  # Custom resources (cert-manager's) against .ci/k8s/crd-schemas.json; the
+  # rest, in $1.core.yaml, against Kubernetes' own schemas.
+  if ! "$BIN/python" "$ROOT/.ci/k8s/check_crds.py" "$OUT/$1.yaml" "$OUT/$1.core.yaml" >> "$log" 2>&1; then
+    fail_gate "$1" schema
+  fi
   for v in "${K8S_VERSIONS[@]}"; do
-    if ! "$BIN/kubernetes-validate" --strict --quiet -k "$v" "$OUT/$1.yaml" >> "$log" 2>&1; then
+    if ! "$BIN/kubernetes-validate" --strict --quiet -k "$v" "$OUT/$1.core.yaml" >> "$log" 2>&1; then
       fail_gate "$1" schema
     fi
   done
