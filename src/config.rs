@@ -274,6 +274,13 @@ pub struct ServeArgs {
     #[arg(long, env = "KVSTORE_REQUEST_TIMEOUT_MS", default_value_t = 5000)]
     pub request_timeout_ms: u64,
 
+    /// Seconds after which a client connection is asked to reconnect
+    /// (HTTP/2 GOAWAY; calls in flight, watches among them, finish on it),
+    /// so that clients spread over the pods again after one comes back.
+    /// 0: never.
+    #[arg(long, env = "KVSTORE_MAX_CONNECTION_AGE_S", default_value_t = 300)]
+    pub max_connection_age_s: u64,
+
     /// Revisions of change history kept for watches.
     #[arg(long, env = "KVSTORE_HISTORY_REVISIONS", default_value_t = 100_000)]
     pub history_revisions: u64,

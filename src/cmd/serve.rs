@@ -198,6 +198,8 @@ impl Running {
             directory: Some(discovery as Arc<dyn PeerDirectory>),
             client_port: args.listen.port(),
             tls: tls.client,
+            max_connection_age: (args.max_connection_age_s > 0)
+                .then(|| Duration::from_secs(args.max_connection_age_s)),
             ..ServeOptions::default()
         };
         let stopped = stop_clients.clone().cancelled_owned();

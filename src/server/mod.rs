@@ -54,6 +54,13 @@ pub struct ServeOptions {
     /// TLS on the client port (with a client CA: client certificates
     /// required). `None`: plaintext.
     pub tls: Option<crate::tls::ServerTls>,
+    /// A client connection older than this is asked to go (HTTP/2
+    /// GOAWAY): its client makes new calls on a new connection, so that
+    /// clients spread over the pods again after one comes back. Calls in
+    /// flight, watches among them, finish on the old one. (No grace limit:
+    /// tonic 0.14 with one skips the GOAWAY and cuts the connection at age
+    /// plus grace.) `None`: connections live as long as their clients.
+    pub max_connection_age: Option<Duration>,
 }
 
 impl Default for ServeOptions {
@@ -65,6 +72,7 @@ impl Default for ServeOptions {
             directory: None,
             client_port: 7379,
             tls: None,
+            max_connection_age: None,
         }
     }
 }
@@ -112,7 +120,11 @@ pub async fn serve_clients(
         opts.ready_lag,
         opts.client_port,
     ));
-    Server::builder()
+    let mut server = Server::builder();
+    if let Some(age) = opts.max_connection_age {
+        server = server.max_connection_age(age);
+    }
+    server
         .layer(oversized::layer(limits.max_request_bytes()))
         .http2_max_pending_accept_reset_streams(Some(incoming::MAX_PENDING_ACCEPT_RESETS))
         .http2_keepalive_interval(Some(Duration::from_secs(10)))

@@ -32,8 +32,10 @@ use tonic::{Code, Status};
 pub mod backoff;
 mod classify;
 mod members;
+mod watch;
 
 pub use classify::{certainly_not_applied, connect_failed, membership_change_retryable};
+pub use watch::ResumingWatch;
 
 use backoff::Backoff;
 use kvstore_proto::kv::cluster_client::ClusterClient;
@@ -79,6 +81,16 @@ impl ClientError {
                     Code::Unavailable | Code::Unknown | Code::Cancelled | Code::DeadlineExceeded
                 ) && !certainly_not_applied(s)
             }
+            _ => false,
+        }
+    }
+
+    /// Whether no node could be reached or the one asked could not serve:
+    /// another attempt, later or elsewhere, may succeed.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            ClientError::Unreachable { .. } => true,
+            ClientError::Status(s) => retryable(s),
             _ => false,
         }
     }
@@ -584,8 +596,16 @@ impl Client {
         self.txn(req).await
     }
 
+    /// A watch that reopens itself on another node when its node goes
+    /// away, and delivers every matching change exactly once and in order
+    /// (see [`ResumingWatch`]). A watch "from now" (start revision 0) is
+    /// pinned to the revision after the current one first.
+    pub async fn watch_resuming(&self, req: WatchRequest) -> Result<ResumingWatch, ClientError> {
+        ResumingWatch::start(self.clone(), req).await
+    }
+
     /// Opens a watch stream (no retry: a broken stream is the caller's to
-    /// resume from its last revision + 1).
+    /// resume; [`Client::watch_resuming`] does that).
     pub async fn watch(
         &mut self,
         req: WatchRequest,

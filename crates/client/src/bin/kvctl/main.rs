@@ -71,7 +71,6 @@ fn main() -> ExitCode {
             let settings = Settings {
                 json_out: cli.json,
                 consistency: cli.consistency.into(),
-                timeout_s: cli.timeout,
                 policy,
             };
             runtime.block_on(async {
@@ -94,8 +93,6 @@ struct Settings {
     json_out: bool,
     /// Read consistency.
     consistency: ProtoConsistency,
-    /// Give up on a command after this many seconds of retries.
-    timeout_s: u64,
     /// How the client retries, for the clients `status` opens per node.
     policy: RetryPolicy,
 }
@@ -152,11 +149,7 @@ async fn dispatch(
                 start_revision: rev,
                 prev_kv: false,
             };
-            let opts = WatchOptions {
-                count,
-                json_out,
-                timeout_s: settings.timeout_s,
-            };
+            let opts = WatchOptions { count, json_out };
             // Interrupting a watch is its normal end.
             tokio::select! {
                 code = watch::watch(client, out, req, opts) => code,
