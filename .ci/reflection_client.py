@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """A gRPC client that knows nothing about kvstore but what server reflection
 tells it: it lists the services, checks health, and does a Put and a Get with
-message classes built from the reflected descriptors.
+message classes built from the reflected descriptors; then it reads the
+google.rpc.ErrorInfo of a refused Put, as any client following the leader
+would.
 
 Usage: reflection_client.py HOST:PORT
 """
@@ -12,6 +14,7 @@ import time
 import grpc
 from google.protobuf import message_factory
 from google.protobuf.descriptor_pool import DescriptorPool
+from google.rpc import error_details_pb2, status_pb2
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
@@ -74,6 +77,28 @@ def main():
     print("get:", got.kv.value.decode())
     assert got.kv.value == b"hello from python"
     assert got.kv.mod_revision == resp.header.revision
+
+    # An error carries a google.rpc.ErrorInfo (the standard richer error
+    # model, googleapis-common-protos): its reason, and the leader to go to.
+    try:
+        put(put_req(key=b""), timeout=CALL_SECONDS)
+        raise AssertionError("a put with an empty key was accepted")
+    except grpc.RpcError as err:
+        assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, err.code()
+        trailer = dict(err.trailing_metadata()).get("grpc-status-details-bin")
+        assert trailer, "the error has no grpc-status-details-bin trailer"
+        details = status_pb2.Status.FromString(trailer).details
+        infos = [
+            error_details_pb2.ErrorInfo.FromString(d.value)
+            for d in details
+            if d.type_url.endswith("/google.rpc.ErrorInfo")
+        ]
+        assert infos, f"no ErrorInfo among {details}"
+        info = infos[0]
+        print("error info:", info.reason, info.domain, dict(info.metadata))
+        assert info.reason == "INVALID_ARGUMENT", info.reason
+        assert info.domain == "kvstore.io", info.domain
+        assert info.metadata["leader"] == "kvstore-0", dict(info.metadata)
     print("reflection client: OK")
 
 

@@ -429,6 +429,10 @@ impl PeerDirectory for Discovery {
             })
             .collect()
     }
+
+    fn dns_name(&self, ordinal: u32) -> String {
+        self.peer_name(ordinal).trim_end_matches('.').to_string()
+    }
 }
 
 /// Sleeps for `pause`; `Err` if `stop` is cancelled first.

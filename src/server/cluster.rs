@@ -33,6 +33,8 @@ pub struct DirectoryEntry {
 pub trait PeerDirectory: Send + Sync + 'static {
     /// Every peer (not this node), by ordinal.
     fn entries(&self) -> Vec<DirectoryEntry>;
+    /// The DNS name of `ordinal` (this node's too), without a trailing dot.
+    fn dns_name(&self, ordinal: u32) -> String;
 }
 
 /// The Cluster service of one node.

@@ -6,6 +6,7 @@ use std::time::Duration;
 use futures::Stream;
 use tonic::{Request, Response, Status};
 
+use super::error_info::LeaderHint;
 use super::validate::{self, Limits};
 use super::watch::watch_stream;
 use crate::error::Error;
@@ -26,6 +27,7 @@ pub struct KvService {
     node: NodeHandle,
     limits: Limits,
     timeout: Duration,
+    hint: LeaderHint,
 }
 
 impl KvService {
@@ -33,10 +35,22 @@ impl KvService {
     /// request.
     pub fn new(node: NodeHandle, limits: Limits, timeout: Duration) -> Self {
         KvService {
+            hint: LeaderHint::new(node.clone(), None, 7379),
             node,
             limits,
             timeout,
         }
+    }
+
+    /// Errors name the leader by its DNS name and address from
+    /// `directory` (discovery), on `client_port`.
+    pub fn with_directory(
+        mut self,
+        directory: Option<std::sync::Arc<dyn super::cluster::PeerDirectory>>,
+        client_port: u16,
+    ) -> Self {
+        self.hint = LeaderHint::new(self.node.clone(), directory, client_port);
+        self
     }
 
     async fn write(&self, op: Op) -> Result<WriteResult, Error> {
@@ -110,9 +124,12 @@ fn unexpected(output: &Output) -> Status {
     ))
 }
 
-#[tonic::async_trait]
-impl Kv for KvService {
-    async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
+/// The answers, before their errors get the leader hint.
+impl KvService {
+    async fn answer_put(
+        &self,
+        request: Request<PutRequest>,
+    ) -> Result<Response<PutResponse>, Status> {
         let req = request.into_inner();
         validate::put(&self.limits, &req)?;
         let result = self.write(Op::Put(req)).await?;
@@ -127,7 +144,10 @@ impl Kv for KvService {
         }
     }
 
-    async fn get(&self, request: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
+    async fn answer_get(
+        &self,
+        request: Request<GetRequest>,
+    ) -> Result<Response<GetResponse>, Status> {
         let req = request.into_inner();
         validate::key(&self.limits, &req.key)?;
         let consistency = validate::consistency(req.consistency)?;
@@ -145,7 +165,7 @@ impl Kv for KvService {
     /// about [`DELETE_STEP_BYTES`](crate::state::apply::DELETE_STEP_BYTES)
     /// each (one log entry each, each atomic), so that a delete of any size
     /// takes bounded memory on every replica.
-    async fn delete(
+    async fn answer_delete(
         &self,
         request: Request<DeleteRequest>,
     ) -> Result<Response<DeleteResponse>, Status> {
@@ -186,7 +206,7 @@ impl Kv for KvService {
         }
     }
 
-    async fn range(
+    async fn answer_range(
         &self,
         request: Request<RangeRequest>,
     ) -> Result<Response<RangeResponse>, Status> {
@@ -199,7 +219,10 @@ impl Kv for KvService {
         Ok(Response::new(resp))
     }
 
-    async fn txn(&self, request: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
+    async fn answer_txn(
+        &self,
+        request: Request<TxnRequest>,
+    ) -> Result<Response<TxnResponse>, Status> {
         let req = request.into_inner();
         validate::txn(&self.limits, &req)?;
         if validate::txn_may_pass_bounds(&self.limits, &req) {
@@ -225,12 +248,10 @@ impl Kv for KvService {
         }
     }
 
-    type WatchStream = Pin<Box<dyn Stream<Item = Result<WatchResponse, Status>> + Send + 'static>>;
-
-    async fn watch(
+    async fn answer_watch(
         &self,
         request: Request<WatchRequest>,
-    ) -> Result<Response<Self::WatchStream>, Status> {
+    ) -> Result<Response<<Self as Kv>::WatchStream>, Status> {
         let req = request.into_inner();
         validate::key_range(&self.limits, &req.key, &req.range_end, req.prefix)?;
         if req.key.is_empty() && !req.prefix && req.range_end.is_empty() {
@@ -241,5 +262,51 @@ impl Kv for KvService {
         }
         let stream = watch_stream(self.node.clone(), req)?;
         Ok(Response::new(Box::pin(stream)))
+    }
+}
+
+#[tonic::async_trait]
+impl Kv for KvService {
+    async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
+        let answer = self.answer_put(request).await;
+        answer.map_err(|status| self.hint.enrich(status))
+    }
+
+    async fn get(&self, request: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
+        let answer = self.answer_get(request).await;
+        answer.map_err(|status| self.hint.enrich(status))
+    }
+
+    async fn delete(
+        &self,
+        request: Request<DeleteRequest>,
+    ) -> Result<Response<DeleteResponse>, Status> {
+        let answer = self.answer_delete(request).await;
+        answer.map_err(|status| self.hint.enrich(status))
+    }
+
+    async fn range(
+        &self,
+        request: Request<RangeRequest>,
+    ) -> Result<Response<RangeResponse>, Status> {
+        let answer = self.answer_range(request).await;
+        answer.map_err(|status| self.hint.enrich(status))
+    }
+
+    async fn txn(&self, request: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
+        let answer = self.answer_txn(request).await;
+        answer.map_err(|status| self.hint.enrich(status))
+    }
+
+    type WatchStream = Pin<Box<dyn Stream<Item = Result<WatchResponse, Status>> + Send + 'static>>;
+
+    async fn watch(
+        &self,
+        request: Request<WatchRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        // Errors inside the stream (OUT_OF_RANGE of a compacted start) are
+        // the stream's own; the refusal to open one gets the hint.
+        let answer = self.answer_watch(request).await;
+        answer.map_err(|status| self.hint.enrich(status))
     }
 }

@@ -3,6 +3,7 @@
 //! any gRPC client work without the proto files.
 
 pub mod cluster;
+pub mod error_info;
 pub mod incoming;
 pub mod kv;
 mod members;
@@ -110,9 +111,12 @@ pub async fn serve_clients(
         .build_v1alpha()
         .expect("the descriptors compiled into the binary are valid");
     let limits = opts.limits;
-    let kv = KvServer::new(KvService::new(node.clone(), limits, opts.request_timeout))
-        .max_decoding_message_size(limits.max_request_bytes())
-        .max_encoding_message_size(limits.max_response_bytes());
+    let kv = KvServer::new(
+        KvService::new(node.clone(), limits, opts.request_timeout)
+            .with_directory(opts.directory.clone(), opts.client_port),
+    )
+    .max_decoding_message_size(limits.max_request_bytes())
+    .max_encoding_message_size(limits.max_response_bytes());
     let cluster = ClusterServer::new(ClusterService::new(
         node.clone(),
         opts.directory.clone(),
