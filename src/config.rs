@@ -42,6 +42,10 @@ pub struct DemoArgs {
     /// Leader kills (SIGKILL) to do (default 1; 0 with --scale).
     #[arg(long)]
     pub kills: Option<u32>,
+    /// Run the cluster with TLS on both ports, as `kvstore local --tls`
+    /// does, and the load over TLS with the box's client certificate.
+    #[arg(long)]
+    pub tls: bool,
     /// Also do a rolling restart (SIGTERM, highest ordinal first) and report
     /// the longest write gap.
     #[arg(long)]

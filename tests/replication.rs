@@ -29,6 +29,7 @@ fn demo_options(dir: &std::path::Path, kills: u32, rolling_restart: bool) -> Dem
         restart_delay: Duration::from_millis(500),
         binary: kvstore_bin().into(),
         serve_args: Vec::new(),
+        tls: false,
     }
 }
 
@@ -64,6 +65,32 @@ fn leader_crash_under_load_loses_nothing_and_pod0_leads_again() {
             "pod-0 led again after catching up"
         );
     }
+}
+
+/// The same over TLS on both ports (`kvstore demo --tls`): peers over
+/// mutual TLS with the box's certificates, the load with its client
+/// certificate; a leader kill still loses nothing and pod-0 leads again.
+#[test]
+fn leader_crash_over_tls_loses_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut opts = demo_options(dir.path(), 1, false);
+    opts.tls = true;
+    let report = run_demo(&opts, &mut |l| println!("{l}")).expect("demo");
+    println!("{}", summary(&report));
+    assert!(
+        report.acked > 100,
+        "the load made progress: {}",
+        report.acked
+    );
+    assert!(report.lost.is_empty(), "lost: {:?}", report.lost);
+    assert_eq!(report.linearizable, Verdict::Linearizable);
+    assert_eq!(report.failovers.len(), 1);
+    assert!(report.failovers[0].leadership_back.is_some());
+    let log = std::fs::read_to_string(dir.path().join("demo/kvstore-1.log")).expect("pod log");
+    assert!(
+        log.contains("mutual TLS"),
+        "kvstore-1 ran its peer port with TLS"
+    );
 }
 
 /// A rolling restart (highest ordinal first, SIGTERM) under load: each pod

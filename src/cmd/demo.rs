@@ -36,6 +36,7 @@ pub fn run(args: DemoArgs) -> ExitCode {
         restart_delay: Duration::from_millis(args.restart_delay_ms),
         binary,
         serve_args: args.serve_args,
+        tls: args.tls,
     };
     let mut say = |line: String| println!("{line}");
     let report = match run_demo(&opts, &mut say) {

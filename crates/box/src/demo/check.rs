@@ -7,6 +7,7 @@ use bytes::Bytes;
 
 use super::load::{retrying_client, Load};
 use super::Narrator;
+use kvstore_client::TlsOptions;
 use kvstore_lincheck::{self as lincheck, Verdict};
 use kvstore_proto::kv::Consistency;
 
@@ -31,6 +32,7 @@ pub(super) struct Checked {
 /// shared keys' history, narrating each result.
 pub(super) async fn finish_and_check(
     load: Load,
+    tls: Option<&TlsOptions>,
     endpoints: &[String],
     narrator: &mut Narrator<'_>,
 ) -> Result<Checked, String> {
@@ -40,7 +42,7 @@ pub(super) async fn finish_and_check(
         log.acked.len(),
         log.unknown
     ));
-    let lost = verify(endpoints, &log.acked).await?;
+    let lost = verify(tls, endpoints, &log.acked).await?;
     narrator.say(&format!(
         "{} acknowledged writes readable, lost = {}",
         log.acked.len() - lost.len(),
@@ -73,10 +75,11 @@ pub(super) async fn finish_and_check(
 /// Reads every acknowledged key back (linearizably, by range pages) and
 /// returns those that are missing or different.
 async fn verify(
+    tls: Option<&TlsOptions>,
     endpoints: &[String],
     acked: &BTreeMap<String, String>,
 ) -> Result<Vec<String>, String> {
-    let mut c = retrying_client(endpoints)?;
+    let mut c = retrying_client(tls, endpoints)?;
     let kvs = c
         .scan(
             Bytes::from("demo/w"),

@@ -39,7 +39,7 @@ pub(super) async fn drive(
         lost,
         linearizable,
         history_ops,
-    } = check::finish_and_check(load, cluster.endpoints, narrator).await?;
+    } = check::finish_and_check(load, cluster.tls(), cluster.endpoints, narrator).await?;
     Ok(Report {
         failovers,
         rolling,
@@ -61,7 +61,7 @@ async fn start_load(
     narrator: &mut Narrator<'_>,
 ) -> Result<Load, String> {
     let (leader, term, _) = wait_for("a leader", Duration::from_secs(30), || {
-        current_leader(cluster.endpoints)
+        current_leader(cluster.tls(), cluster.endpoints)
     })
     .await?;
     narrator.say(&format!(
@@ -69,6 +69,7 @@ async fn start_load(
     ));
     let opts = cluster.opts;
     let load = Load::start(
+        cluster.tls(),
         cluster.endpoints,
         opts.writers,
         opts.readers,

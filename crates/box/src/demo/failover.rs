@@ -56,7 +56,7 @@ async fn kill_leader(
     narrator: &mut Narrator<'_>,
 ) -> Result<Killed, String> {
     let (old, old_term, _) = wait_for("a leader", Duration::from_secs(20), || {
-        current_leader(cluster.endpoints)
+        current_leader(cluster.tls(), cluster.endpoints)
     })
     .await?;
     let kills = cluster.opts.kills;
@@ -92,7 +92,7 @@ async fn await_new_leader(
         .map(|(_, e)| e.clone())
         .collect();
     let (new, new_term, _) = wait_for("a new leader", Duration::from_secs(20), || async {
-        current_leader(&survivors)
+        current_leader(cluster.tls(), &survivors)
             .await
             .filter(|&(_, t, _)| t > killed.term)
     })
@@ -158,8 +158,8 @@ async fn await_catch_up(
 ) -> Result<Instant, String> {
     let own = cluster.endpoint_of(ordinal)?;
     let caught_at = wait_for("the pod to catch up", Duration::from_secs(30), || async {
-        let (_, _, leader_commit) = current_leader(cluster.endpoints).await?;
-        let mine = pod_status(&own).await?;
+        let (_, _, leader_commit) = current_leader(cluster.tls(), cluster.endpoints).await?;
+        let mine = pod_status(cluster.tls(), &own).await?;
         (mine.applied_revision >= leader_commit && mine.ready).then(Instant::now)
     })
     .await?;
@@ -179,13 +179,15 @@ async fn await_leadership_back(
     narrator: &mut Narrator<'_>,
 ) -> Result<Duration, String> {
     let back_at = wait_for("leadership to return", Duration::from_secs(30), || async {
-        current_leader(cluster.endpoints)
+        current_leader(cluster.tls(), cluster.endpoints)
             .await
             .filter(|&(l, _, _)| l == 0)
             .map(|_| Instant::now())
     })
     .await?;
-    let (_, term, _) = current_leader(cluster.endpoints).await.unwrap_or((0, 0, 0));
+    let (_, term, _) = current_leader(cluster.tls(), cluster.endpoints)
+        .await
+        .unwrap_or((0, 0, 0));
     let back_after = back_at.saturating_duration_since(caught_at);
     narrator.say(&format!(
         "kvstore-0 leads again (term {term}), {} after catching up: kvstore-{new_leader} handed leadership back to the lower ordinal",

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-use kvstore_client::{Client, RetryPolicy, WriteRetry};
+use kvstore_client::{Client, RetryPolicy, TlsOptions, WriteRetry};
 use kvstore_lincheck::{Op, OpKind};
 use kvstore_proto::kv::Consistency;
 
@@ -40,13 +40,16 @@ pub(super) struct Load {
 
 /// A client that retries long enough to ride out a failover, and retries
 /// only the writes that are safe to repeat.
-pub(super) fn retrying_client(endpoints: &[String]) -> Result<Client, String> {
+pub(super) fn retrying_client(
+    tls: Option<&TlsOptions>,
+    endpoints: &[String],
+) -> Result<Client, String> {
     let policy = RetryPolicy {
         budget: Duration::from_secs(15),
         writes: WriteRetry::Safe,
         ..RetryPolicy::default()
     };
-    Client::new(endpoints, policy, Duration::from_secs(3)).map_err(|e| e.to_string())
+    Client::with_tls(endpoints, policy, Duration::from_secs(3), tls).map_err(|e| e.to_string())
 }
 
 /// What every load task shares: the log, the stop signal, and the clock
@@ -86,6 +89,7 @@ impl Load {
     /// Starts `writers` writers and `readers` readers on keys under
     /// `prefix`; the history's times count from `epoch`.
     pub(super) fn start(
+        tls: Option<&TlsOptions>,
         endpoints: &[String],
         writers: usize,
         readers: usize,
@@ -102,11 +106,11 @@ impl Load {
         };
         let mut tasks = Vec::new();
         for w in 0..writers {
-            let c = retrying_client(endpoints)?;
+            let c = retrying_client(tls, endpoints)?;
             tasks.push(tokio::spawn(write_loop(c, recorder.clone(), w)));
         }
         for r in 0..readers {
-            let c = retrying_client(endpoints)?;
+            let c = retrying_client(tls, endpoints)?;
             tasks.push(tokio::spawn(read_loop(c, recorder.clone(), r)));
         }
         Ok(Load { log, stop, tasks })

@@ -29,6 +29,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use crate::local::{LocalConfig, RunningSupervisor, Supervisor};
+use kvstore_client::TlsOptions;
 
 pub use report::{summary, Failover, Report, RollingStep, ScaleStep};
 
@@ -61,6 +62,9 @@ pub struct DemoOptions {
     pub binary: PathBuf,
     /// Extra `kvstore serve` flags.
     pub serve_args: Vec<String>,
+    /// Both ports with TLS (`kvstore local --tls`), the demo's clients
+    /// with the box's client certificate.
+    pub tls: bool,
 }
 
 /// Hands each narrated line to the caller, stamped with the time since the
@@ -84,9 +88,16 @@ struct Cluster<'a> {
     sup: &'a RunningSupervisor,
     /// The pods' client endpoints, by ordinal.
     endpoints: &'a [String],
+    /// The box's client TLS, with `--tls`.
+    tls: Option<TlsOptions>,
 }
 
 impl Cluster<'_> {
+    /// The TLS the demo's clients connect with.
+    fn tls(&self) -> Option<&TlsOptions> {
+        self.tls.as_ref()
+    }
+
     /// The client endpoint of the pod with this ordinal. The ordinal may come
     /// from a pod's own status, so a pod that does not exist is an error,
     /// not a panic.
@@ -124,10 +135,24 @@ pub fn run(opts: &DemoOptions, say: &mut dyn FnMut(String)) -> Result<Report, St
         .build()
         .map_err(|e| e.to_string())?;
     let (sup, endpoints) = start_cluster(opts, &runtime, &mut narrator)?;
+    let tls = if opts.tls {
+        let dir = Supervisor::tls_dir(&opts.dir);
+        Some(
+            TlsOptions::from_files(
+                &dir.join("ca.crt"),
+                Some((&dir.join("client.crt"), &dir.join("client.key"))),
+                None,
+            )
+            .map_err(|e| e.to_string())?,
+        )
+    } else {
+        None
+    };
     let cluster = Cluster {
         opts,
         sup: &sup,
         endpoints: &endpoints,
+        tls,
     };
     let result = runtime.block_on(drive::drive(&cluster, epoch, &mut narrator));
     narrator.say("stopping every pod (reverse ordinal order)");
@@ -156,7 +181,7 @@ fn start_cluster(
         restart_delay: opts.restart_delay,
         serve_args: opts.serve_args.clone(),
         binary: opts.binary.clone(),
-        tls: false,
+        tls: opts.tls,
     };
     narrator.say(&format!(
         "starting the cluster in a box: {} pods of StatefulSet \"kvstore\", an embedded DNS server as the headless service",

@@ -5,14 +5,17 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use kvstore_client::{Client, RetryPolicy};
+use kvstore_client::{Client, RetryPolicy, TlsOptions};
 use kvstore_proto::kv::{Role, StatusResponse};
 
 /// Reads every pod's status at once (unreachable pods are `None`).
-pub(super) async fn statuses(endpoints: &[String]) -> Vec<Option<StatusResponse>> {
+pub(super) async fn statuses(
+    tls: Option<&TlsOptions>,
+    endpoints: &[String],
+) -> Vec<Option<StatusResponse>> {
     // One client (and connection) per endpoint for the whole demo, so that
     // polling measures the cluster, not connection set-up.
-    static CLIENTS: std::sync::OnceLock<Mutex<BTreeMap<String, Client>>> =
+    static CLIENTS: std::sync::OnceLock<Mutex<BTreeMap<(String, bool), Client>>> =
         std::sync::OnceLock::new();
     let queries = endpoints.iter().map(|e| async move {
         let c = {
@@ -20,16 +23,18 @@ pub(super) async fn statuses(endpoints: &[String]) -> Vec<Option<StatusResponse>
                 .get_or_init(|| Mutex::new(BTreeMap::new()))
                 .lock()
                 .unwrap_or_else(|p| p.into_inner());
-            match cache.get(e) {
+            let key = (e.clone(), tls.is_some());
+            match cache.get(&key) {
                 Some(c) => c.clone(),
                 None => {
-                    let c = Client::new(
+                    let c = Client::with_tls(
                         std::slice::from_ref(e),
                         RetryPolicy::default(),
                         Duration::from_millis(500),
+                        tls,
                     )
                     .ok()?;
-                    cache.insert(e.clone(), c.clone());
+                    cache.insert(key, c.clone());
                     c
                 }
             }
@@ -43,8 +48,8 @@ pub(super) async fn statuses(endpoints: &[String]) -> Vec<Option<StatusResponse>
 }
 
 /// One pod's status, `None` while it does not answer.
-pub(super) async fn pod_status(endpoint: &str) -> Option<StatusResponse> {
-    statuses(&[endpoint.to_string()])
+pub(super) async fn pod_status(tls: Option<&TlsOptions>, endpoint: &str) -> Option<StatusResponse> {
+    statuses(tls, &[endpoint.to_string()])
         .await
         .into_iter()
         .flatten()
@@ -52,8 +57,11 @@ pub(super) async fn pod_status(endpoint: &str) -> Option<StatusResponse> {
 }
 
 /// The leader as the pods report it: (ordinal, term, commit revision).
-pub(super) async fn current_leader(endpoints: &[String]) -> Option<(u32, u64, u64)> {
-    statuses(endpoints)
+pub(super) async fn current_leader(
+    tls: Option<&TlsOptions>,
+    endpoints: &[String],
+) -> Option<(u32, u64, u64)> {
+    statuses(tls, endpoints)
         .await
         .into_iter()
         .flatten()

@@ -30,7 +30,7 @@ pub(super) async fn rolling_restart(
         rolling.push(step);
     }
     wait_for("kvstore-0 to lead", Duration::from_secs(30), || async {
-        current_leader(cluster.endpoints)
+        current_leader(cluster.tls(), cluster.endpoints)
             .await
             .filter(|&(l, _, _)| l == 0)
             .map(|_| ())
@@ -57,7 +57,7 @@ async fn restart_gracefully(
             .count()
     };
     let handovers_before = handovers();
-    let was_leader = current_leader(cluster.endpoints)
+    let was_leader = current_leader(cluster.tls(), cluster.endpoints)
         .await
         .is_some_and(|(l, _, _)| l == n);
     // Only the events after the signal tell how this stop ended.
@@ -67,7 +67,10 @@ async fn restart_gracefully(
     let exit = await_exit_and_restart(cluster, n).await?;
     let own = cluster.endpoint_of(n)?;
     wait_for("the pod to be ready", Duration::from_secs(30), || async {
-        pod_status(&own).await.filter(|s| s.ready).map(|_| ())
+        pod_status(cluster.tls(), &own)
+            .await
+            .filter(|s| s.ready)
+            .map(|_| ())
     })
     .await?;
     // Give the load a moment on the full cluster, so the gap measured

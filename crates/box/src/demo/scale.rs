@@ -83,7 +83,7 @@ async fn scale_step(
             narrator.say(&format!("  {line}"));
             events.push(line);
         }
-        let all = statuses(&endpoints).await;
+        let all = statuses(cluster.tls(), &endpoints).await;
         if let Some(leader) = leader_of(&all) {
             for line in membership_changes(leader, &mut seen) {
                 narrator.say(&format!("  {line}"));
