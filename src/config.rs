@@ -240,6 +240,12 @@ pub struct ServeArgs {
     #[arg(long, env = "KVSTORE_LISTEN", default_value = "0.0.0.0:7379")]
     pub listen: SocketAddr,
 
+    /// Address of the ops port: plain HTTP `/healthz`, `/readyz` and
+    /// `/metrics` (Prometheus), for probes and scrapes that present no
+    /// client certificate. Unset: no ops port.
+    #[arg(long, env = "KVSTORE_OPS_LISTEN")]
+    pub ops_listen: Option<SocketAddr>,
+
     /// Address for replication traffic between members (a separate port).
     #[arg(long, env = "KVSTORE_PEER_LISTEN", default_value = "0.0.0.0:7380")]
     pub peer_listen: SocketAddr,

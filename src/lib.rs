@@ -11,6 +11,7 @@ pub mod error;
 pub mod identity;
 pub mod logging;
 pub mod node;
+pub mod ops;
 pub mod raft;
 pub mod server;
 pub mod state;

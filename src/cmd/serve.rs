@@ -62,6 +62,39 @@ async fn serve(args: ServeArgs, name: PodName) -> ExitCode {
     }
 }
 
+/// Binds and serves the ops port, if `--ops-listen` asks for one, until
+/// `stop` (after the node has stopped, so probes see it stopping).
+async fn spawn_ops(
+    args: &ServeArgs,
+    handle: &NodeHandle,
+    tasks: &TaskTracker,
+    stop: &CancellationToken,
+) -> Result<(), ExitCode> {
+    let Some(addr) = args.ops_listen else {
+        return Ok(());
+    };
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|e| cannot_start(&format!("cannot listen on {addr} (ops): {e}"), 1))?;
+    let bound = listener.local_addr().map_or(addr, |a| a);
+    tracing::info!(ops = %bound, "ops port: /healthz /readyz /metrics");
+    let server = crate::ops::serve_ops(
+        listener,
+        handle.clone(),
+        crate::server::DEFAULT_READY_LAG,
+        stop.clone().cancelled_owned(),
+    );
+    tasks.spawn(
+        async move {
+            if let Err(e) = server.await {
+                tracing::error!("ops server: {e}");
+            }
+        }
+        .in_current_span(),
+    );
+    Ok(())
+}
+
 /// The TLS of both ports, from the flags.
 struct PortsTls {
     client: Option<crate::tls::ServerTls>,
@@ -191,6 +224,10 @@ impl Running {
                 }
                 .in_current_span(),
             );
+        }
+        if let Err(code) = spawn_ops(args, &handle, &tasks, &stop_peers).await {
+            let _ = node.stop().await;
+            return Err(code);
         }
         let opts = ServeOptions {
             limits: args.limits(),

@@ -38,6 +38,10 @@ pub const KV_SERVICE_NAME: &str = "kvstore.v1.KV";
 /// pods restarted.
 pub const LIVENESS_SERVICE_NAME: &str = "kvstore.liveness";
 
+/// A node is ready when it has applied to within this many revisions of
+/// the commit index (and knows a leader).
+pub const DEFAULT_READY_LAG: u64 = 100;
+
 /// How the client server behaves.
 #[derive(Clone)]
 pub struct ServeOptions {
@@ -69,7 +73,7 @@ impl Default for ServeOptions {
         ServeOptions {
             limits: Limits::default(),
             request_timeout: Duration::from_secs(5),
-            ready_lag: 100,
+            ready_lag: DEFAULT_READY_LAG,
             directory: None,
             client_port: 7379,
             tls: None,

@@ -71,7 +71,7 @@ pub struct LocalConfig {
     pub restart_delay: Duration,
     /// Extra arguments for every `kvstore serve`; `{pod}` in one stands
     /// for the pod's name (`--peer-tls-cert certs/{pod}.crt`: each pod its
-    /// own file).
+    /// own file), `{ip}` for its address (`--ops-listen {ip}:7381`).
     pub serve_args: Vec<String>,
     /// The `kvstore` binary to run.
     pub binary: PathBuf,
@@ -240,6 +240,12 @@ impl Supervisor {
             .append(true)
             .open(&pod.state.log)
             .map_err(|e| format!("cannot open {}: {e}", pod.state.log.display()))?;
+        // `{ip}` in a serve arg: the pod's own address.
+        let ip = pod
+            .state
+            .client
+            .rsplit_once(':')
+            .map_or(String::new(), |(ip, _)| ip.to_string());
         let mut tls_args = Vec::new();
         if let Some(ca) = &self.ca {
             let ip = pod
@@ -275,7 +281,7 @@ impl Supervisor {
                 tls_args
                     .iter()
                     .chain(&cfg.serve_args)
-                    .map(|a| a.replace("{pod}", &pod.state.name)),
+                    .map(|a| a.replace("{pod}", &pod.state.name).replace("{ip}", &ip)),
             )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
