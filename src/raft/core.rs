@@ -15,6 +15,7 @@ use super::progress::Progress;
 use super::rejoin::Rejoin;
 use super::replication::LeaderState;
 use super::types::*;
+use super::validate::{check_body, Malformed};
 
 /// What this member is in its term, with the state only that role has: a
 /// field's owner is its type, not a comment.
@@ -234,17 +235,37 @@ impl RaftCore {
 
     /// Handles a message from a peer: the term check first, then the role
     /// this member has (as etcd's `Step`, then `stepLeader`,
-    /// `stepCandidate`, `stepFollower`).
+    /// `stepCandidate`, `stepFollower`). A malformed message is dropped;
+    /// [`RaftCore::try_step`] says why.
     pub fn step(&mut self, msg: Message) {
-        if msg.to != self.cfg.id || msg.from == self.cfg.id || msg.from >= MAX_MEMBERS {
-            return;
+        let _ = self.try_step(msg);
+    }
+
+    /// [`RaftCore::step`], returning why a message was refused: one that no
+    /// correct peer sends (see [`Malformed`]) changes nothing here, not even
+    /// the term, since nothing it says can be trusted. The driver logs the
+    /// refusal with the peer's ordinal.
+    pub fn try_step(&mut self, msg: Message) -> Result<(), Malformed> {
+        if msg.to != self.cfg.id {
+            return Err(Malformed::Misdirected(msg.to));
         }
+        if msg.from >= MAX_MEMBERS {
+            return Err(Malformed::SenderOutOfRange(msg.from));
+        }
+        if msg.from == self.cfg.id {
+            return Err(Malformed::FromSelf);
+        }
+        check_body(msg.term, &msg.body)?;
         // Probes of a member with a lost volume are answered in any term and
         // role: they only ask for the term and whether the log is empty.
         match msg.body {
-            Body::RejoinProbe => return self.on_rejoin_probe(msg.from),
+            Body::RejoinProbe => {
+                self.on_rejoin_probe(msg.from);
+                return Ok(());
+            }
             Body::RejoinProbeResponse { empty_log, members } => {
-                return self.on_rejoin_probe_response(msg.from, msg.term, empty_log, members)
+                self.on_rejoin_probe_response(msg.from, msg.term, empty_log, members);
+                return Ok(());
             }
             Body::PreVote { .. } | Body::Vote { .. } if !self.may_grant_votes_to(msg.from) => {
                 // A removed member (or a learner) never disrupts: its
@@ -254,22 +275,23 @@ impl RaftCore {
                     _ => Body::VoteResponse { granted: false },
                 };
                 let term = self.term;
-                return self.send(msg.from, term, body);
+                self.send(msg.from, term, body);
+                return Ok(());
             }
             _ => {}
-        }
-        if !self.check_term(&msg) {
-            return;
         }
         let from_a_leader = matches!(
             msg.body,
             Body::Append { .. } | Body::Heartbeat { .. } | Body::Snapshot { .. }
         );
-        if from_a_leader && matches!(self.role, RoleState::Leader(_)) {
+        if from_a_leader && msg.term == self.term && matches!(self.role, RoleState::Leader(_)) {
             // Another leader in our term: impossible in Raft (the simulation
             // checks it never happens). A message claiming it is a bug or a
             // misdirected peer; it must not bring this member down.
-            return;
+            return Err(Malformed::SecondLeader(msg.term));
+        }
+        if !self.check_term(&msg) {
+            return Ok(());
         }
         match msg.body {
             Body::PreVote {
@@ -282,13 +304,14 @@ impl RaftCore {
                 transfer: _,
             } => self.on_vote(msg.from, last_index, last_term),
             body => match self.role {
-                RoleState::Leader(_) => self.step_leader(msg.from, body),
+                RoleState::Leader(_) => return self.step_leader(msg.from, body),
                 RoleState::PreCandidate { .. } | RoleState::Candidate { .. } => {
                     self.step_candidate(msg.from, msg.term, body)
                 }
                 RoleState::Follower => self.step_follower(msg.from, body),
             },
         }
+        Ok(())
     }
 
     /// Raft's term rules: a higher term makes this member a follower of it
@@ -365,14 +388,7 @@ impl RaftCore {
                 entries,
                 commit,
             } => {
-                let contiguous = entries
-                    .iter()
-                    .enumerate()
-                    .all(|(i, e)| e.index == prev_index + 1 + i as Index);
-                if !contiguous {
-                    // Malformed: never sent by a correct leader.
-                    return;
-                }
+                // `try_step` checked that the entries follow prev_index.
                 self.follow(from);
                 self.on_append(from, prev_index, prev_term, &entries, commit);
             }
@@ -393,14 +409,15 @@ impl RaftCore {
         }
     }
 
-    /// A leader: its followers' answers.
-    fn step_leader(&mut self, from: NodeId, body: Body) {
+    /// A leader: its followers' answers (refused if they speak of entries
+    /// or read rounds this leader never had).
+    fn step_leader(&mut self, from: NodeId, body: Body) -> Result<(), Malformed> {
         match body {
             Body::AppendResponse { result, voter } => self.on_append_response(from, result, voter),
             Body::HeartbeatResponse { read_round, voter } => {
                 self.on_heartbeat_response(from, read_round, voter)
             }
-            _ => {}
+            _ => Ok(()),
         }
     }
 

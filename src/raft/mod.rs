@@ -274,9 +274,19 @@
 //!   more simultaneous volume losses than the rules above can absorb (a
 //!   majority of volumes lost loses data, as in any Raft).
 //! * Byzantine peers. Peers are trusted; the transport rejects messages from
-//!   another cluster, nothing more. (Messages that could only come from a
-//!   broken peer — appends with non-contiguous entries, a second leader in
-//!   one term — are dropped rather than allowed to bring a member down.)
+//!   another cluster, nothing more. Messages that could only come from a
+//!   broken peer are refused before they change anything, rather than
+//!   allowed to bring a member down or break its own log
+//!   ([`RaftCore::try_step`] says why, see [`Malformed`]): a sender that is
+//!   no ordinal or the member itself; an index past [`MAX_INDEX`] (so index
+//!   arithmetic never overflows); append entries that do not follow
+//!   `prev_index` one by one, whose terms decrease or pass the message's
+//!   term, or a config entry that holds no configuration; a snapshot point
+//!   of a later term than its message's; an answer about entries past the
+//!   leader's log or a read round it never started; a second leader in one
+//!   term. A well-formed message that lies (a forged term, a forged leader
+//!   of the current term) is still believed. A term of `u64::MAX` is
+//!   well-formed: it is taken, and no election ever starts from it.
 //! * A TimeoutNow that arrives after its transfer was abandoned still makes
 //!   the target campaign; that costs an election, never safety.
 
@@ -296,6 +306,7 @@ mod replication;
 mod rng;
 mod transfer;
 mod types;
+mod validate;
 
 pub use self::core::RaftCore;
 pub use config::{Config, Restored, CAUGHT_UP_LAG};
@@ -305,5 +316,6 @@ pub use progress::{Progress, ReplicationState};
 pub use ready::ReadyHandler;
 pub use rng::SplitMix64;
 pub use types::*;
+pub use validate::{Malformed, MAX_INDEX};
 #[cfg(test)]
 mod tests;

@@ -13,6 +13,7 @@ use super::mutations::mutated;
 use super::progress::{Progress, ReplicationState};
 use super::reads::ReadQueue;
 use super::types::*;
+use super::validate::Malformed;
 
 /// What only a leader has.
 #[derive(Debug)]
@@ -299,21 +300,44 @@ impl RaftCore {
     }
 
     /// A follower's answer to an append (or to an installed snapshot).
-    pub(super) fn on_append_response(&mut self, from: NodeId, result: AppendResult, voter: bool) {
+    /// Refused if it speaks of entries past this leader's log: in its term
+    /// a follower holds only what this leader sent it (and a leader's log
+    /// only grows), so only a broken peer says so, and taking it would
+    /// count entries nobody holds.
+    pub(super) fn on_append_response(
+        &mut self,
+        from: NodeId,
+        result: AppendResult,
+        voter: bool,
+    ) -> Result<(), Malformed> {
         let snapshot_index = self.log.snapshot().index;
         let last = self.log.last_index();
+        let claimed = match result {
+            AppendResult::Accepted { match_index } => [("match_index", match_index); 2],
+            AppendResult::Rejected {
+                rejected_index,
+                hint_index,
+                ..
+            } => [
+                ("rejected_index", rejected_index),
+                ("hint_index", hint_index),
+            ],
+        };
+        if let Some((field, value)) = claimed.into_iter().find(|&(_, v)| v > last) {
+            return Err(Malformed::BeyondLeaderLog { field, value, last });
+        }
         let RoleState::Leader(l) = &mut self.role else {
-            return;
+            return Ok(());
         };
         let Some(pr) = l.progress.get_mut(&from) else {
-            return;
+            return Ok(());
         };
         pr.heard_from(voter);
         match result {
             AppendResult::Accepted { match_index } => {
                 if pr.state == ReplicationState::Snapshot {
                     if match_index < snapshot_index {
-                        return;
+                        return Ok(());
                     }
                     pr.become_probe(match_index + 1);
                 }
@@ -345,7 +369,7 @@ impl RaftCore {
                         ReplicationState::Snapshot => true,
                     };
                     if stale {
-                        return;
+                        return Ok(());
                     }
                     let probe_at = if hint_term > 0 {
                         self.log.find_conflict_by_term(hint_index, hint_term).0
@@ -357,17 +381,32 @@ impl RaftCore {
             }
         }
         self.maybe_send_append(from);
+        Ok(())
     }
 
     /// A follower's answer to a heartbeat: it is alive, maybe confirms a
-    /// read round, and may be behind.
-    pub(super) fn on_heartbeat_response(&mut self, from: NodeId, read_round: u64, voter: bool) {
+    /// read round, and may be behind. Refused if it confirms a round this
+    /// leader has not started (followers echo the round of a heartbeat):
+    /// taking it would confirm reads that no quorum was asked about.
+    pub(super) fn on_heartbeat_response(
+        &mut self,
+        from: NodeId,
+        read_round: u64,
+        voter: bool,
+    ) -> Result<(), Malformed> {
         let last = self.log.last_index();
         let RoleState::Leader(l) = &mut self.role else {
-            return;
+            return Ok(());
         };
+        let current = l.reads.round();
+        if read_round > current {
+            return Err(Malformed::ReadRoundAhead {
+                round: read_round,
+                current,
+            });
+        }
         let Some(pr) = l.progress.get_mut(&from) else {
-            return;
+            return Ok(());
         };
         pr.heard_from(voter);
         pr.read_round = pr.read_round.max(read_round);
@@ -378,6 +417,7 @@ impl RaftCore {
             self.maybe_send_append(from);
         }
         self.resolve_reads();
+        Ok(())
     }
 
     /// The driver finished sending a snapshot to `peer` (ending at `index`),

@@ -1,5 +1,8 @@
 //! Conversions between the core's messages and the peer protocol's.
 
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
 use crate::proto::peer::{
     self, forward_response, raft_message::Body as PBody, AppendResponse as PAppendResponse, Empty,
     ForwardResponse, Granted, LogPosition,
@@ -17,13 +20,59 @@ fn entry_to_proto(e: &Entry) -> peer::Entry {
     }
 }
 
-fn entry_from_proto(e: peer::Entry) -> Entry {
-    Entry {
+/// Why a wire message has no core form. Only what the wire form alone
+/// shows is checked here; whether the values make sense (indexes, terms,
+/// entry order) is the core's question (`RaftCore::try_step`).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ProtoError {
+    /// No body: a message kind this version does not know (a newer peer),
+    /// or a broken one.
+    #[error("the message has no body (a message kind this version does not know)")]
+    NoBody,
+    /// An entry flagged both no-op and config, which no version writes.
+    #[error("entry {index} is flagged both no-op and config")]
+    EntryFlags {
+        /// The entry's index.
+        index: u64,
+    },
+}
+
+/// The shortest time between two warnings about undecodable peer messages.
+const WARN_EVERY: Duration = Duration::from_secs(10);
+
+/// Warns that a message from `from` was dropped, at most once per
+/// [`WARN_EVERY`] with the count of the others: the server drops such
+/// messages one by one, and a peer of a newer version may send one with
+/// every heartbeat.
+fn warn_dropped(from: u32, why: &ProtoError) {
+    static LAST: Mutex<Option<(Instant, u64)>> = Mutex::new(None);
+    let now = Instant::now();
+    let mut last = LAST.lock().unwrap_or_else(|e| e.into_inner());
+    match &mut *last {
+        Some((at, suppressed)) if now.duration_since(*at) < WARN_EVERY => *suppressed += 1,
+        slot => {
+            let suppressed = slot.map_or(0, |(_, n)| n);
+            tracing::warn!(
+                peer = from,
+                reason = %why,
+                dropped_since_last_warning = suppressed,
+                "dropped an undecodable peer message"
+            );
+            *slot = Some((now, 0));
+        }
+    }
+}
+
+fn entry_from_proto(e: peer::Entry) -> Result<Entry, ProtoError> {
+    if e.noop && e.config {
+        return Err(ProtoError::EntryFlags { index: e.index });
+    }
+    Ok(Entry {
         index: e.index,
         term: e.term,
         kind: EntryKind::from_flags(e.noop, e.config),
         data: e.data,
-    }
+    })
 }
 
 /// The wire form of a core message. `None` for a snapshot message, which
@@ -111,10 +160,22 @@ pub fn to_proto(msg: Message) -> Option<peer::RaftMessage> {
     })
 }
 
-/// The core form of a wire message; `None` if it has no body (a newer
-/// version's message kind).
+/// The core form of a wire message; `None` (logged, rate-limited, with the
+/// sender's ordinal) if it has none: see [`try_from_proto`].
 pub fn from_proto(msg: peer::RaftMessage) -> Option<Message> {
-    let body = match msg.body? {
+    let from = msg.from;
+    match try_from_proto(msg) {
+        Ok(msg) => Some(msg),
+        Err(why) => {
+            warn_dropped(from, &why);
+            None
+        }
+    }
+}
+
+/// The core form of a wire message, or why it has none.
+pub fn try_from_proto(msg: peer::RaftMessage) -> Result<Message, ProtoError> {
+    let body = match msg.body.ok_or(ProtoError::NoBody)? {
         PBody::PreVote(p) => Body::PreVote {
             last_index: p.last_index,
             last_term: p.last_term,
@@ -129,7 +190,11 @@ pub fn from_proto(msg: peer::RaftMessage) -> Option<Message> {
         PBody::Append(a) => Body::Append {
             prev_index: a.prev_index,
             prev_term: a.prev_term,
-            entries: a.entries.into_iter().map(entry_from_proto).collect(),
+            entries: a
+                .entries
+                .into_iter()
+                .map(entry_from_proto)
+                .collect::<Result<_, _>>()?,
             commit: a.commit,
         },
         PBody::AppendResponse(r) => Body::AppendResponse {
@@ -162,7 +227,7 @@ pub fn from_proto(msg: peer::RaftMessage) -> Option<Message> {
             members: crate::raft::Membership::from_bits(f.voters, f.learners),
         },
     };
-    Some(Message {
+    Ok(Message {
         from: msg.from,
         to: msg.to,
         term: msg.term,
@@ -271,5 +336,71 @@ mod tests {
                 Some(msg)
             );
         }
+    }
+
+    /// A message without a body (here one of a kind a newer version might
+    /// add, field 99, which this version skips when decoding) is dropped,
+    /// not taken for some default kind.
+    #[test]
+    fn a_message_without_a_body_is_dropped() {
+        use prost::Message as _;
+        // from = 1 (field 1, varint), then field 99 as an empty
+        // length-delimited value.
+        let wire = [0x08, 0x01, 0x9a, 0x06, 0x00];
+        let msg = peer::RaftMessage::decode(&wire[..]).expect("decodes");
+        assert_eq!((msg.from, msg.body.is_none()), (1, true));
+        assert_eq!(try_from_proto(msg.clone()), Err(ProtoError::NoBody));
+        assert_eq!(from_proto(msg), None);
+        assert!(peer::RaftMessage::decode(&[0xff, 0xff][..]).is_err());
+    }
+
+    /// An entry flagged both no-op and config is no entry any version
+    /// writes: the whole append is dropped.
+    #[test]
+    fn an_entry_with_both_kinds_is_dropped() {
+        let append = |noop, config| peer::RaftMessage {
+            from: 0,
+            to: 1,
+            term: 2,
+            body: Some(PBody::Append(peer::Append {
+                prev_index: 0,
+                prev_term: 0,
+                entries: vec![peer::Entry {
+                    index: 1,
+                    term: 2,
+                    noop,
+                    data: Bytes::new(),
+                    config,
+                }],
+                commit: 0,
+            })),
+        };
+        assert_eq!(
+            try_from_proto(append(true, true)),
+            Err(ProtoError::EntryFlags { index: 1 })
+        );
+        assert!(try_from_proto(append(true, false)).is_ok());
+    }
+
+    /// Field values are carried as they are, the extremes included: whether
+    /// they make sense is the core's question, which refuses them there
+    /// (`raft::tests::malformed`).
+    #[test]
+    fn extreme_values_reach_the_core_unchanged() {
+        let msg = Message {
+            from: u32::MAX,
+            to: 1,
+            term: u64::MAX,
+            body: Body::AppendResponse {
+                result: AppendResult::Rejected {
+                    rejected_index: u64::MAX,
+                    hint_index: 0,
+                    hint_term: u64::MAX,
+                },
+                voter: true,
+            },
+        };
+        let wire = to_proto(msg.clone()).expect("wire form");
+        assert_eq!(try_from_proto(wire), Ok(msg));
     }
 }

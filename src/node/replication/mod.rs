@@ -8,6 +8,7 @@
 //! thread, answer reads. Disk I/O blocks only this thread.
 
 mod housekeeping;
+mod malformed;
 mod ready;
 #[cfg(test)]
 mod tests;
@@ -29,6 +30,7 @@ use crate::state::snapshot::SnapshotWriter;
 use crate::state::KvState;
 use crate::storage::wal::Wal;
 use housekeeping::Leadership;
+use malformed::MalformedLog;
 use ready::{PendingReads, ReceivedSnapshot};
 
 /// Input to the replication thread.
@@ -154,6 +156,8 @@ pub struct ReplicationThread {
     name: PodName,
     /// The node's span, parent of each term's span.
     parent_span: tracing::Span,
+    /// The peer messages the core refused, for rate-limited warnings.
+    malformed: MalformedLog,
 }
 
 impl ReplicationThread {
@@ -201,6 +205,7 @@ impl ReplicationThread {
             parent_span: tracing::Span::current(),
             name,
             leadership,
+            malformed: MalformedLog::default(),
         }
     }
 
@@ -278,7 +283,12 @@ impl ReplicationThread {
                 self.reads.insert(id, done);
                 self.core.read_index(id);
             }
-            Input::Step(msg) => self.core.step(msg),
+            Input::Step(msg) => {
+                let from = msg.from;
+                if let Err(why) = self.core.try_step(msg) {
+                    self.malformed.dropped(from, &why, Instant::now());
+                }
+            }
             Input::PeerDisconnected(peer) => self.core.peer_disconnected(peer),
             Input::SnapshotReceived { msg, writer, done } => {
                 if !matches!(msg.body, Body::Snapshot { .. }) {
@@ -291,8 +301,18 @@ impl ReplicationThread {
                 if self.received_snapshot.is_some() {
                     self.drive_ready()?;
                 }
+                let from = msg.from;
+                if let Err(why) = self.core.try_step(msg) {
+                    // Refused before it changed anything: the data that
+                    // arrived is dropped, and the sender hears why.
+                    self.malformed.dropped(from, &why, Instant::now());
+                    self.state.abort_install(writer)?;
+                    let _ = done.send(Err(Error::InvalidArgument(format!(
+                        "malformed snapshot message: {why}"
+                    ))));
+                    return Ok(true);
+                }
                 self.received_snapshot = Some((writer, done));
-                self.core.step(msg);
             }
             Input::SnapshotSent { to, index } => self.core.snapshot_sent(to, index),
             Input::Transfer { to, done } => self.transfer(to, done),

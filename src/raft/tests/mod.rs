@@ -6,6 +6,7 @@
 //! in `tests/scripts/`.
 
 mod election;
+mod malformed;
 mod membership;
 mod reads;
 mod rejoin;
