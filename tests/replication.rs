@@ -400,8 +400,8 @@ fn fast_failover_on_a_slow_disk_raises_the_term_by_at_most_two() {
 }
 
 /// `kvctl watch` survives the node it watches through going away: it
-/// resumes on another endpoint from the revision after the last it printed,
-/// so every change is printed exactly once.
+/// resumes on another endpoint where it left off, so every change is
+/// printed exactly once.
 #[test]
 fn kvctl_watch_resumes_when_its_node_stops() {
     use std::io::BufRead;
@@ -458,7 +458,7 @@ fn kvctl_watch_resumes_when_its_node_stops() {
     std::io::Read::read_to_string(&mut watch.stderr.take().expect("stderr"), &mut stderr)
         .expect("stderr");
     assert!(status.success(), "kvctl watch: {status}, {stderr}");
-    assert!(stderr.contains("resuming"), "{stderr}");
+    assert!(stderr.contains("resumed"), "{stderr}");
     let keys: Vec<String> = lines
         .iter()
         .map(|l| l.split_whitespace().nth(1).unwrap_or_default().to_string())
