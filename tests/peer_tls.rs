@@ -68,6 +68,20 @@ fn peer_args(certs: &Path) -> Vec<String> {
     ]
 }
 
+/// A 3-pod box whose pods hold certificates of a new CA for their own
+/// names (in the returned directory), with the peer port in mutual TLS.
+fn mtls_box() -> (tempfile::TempDir, Ca, BoxCluster) {
+    let certs = tempfile::tempdir().expect("tempdir");
+    let ca = Ca::new();
+    for n in 0..3 {
+        ca.issue(certs.path(), &format!("kvstore-{n}"), &[pod_name(n)]);
+    }
+    let args = peer_args(certs.path());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let b = BoxCluster::start(3, &args, Duration::from_millis(500));
+    (certs, ca, b)
+}
+
 async fn plaintext(addr: SocketAddr) -> Result<Channel, tonic::transport::Error> {
     Endpoint::from_shared(format!("http://{addr}"))
         .expect("uri")
@@ -110,14 +124,7 @@ fn forged_heartbeat(from: u32, to: u32) -> Envelope {
 
 #[test]
 fn only_members_speak_and_each_only_as_itself() {
-    let certs = tempfile::tempdir().expect("tempdir");
-    let ca = Ca::new();
-    for n in 0..3 {
-        ca.issue(certs.path(), &format!("kvstore-{n}"), &[pod_name(n)]);
-    }
-    let args = peer_args(certs.path());
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let b = BoxCluster::start(3, &args, Duration::from_millis(500));
+    let (certs, _ca, b) = mtls_box();
     // The members reach each other over mTLS: a leader, and a write that
     // a majority acknowledged.
     let (_, term) = b.wait("a leader over mTLS", Duration::from_secs(60), |b| {
@@ -217,14 +224,7 @@ fn der_of(pem_file: &PathBuf) -> Vec<u8> {
 
 #[test]
 fn a_certificate_rotated_on_disk_is_served_without_a_restart() {
-    let certs = tempfile::tempdir().expect("tempdir");
-    let ca = Ca::new();
-    for n in 0..3 {
-        ca.issue(certs.path(), &format!("kvstore-{n}"), &[pod_name(n)]);
-    }
-    let args = peer_args(certs.path());
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let b = BoxCluster::start(3, &args, Duration::from_millis(500));
+    let (certs, ca, b) = mtls_box();
     b.wait("a leader", Duration::from_secs(60), |b| b.leader());
     let peer_addr: SocketAddr = b.sup().state().pods[1].peer.parse().expect("peer address");
     let pid = b.sup().state().pods[1].pid;
