@@ -10,6 +10,7 @@ pub mod discovery;
 pub mod error;
 pub mod identity;
 pub mod logging;
+pub mod metrics;
 pub mod node;
 pub mod ops;
 pub mod raft;

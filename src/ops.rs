@@ -22,7 +22,9 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
@@ -30,7 +32,15 @@ use tokio::net::TcpListener;
 use crate::node::NodeHandle;
 use crate::raft::Role;
 
-/// The metrics of one node.
+/// A follower, as the leader labels its progress.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PeerLabels {
+    /// The follower's pod name.
+    peer: String,
+}
+
+/// The gauges read off the node at each scrape, next to the counters and
+/// histograms the node's threads keep ([`crate::metrics::NodeMetrics`]).
 struct Metrics {
     registry: Registry,
     is_leader: Gauge,
@@ -39,45 +49,76 @@ struct Metrics {
     commit: Gauge<u64, AtomicU64>,
     applied: Gauge<u64, AtomicU64>,
     leader_changes: Counter,
+    peer_lag: Family<PeerLabels, Gauge<u64, AtomicU64>>,
+    peer_reachable: Family<PeerLabels, Gauge>,
+    stored: Gauge<u64, AtomicU64>,
+    history: Gauge<u64, AtomicU64>,
+    quota: Gauge<u64, AtomicU64>,
+    quota_alarm: Gauge,
 }
 
 impl Metrics {
-    fn new() -> Metrics {
-        let mut registry = Registry::with_prefix("kvstore");
-        let (is_leader, has_leader) = (Gauge::default(), Gauge::default());
-        let (term, commit, applied) = (Gauge::default(), Gauge::default(), Gauge::default());
-        let leader_changes = Counter::default();
-        registry.register("is_leader", "1 if this member leads", is_leader.clone());
-        registry.register(
-            "has_leader",
-            "1 if this member knows a leader",
-            has_leader.clone(),
+    fn new(node: &NodeHandle) -> Metrics {
+        let mut registry = Registry::default();
+        node.metrics().register(&mut registry);
+        let m = Metrics {
+            registry: Registry::default(),
+            is_leader: Gauge::default(),
+            has_leader: Gauge::default(),
+            term: Gauge::default(),
+            commit: Gauge::default(),
+            applied: Gauge::default(),
+            leader_changes: Counter::default(),
+            peer_lag: Family::default(),
+            peer_reachable: Family::default(),
+            stored: Gauge::default(),
+            history: Gauge::default(),
+            quota: Gauge::default(),
+            quota_alarm: Gauge::default(),
+        };
+        m.register(registry.sub_registry_with_prefix("kvstore"));
+        Metrics { registry, ..m }
+    }
+
+    fn register(&self, r: &mut Registry) {
+        r.register(
+            "is_leader",
+            "1 if this member leads",
+            self.is_leader.clone(),
         );
-        registry.register("term", "The current Raft term", term.clone());
-        registry.register(
-            "commit_revision",
-            "The commit index (revision) this member knows",
-            commit.clone(),
-        );
-        registry.register(
-            "applied_revision",
-            "The revision applied to this member's state",
-            applied.clone(),
-        );
-        registry.register(
+        let has_leader = "1 if this member knows a leader";
+        r.register("has_leader", has_leader, self.has_leader.clone());
+        r.register("term", "The current Raft term", self.term.clone());
+        let commit = "The commit index (revision) this member knows";
+        r.register("commit_revision", commit, self.commit.clone());
+        let applied = "The revision applied to this member's state";
+        r.register("applied_revision", applied, self.applied.clone());
+        r.register(
             "leader_changes",
             "Times the leader this member knows changed (to another member or to none)",
-            leader_changes.clone(),
+            self.leader_changes.clone(),
         );
-        Metrics {
-            registry,
-            is_leader,
-            has_leader,
-            term,
-            commit,
-            applied,
-            leader_changes,
-        }
+        r.register(
+            "peer_lag_revisions",
+            "On the leader, per follower: the leader's last log index minus the follower's match index",
+            self.peer_lag.clone(),
+        );
+        r.register(
+            "peer_reachable",
+            "On the leader, per follower: 1 if it answered within four heartbeats",
+            self.peer_reachable.clone(),
+        );
+        let stored = "Bytes of keys and values in the data and the history (what the quota counts)";
+        r.register("stored_bytes", stored, self.stored.clone());
+        let history = "Bytes of keys and values in the history";
+        r.register("history_bytes", history, self.history.clone());
+        let quota = "The space quota (--quota-bytes)";
+        r.register("quota_bytes", quota, self.quota.clone());
+        r.register(
+            "quota_alarm",
+            "1 while a NOSPACE alarm is raised on any member: writes that add data are refused",
+            self.quota_alarm.clone(),
+        );
     }
 
     /// Reads the gauges off `node` and encodes everything.
@@ -88,6 +129,24 @@ impl Metrics {
         self.term.set(status.term);
         self.commit.set(status.commit);
         self.applied.set(node.applied());
+        // Only the current followers, and only while leading: a series of
+        // a member that left, or of a former leadership, would lie.
+        self.peer_lag.clear();
+        self.peer_reachable.clear();
+        for peer in &status.peers {
+            let labels = PeerLabels {
+                peer: node.name().sibling(peer.id).to_string(),
+            };
+            let lag = status.last_index.saturating_sub(peer.match_index);
+            self.peer_lag.get_or_create(&labels).set(lag);
+            let reachable = i64::from(peer.reachable);
+            self.peer_reachable.get_or_create(&labels).set(reachable);
+        }
+        let state = node.state();
+        self.stored.set(state.stored_bytes());
+        self.history.set(state.history_bytes());
+        self.quota.set(node.space_policy().quota);
+        self.quota_alarm.set(i64::from(!state.alarms().is_empty()));
         let mut text = String::new();
         encode(&mut text, &self.registry)?;
         Ok(text)
@@ -108,7 +167,7 @@ pub async fn serve_ops(
     ready_lag: u64,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let metrics = Arc::new(Metrics::new());
+    let metrics = Arc::new(Metrics::new(&node));
     tokio::spawn(count_leader_changes(node.clone(), metrics.clone()));
     let ops = Ops {
         node,

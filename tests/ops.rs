@@ -63,3 +63,85 @@ fn probes_and_metrics_follow_a_leader_kill() {
     );
     assert!(after > before);
 }
+
+/// The line of `name` with all of `labels` in pod `n`'s `/metrics`, as its
+/// value.
+fn labelled(b: &BoxCluster, n: u32, name: &str, labels: &[&str]) -> Option<f64> {
+    let (_, body) = get(b, n, "/metrics")?;
+    body.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")))
+        .filter(|l| labels.iter().all(|want| l.contains(want)))
+        .find_map(|l| l.rsplit_once(' ')?.1.trim().parse().ok())
+}
+
+/// Writes show in the fsync, proposal-to-commit and apply histograms, in
+/// the per-RPC counters (with the status code a client saw: in the
+/// trailers for a success, in the headers for an early refusal) and in the
+/// space gauges; the leader exports one lag series per follower.
+#[test]
+fn writes_show_in_histograms_rpc_counts_and_lag() {
+    let b = BoxCluster::start(
+        3,
+        &["--ops-listen", "{ip}:7381"],
+        Duration::from_millis(500),
+    );
+    let (leader, _) = b.wait("a leader", Duration::from_secs(60), |b| b.leader());
+    let mut client = b.client();
+    b.rt.block_on(async {
+        for i in 0..20u32 {
+            client
+                .put(format!("metrics/{i}"), vec![7u8; 100])
+                .await
+                .expect("put");
+        }
+        let refused = client.put(Vec::<u8>::new(), "v").await;
+        assert!(refused.is_err(), "an empty key is refused");
+    });
+    let count = |n, name: &str| metric(&b, n, &format!("{name}_count"));
+    let commits = count(leader, "kvstore_proposal_commit_duration_seconds");
+    assert!(commits.is_some_and(|c| c >= 20.0), "{commits:?}");
+    for n in 0..3 {
+        let fsyncs = count(n, "kvstore_wal_fsync_duration_seconds");
+        assert!(fsyncs.is_some_and(|c| c >= 1.0), "pod {n}: {fsyncs:?}");
+        let applies = count(n, "kvstore_apply_duration_seconds");
+        assert!(applies.is_some_and(|c| c >= 1.0), "pod {n}: {applies:?}");
+    }
+    let put_ok: f64 = (0..3)
+        .filter_map(|n| {
+            labelled(
+                &b,
+                n,
+                "grpc_server_handled_total",
+                &[r#"grpc_method="Put""#, r#"grpc_code="OK""#],
+            )
+        })
+        .sum();
+    assert!(put_ok >= 20.0, "Put OK counted {put_ok} times");
+    let put_refused: f64 = (0..3)
+        .filter_map(|n| {
+            labelled(
+                &b,
+                n,
+                "grpc_server_handled_total",
+                &[r#"grpc_method="Put""#, r#"grpc_code="InvalidArgument""#],
+            )
+        })
+        .sum();
+    assert!(put_refused >= 1.0, "the refused put counted {put_refused}");
+    assert!(metric(&b, leader, "kvstore_stored_bytes").is_some_and(|s| s >= 2000.0));
+    assert_eq!(metric(&b, leader, "kvstore_quota_alarm"), Some(0.0));
+    for n in (0..3).filter(|&n| n != leader) {
+        let peer = format!(r#"peer="kvstore-{n}""#);
+        let lag = b.wait("the follower's lag series", Duration::from_secs(30), |b| {
+            labelled(b, leader, "kvstore_peer_lag_revisions", &[&peer])
+        });
+        assert!(lag >= 0.0);
+        let reachable = labelled(&b, leader, "kvstore_peer_reachable", &[&peer]);
+        assert_eq!(reachable, Some(1.0));
+        assert_eq!(
+            labelled(&b, n, "kvstore_peer_lag_revisions", &[]),
+            None,
+            "a follower exports no lag"
+        );
+    }
+}

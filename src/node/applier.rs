@@ -103,6 +103,8 @@ pub struct Applier {
     pub events: broadcast::Sender<Arc<WatchBatch>>,
     /// Whether the identity record already holds the cluster id.
     pub cluster_recorded: bool,
+    /// Where the apply latency goes.
+    pub metrics: Arc<crate::metrics::NodeMetrics>,
 }
 
 impl Applier {
@@ -132,7 +134,9 @@ impl Applier {
                             Err(_) => break,
                         }
                     }
-                    self.apply(entries)?
+                    let started = std::time::Instant::now();
+                    self.apply(entries)?;
+                    self.metrics.apply.observe(started.elapsed().as_secs_f64());
                 }
                 ApplyMsg::Install {
                     writer,

@@ -67,6 +67,8 @@ struct Shared {
     /// The replica count the StatefulSet asks for, as last read (0: not
     /// read yet).
     desired: std::sync::atomic::AtomicU32,
+    /// What the node measures about itself.
+    metrics: Arc<crate::metrics::NodeMetrics>,
 }
 
 /// A running node.
@@ -206,6 +208,11 @@ impl NodeHandle {
         self.status()
             .leader
             .map(|l| self.0.name.sibling(l).to_string())
+    }
+
+    /// What the node measures about itself.
+    pub fn metrics(&self) -> &Arc<crate::metrics::NodeMetrics> {
+        &self.0.metrics
     }
 
     /// The applied state.

@@ -7,6 +7,7 @@ pub mod error_info;
 pub mod incoming;
 pub mod kv;
 mod members;
+pub mod metered;
 mod oversized;
 pub mod validate;
 pub mod watch;
@@ -133,6 +134,9 @@ pub async fn serve_clients(
         server = server.max_connection_age(age);
     }
     server
+        // Outermost, so that it counts the code the client sees (after the
+        // oversized rewrite).
+        .layer(metered::MeteredLayer::new(node.metrics().grpc.clone()))
         .layer(oversized::layer(limits.max_request_bytes()))
         .http2_max_pending_accept_reset_streams(Some(incoming::MAX_PENDING_ACCEPT_RESETS))
         .http2_keepalive_interval(Some(Duration::from_secs(10)))

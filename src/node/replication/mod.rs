@@ -113,6 +113,34 @@ pub enum Fatal {
     Snapshot(String),
 }
 
+/// The times proposals entered the leader's log, oldest first, bounded so
+/// that a leader without a quorum does not collect them without end.
+#[derive(Default)]
+struct ProposalTimes(std::collections::VecDeque<(u64, Instant)>);
+
+impl ProposalTimes {
+    /// The most proposals remembered; older ones go unmeasured.
+    const MAX: usize = 1 << 16;
+
+    fn proposed(&mut self, index: u64, at: Instant) {
+        // An index not above the last one: this member lost the lead and
+        // leads again, and the entries it remembered may never commit.
+        if self.0.back().is_some_and(|&(last, _)| last >= index) {
+            self.0.clear();
+        }
+        if self.0.len() == Self::MAX {
+            self.0.pop_front();
+        }
+        self.0.push_back((index, at));
+    }
+
+    /// The proposals committed through `index`, with when they entered.
+    fn committed(&mut self, index: u64) -> impl Iterator<Item = Instant> + '_ {
+        let n = self.0.partition_point(|&(i, _)| i <= index);
+        self.0.drain(..n).map(|(_, at)| at)
+    }
+}
+
 struct PendingTransfer {
     to: NodeId,
     done: oneshot::Sender<Result<()>>,
@@ -158,6 +186,13 @@ pub struct ReplicationThread {
     parent_span: tracing::Span,
     /// The peer messages the core refused, for rate-limited warnings.
     malformed: MalformedLog,
+    /// What the thread measures.
+    metrics: Arc<crate::metrics::NodeMetrics>,
+    /// On the leader, when each proposal still uncommitted entered the log
+    /// (index order), for the proposal-to-commit latency.
+    proposed: ProposalTimes,
+    /// When each snapshot transfer in flight began, by follower.
+    snapshots_started: std::collections::HashMap<NodeId, Instant>,
 }
 
 impl ReplicationThread {
@@ -206,7 +241,16 @@ impl ReplicationThread {
             name,
             leadership,
             malformed: MalformedLog::default(),
+            metrics: Arc::default(),
+            proposed: ProposalTimes::default(),
+            snapshots_started: std::collections::HashMap::new(),
         }
+    }
+
+    /// Measures into `metrics` (by default into a set nobody reads).
+    pub fn with_metrics(mut self, metrics: Arc<crate::metrics::NodeMetrics>) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// A new cluster takes `id` (when given) instead of a random id.
@@ -314,7 +358,11 @@ impl ReplicationThread {
                 }
                 self.received_snapshot = Some((writer, done));
             }
-            Input::SnapshotSent { to, index } => self.core.snapshot_sent(to, index),
+            Input::SnapshotSent { to, index } => {
+                let took = self.snapshots_started.remove(&to).map(|t| t.elapsed());
+                self.metrics.snapshot_sent(index.is_some(), took);
+                self.core.snapshot_sent(to, index)
+            }
             Input::Transfer { to, done } => self.transfer(to, done),
             Input::Checkpointed(index) => {
                 self.checkpoint_in_flight = false;
@@ -362,7 +410,10 @@ impl ReplicationThread {
             return self.change_membership(change, done);
         }
         match self.core.propose(data) {
-            Ok((index, term)) => self.waiters.insert(index, term, done),
+            Ok((index, term)) => {
+                self.proposed.proposed(index, Instant::now());
+                self.waiters.insert(index, term, done)
+            }
             Err(ProposeError::NotLeader { leader }) => {
                 let _ = done.send(Err(Error::not_leader(self.leader_name(leader))));
             }

@@ -32,6 +32,9 @@ struct ReadyIo<'a> {
     reads: &'a mut PendingReads,
     received_snapshot: &'a mut Option<ReceivedSnapshot>,
     name: &'a PodName,
+    metrics: &'a crate::metrics::NodeMetrics,
+    proposed: &'a mut super::ProposalTimes,
+    snapshots_started: &'a mut HashMap<NodeId, std::time::Instant>,
 }
 
 impl ReadyHandler for ReadyIo<'_> {
@@ -64,6 +67,8 @@ impl ReadyHandler for ReadyIo<'_> {
     ) -> std::result::Result<Vec<(NodeId, Option<Index>)>, Fatal> {
         for peer in peers {
             tracing::info!(peer, "follower needs a snapshot; sending one");
+            self.snapshots_started
+                .insert(peer, std::time::Instant::now());
             self.peers.send_snapshot(peer, core.term());
         }
         // The transfers end later, as `Input::SnapshotSent`.
@@ -71,6 +76,14 @@ impl ReadyHandler for ReadyIo<'_> {
     }
 
     fn apply(&mut self, committed: Vec<Entry>) -> std::result::Result<(), Fatal> {
+        if let Some(last) = committed.last() {
+            let now = std::time::Instant::now();
+            for at in self.proposed.committed(last.index) {
+                self.metrics
+                    .proposal_commit
+                    .observe((now - at).as_secs_f64());
+            }
+        }
         self.apply_tx
             .send(ApplyMsg::Entries(committed))
             .map_err(|_| Fatal::ApplierGone)
@@ -128,6 +141,7 @@ impl ReadyIo<'_> {
         }
         // The old log is garbage now: start a fresh segment.
         self.wal.compact(core.hard_state(), meta, entries)?;
+        self.metrics.snapshots_installed.inc();
         let _ = done.send(Ok(()));
         tracing::info!(
             index = meta.index,
@@ -148,6 +162,9 @@ impl ReplicationThread {
             reads: &mut self.reads,
             received_snapshot: &mut self.received_snapshot,
             name: &self.name,
+            metrics: &self.metrics,
+            proposed: &mut self.proposed,
+            snapshots_started: &mut self.snapshots_started,
         };
         while self.core.handle_ready(&mut io)? {}
         // A snapshot the core did not want (it already had those entries).

@@ -88,6 +88,7 @@ impl Fixture {
         let (applied_tx, _applied_rx) = watch::channel(0);
         let (events, _) = broadcast::channel(16);
         let applier = Applier {
+            metrics: Arc::default(),
             state: state.clone(),
             rx: apply_rx,
             inbox: inbox_tx,
@@ -400,5 +401,28 @@ fn a_log_of_large_entries_is_compacted_by_bytes() {
     assert!(
         largest_file <= policy.max_segment_bytes() + 2 * VALUE as u64,
         "the log file grew to {largest_file} bytes"
+    );
+}
+
+/// Proposal times leave in index order as their entries commit, and a
+/// member leading again forgets what it proposed before.
+#[test]
+fn proposal_times_leave_as_entries_commit() {
+    let t0 = Instant::now();
+    let mut times = ProposalTimes::default();
+    for i in 1..=3 {
+        times.proposed(i, t0 + Duration::from_millis(i));
+    }
+    let done: Vec<Instant> = times.committed(2).collect();
+    assert_eq!(
+        done,
+        vec![t0 + Duration::from_millis(1), t0 + Duration::from_millis(2)]
+    );
+    assert_eq!(times.committed(2).count(), 0);
+    times.proposed(3, t0);
+    assert_eq!(
+        times.committed(10).count(),
+        1,
+        "the earlier 3 was forgotten"
     );
 }

@@ -276,10 +276,13 @@ fn spawn(
     cfg: NodeConfig,
     core: RaftCore,
     (state, cluster_recorded): (Arc<KvState>, bool),
-    wal: Wal,
+    mut wal: Wal,
     peers: Arc<dyn Peers>,
     inbox: NodeInbox,
 ) -> std::io::Result<Node> {
+    let metrics = Arc::new(crate::metrics::NodeMetrics::default());
+    let fsync = metrics.wal_fsync.clone();
+    wal.observe_syncs(move |took| fsync.observe(took.as_secs_f64()));
     let (status_tx, status_rx) = watch::channel(RaftStatus::of(&core));
     let (applied_tx, applied_rx) = watch::channel(state.applied().0);
     let (events_tx, _) = broadcast::channel(1024);
@@ -293,6 +296,7 @@ fn spawn(
         applied: applied_tx,
         events: events_tx.clone(),
         cluster_recorded,
+        metrics: metrics.clone(),
     };
     let span = tracing::Span::current();
     let apply_span = span.clone();
@@ -312,7 +316,8 @@ fn spawn(
         cfg.compaction.within_quota(cfg.space.quota),
         cfg.name.clone(),
     )
-    .with_cluster_id(cfg.cluster_id);
+    .with_cluster_id(cfg.cluster_id)
+    .with_metrics(metrics.clone());
     let raft_thread = std::thread::Builder::new()
         .name("raft".into())
         .spawn(move || span.in_scope(|| replication.run()))?;
@@ -331,6 +336,7 @@ fn spawn(
         space: cfg.space,
         catch_up_to: std::sync::OnceLock::new(),
         desired: std::sync::atomic::AtomicU32::new(0),
+        metrics,
     }));
     Ok(Node {
         handle,

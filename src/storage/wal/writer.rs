@@ -26,6 +26,9 @@ pub struct Wal {
     /// power loss then loses acknowledged entries.
     #[cfg(feature = "testing")]
     skip_sync: bool,
+    /// Told how long each sync took (the node's fsync histogram), so that
+    /// the log itself knows nothing of metrics.
+    on_sync: Option<Box<dyn FnMut(std::time::Duration) + Send>>,
 }
 
 impl std::fmt::Debug for Wal {
@@ -69,6 +72,7 @@ impl Wal {
             sync_delay: std::time::Duration::ZERO,
             #[cfg(feature = "testing")]
             skip_sync: false,
+            on_sync: None,
         };
         Ok((wal, state))
     }
@@ -100,9 +104,10 @@ impl Wal {
         #[cfg(not(feature = "testing"))]
         let skip = false;
         if !skip {
+            let started = std::time::Instant::now();
             self.active.sync_data().map_err(io_err(&path))?;
+            self.synced(started);
         }
-        self.slow_disk();
         self.active_len += self.buf.len() as u64;
         Ok(())
     }
@@ -127,8 +132,9 @@ impl Wal {
         {
             let mut f = self.fs.create(&tmp).map_err(io_err(&tmp))?;
             f.write_all(&self.buf).map_err(io_err(&tmp))?;
+            let started = std::time::Instant::now();
             f.sync_data().map_err(io_err(&tmp))?;
-            self.slow_disk();
+            self.synced(started);
         }
         self.fs.rename(&tmp, &path).map_err(io_err(&path))?;
         self.fs.sync_dir(&self.dir).map_err(io_err(&self.dir))?;
@@ -156,9 +162,19 @@ impl Wal {
         self.sync_delay = delay;
     }
 
-    fn slow_disk(&self) {
+    /// Calls `observe` with the duration of every sync from now on.
+    pub fn observe_syncs(&mut self, observe: impl FnMut(std::time::Duration) + Send + 'static) {
+        self.on_sync = Some(Box::new(observe));
+    }
+
+    /// After a sync that began at `started`: the test's slow disk, then the
+    /// observer.
+    fn synced(&mut self, started: std::time::Instant) {
         if !self.sync_delay.is_zero() {
             std::thread::sleep(self.sync_delay);
+        }
+        if let Some(observe) = self.on_sync.as_mut() {
+            observe(started.elapsed());
         }
     }
 
