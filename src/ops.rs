@@ -55,6 +55,8 @@ struct Metrics {
     history: Gauge<u64, AtomicU64>,
     quota: Gauge<u64, AtomicU64>,
     quota_alarm: Gauge,
+    volume_size: Gauge<u64, AtomicU64>,
+    volume_free: Gauge<u64, AtomicU64>,
 }
 
 impl Metrics {
@@ -75,6 +77,8 @@ impl Metrics {
             history: Gauge::default(),
             quota: Gauge::default(),
             quota_alarm: Gauge::default(),
+            volume_size: Gauge::default(),
+            volume_free: Gauge::default(),
         };
         m.register(registry.sub_registry_with_prefix("kvstore"));
         Metrics { registry, ..m }
@@ -119,6 +123,10 @@ impl Metrics {
             "1 while a NOSPACE alarm is raised on any member: writes that add data are refused",
             self.quota_alarm.clone(),
         );
+        let size = "Bytes of the volume holding the data dir";
+        r.register("volume_size_bytes", size, self.volume_size.clone());
+        let free = "Bytes free to this process on the volume holding the data dir";
+        r.register("volume_free_bytes", free, self.volume_free.clone());
     }
 
     /// Reads the gauges off `node` and encodes everything.
@@ -147,6 +155,12 @@ impl Metrics {
         self.history.set(state.history_bytes());
         self.quota.set(node.space_policy().quota);
         self.quota_alarm.set(i64::from(!state.alarms().is_empty()));
+        // A failed statvfs leaves the last values: the space monitor, which
+        // makes the same call, reports the failure.
+        if let Ok((size, free)) = crate::storage::volume(node.data_dir()) {
+            self.volume_size.set(size);
+            self.volume_free.set(free);
+        }
         let mut text = String::new();
         encode(&mut text, &self.registry)?;
         Ok(text)

@@ -130,6 +130,8 @@ fn writes_show_in_histograms_rpc_counts_and_lag() {
     assert!(put_refused >= 1.0, "the refused put counted {put_refused}");
     assert!(metric(&b, leader, "kvstore_stored_bytes").is_some_and(|s| s >= 2000.0));
     assert_eq!(metric(&b, leader, "kvstore_quota_alarm"), Some(0.0));
+    let free = metric(&b, leader, "kvstore_volume_free_bytes");
+    assert!(free.is_some_and(|f| f > 0.0), "{free:?}");
     for n in (0..3).filter(|&n| n != leader) {
         let peer = format!(r#"peer="kvstore-{n}""#);
         let lag = b.wait("the follower's lag series", Duration::from_secs(30), |b| {
@@ -143,5 +145,35 @@ fn writes_show_in_histograms_rpc_counts_and_lag() {
             None,
             "a follower exports no lag"
         );
+    }
+}
+
+/// Past the space quota every member raises `kvstore_quota_alarm`, as
+/// the alert expects.
+#[test]
+fn the_quota_alarm_shows_on_every_member() {
+    let b = BoxCluster::start(
+        3,
+        &["--ops-listen", "{ip}:7381", "--quota-bytes", "20000"],
+        Duration::from_millis(500),
+    );
+    b.wait("a leader", Duration::from_secs(60), |b| b.leader());
+    assert_eq!(metric(&b, 0, "kvstore_quota_alarm"), Some(0.0));
+    let mut client = b.client();
+    b.rt.block_on(async {
+        for i in 0..100u32 {
+            if let Err(e) = client.put(format!("fill/{i}"), vec![1u8; 1024]).await {
+                assert_eq!(e.code(), Some(tonic::Code::ResourceExhausted), "{e}");
+                return;
+            }
+        }
+        panic!("100 KiB were taken under a quota of 20,000 bytes");
+    });
+    for n in 0..3 {
+        b.wait("the alarm in /metrics", Duration::from_secs(30), |b| {
+            metric(b, n, "kvstore_quota_alarm").filter(|&v| v == 1.0)
+        });
+        let quota = metric(&b, n, "kvstore_quota_bytes");
+        assert_eq!(quota, Some(20000.0));
     }
 }
