@@ -3,7 +3,11 @@ schemas in crd-schemas.json, and writes the other objects out for
 kubernetes-validate (which has no schema for a custom resource and would
 only warn).
 
-usage: check_crds.py RENDERED.yaml CORE_OUT.yaml
+usage: check_crds.py RENDERED.yaml CORE_OUT.yaml [RULES_OUT.yaml]
+
+With RULES_OUT, the groups of every PrometheusRule are also written there
+as a plain Prometheus rules file (nothing is written when there is none),
+for `promtool check rules` and `promtool test rules`.
 
 A custom resource of an apiVersion/kind without a schema here is passed on
 to kubernetes-validate, whose warning then fails the run: a new CRD needs
@@ -20,7 +24,7 @@ import yaml
 SCHEMAS = json.loads((pathlib.Path(__file__).parent / "crd-schemas.json").read_text())
 
 
-def main(rendered: str, core_out: str) -> int:
+def main(rendered: str, core_out: str, rules_out: str | None = None) -> int:
     docs = [d for d in yaml.safe_load_all(pathlib.Path(rendered).read_text()) if d]
     core, errors, checked = [], [], 0
     for doc in docs:
@@ -36,6 +40,14 @@ def main(rendered: str, core_out: str) -> int:
             path = "/".join(str(p) for p in err.absolute_path)
             errors.append(f"ERROR {key} {name}: {path}: {err.message}")
     pathlib.Path(core_out).write_text(yaml.safe_dump_all(core, sort_keys=False))
+    groups = [
+        g
+        for d in docs
+        if d.get("kind") == "PrometheusRule"
+        for g in ((d.get("spec") or {}).get("groups") or [])
+    ]
+    if rules_out and groups:
+        pathlib.Path(rules_out).write_text(yaml.safe_dump({"groups": groups}, sort_keys=False))
     for e in errors:
         print(e)
     print(f"{checked} custom resources checked, {len(errors)} errors")
@@ -43,4 +55,4 @@ def main(rendered: str, core_out: str) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1], sys.argv[2]))
+    sys.exit(main(*sys.argv[1:4]))

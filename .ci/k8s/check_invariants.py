@@ -9,8 +9,10 @@ valid Kubernetes: a bootstrap count the nodes do not know about, a PDB that
 allows losing the quorum, a pod that may not read the replica count it is
 told to follow, a grace period shorter than the leadership
 handover, a liveness probe that restarts nodes during an election, a peer
-Service that hides catching-up followers. Prints one line per violation and
-exits 1 if there is any.
+Service that hides catching-up followers, a probe or a PodMonitor on a port
+the node does not serve, a plaintext ops port open to every pod, an object
+of a component that lands in the wrong namespace. Prints one line per
+violation and exits 1 if there is any.
 """
 
 import sys
@@ -37,6 +39,135 @@ def env_source(container, name):
 
 def matches(selector, labels):
     return all(labels.get(k) == v for k, v in (selector or {}).items())
+
+
+# Kinds that live in no namespace; every other object kvstore ships must sit
+# in the StatefulSet's namespace (a component's object without one would be
+# applied wherever the kubectl context points).
+CLUSTER_SCOPED = {
+    "Namespace",
+    "StorageClass",
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "ClusterIssuer",
+    "CustomResourceDefinition",
+    "PersistentVolume",
+    "PriorityClass",
+}
+
+
+def port_of(address):
+    """The port of a `host:port` listen address, or None."""
+    try:
+        return int(str(address).rsplit(":", 1)[1])
+    except (IndexError, ValueError):
+        return None
+
+
+def container_port(container, ref):
+    """The number a probe's or a PodMonitor's port (a name or a number)
+    means in `container`, or None if the container has no such port."""
+    for p in container.get("ports", []):
+        if ref == p.get("name") or ref == p.get("containerPort"):
+            return p.get("containerPort")
+    return ref if isinstance(ref, int) else None
+
+
+def rule_ports(rule):
+    return {p.get("port") for p in rule.get("ports", [])}
+
+
+def check_ops(by_kind, where, container, labels):
+    """The ops port: served, probed, scraped, and not open to everyone."""
+    errors = []
+    env = env_of(container)
+    ops = port_of(env.get("KVSTORE_OPS_LISTEN"))
+    if ops is None:
+        return [f"{where}: KVSTORE_OPS_LISTEN is not set to host:port; the probes need the ops port"]
+    named = {p.get("name"): p.get("containerPort") for p in container.get("ports", [])}
+    if named.get("ops") != ops:
+        errors.append(
+            f"{where}: the container port named ops is {named.get('ops')!r}, but KVSTORE_OPS_LISTEN "
+            f"serves {ops}"
+        )
+
+    # Probes: readiness is /readyz; startup and liveness are /healthz, never
+    # /readyz or the gRPC readiness name (they would restart nodes during an
+    # election). All on the ops port: the kubelet presents no client
+    # certificate, so a probe of the client port fails once it requires one.
+    ready = container.get("readinessProbe", {})
+    get = ready.get("httpGet")
+    if not get or get.get("path") != "/readyz" or container_port(container, get.get("port")) != ops:
+        errors.append(f"{where}: the readiness probe must be httpGet /readyz on the ops port ({ops})")
+    for probe in ("livenessProbe", "startupProbe"):
+        p = container.get(probe)
+        if p is None:
+            errors.append(f"{where}: no {probe}")
+            continue
+        if "grpc" in p and p["grpc"].get("service", "") in ("", "kvstore.v1.KV"):
+            errors.append(
+                f"{where}: the {probe} asks the readiness health service, which is NOT_SERVING "
+                "without a leader; it would restart nodes during an election"
+            )
+            continue
+        get = p.get("httpGet")
+        if get and get.get("path") == "/readyz":
+            errors.append(
+                f"{where}: the {probe} asks /readyz, which is 503 without a leader; it would "
+                "restart nodes during an election"
+            )
+        elif not get or get.get("path") != "/healthz" or container_port(container, get.get("port")) != ops:
+            errors.append(f"{where}: the {probe} must be httpGet /healthz on the ops port ({ops})")
+
+    # The ops port is plaintext and unauthenticated: every NetworkPolicy
+    # rule that admits it must name its sources.
+    for pol in by_kind.get("NetworkPolicy", []):
+        if not matches(pol["spec"].get("podSelector", {}).get("matchLabels"), labels):
+            continue
+        for rule in pol["spec"].get("ingress", []):
+            ports = rule_ports(rule)
+            if (not rule.get("ports") or ops in ports or "ops" in ports) and not rule.get("from"):
+                errors.append(
+                    f"NetworkPolicy {pol['metadata']['name']}: a rule admits the plaintext ops port "
+                    f"{ops} from any source; name its sources (the monitoring namespace)"
+                )
+
+    # A PodMonitor of these pods scrapes /metrics on the ops port.
+    for pm in by_kind.get("PodMonitor", []):
+        name = pm["metadata"]["name"]
+        if not matches(pm["spec"].get("selector", {}).get("matchLabels"), labels):
+            errors.append(f"PodMonitor {name}: its selector does not select the kvstore pods")
+        for ep in pm["spec"].get("podMetricsEndpoints", []):
+            if named.get(ep.get("port")) != ops:
+                errors.append(
+                    f"PodMonitor {name}: scrapes port {ep.get('port')!r}, which is not the container port "
+                    f"named ops ({ops}); it would scrape nothing"
+                )
+            if ep.get("path", "/metrics") != "/metrics":
+                errors.append(f"PodMonitor {name}: scrapes {ep.get('path')!r}, not /metrics")
+
+    # Alerts an operator can act on: a severity to route by, a summary and a
+    # description that says what to do.
+    for pr in by_kind.get("PrometheusRule", []):
+        for group in pr["spec"].get("groups", []):
+            for rule in group.get("rules", []):
+                if "alert" not in rule:
+                    continue
+                missing = [
+                    k
+                    for k, have in (
+                        ("labels.severity", (rule.get("labels") or {}).get("severity")),
+                        ("annotations.summary", (rule.get("annotations") or {}).get("summary")),
+                        ("annotations.description", (rule.get("annotations") or {}).get("description")),
+                    )
+                    if not have
+                ]
+                if missing:
+                    errors.append(
+                        f"PrometheusRule {pr['metadata']['name']}: alert {rule['alert']} has no "
+                        + ", ".join(missing)
+                    )
+    return errors
 
 
 def mebibytes(quantity):
@@ -117,6 +248,7 @@ def check(docs):
         container = next(c for c in pod["containers"] if "KVSTORE_REPLICAS" in env_of(c))
         env = env_of(container)
         where = f"StatefulSet {name}"
+        namespace = sts["metadata"].get("namespace")
 
         replicas = spec.get("replicas", 1)
         try:
@@ -210,18 +342,18 @@ def check(docs):
                 f"handover {HANDOVER_S} s + drain {grace} s + {FLUSH_MARGIN_S} s"
             )
 
-        # Probes: readiness is the health service; liveness must not be.
-        ready = container.get("readinessProbe", {})
-        if "grpc" not in ready:
-            errors.append(f"{where}: the readiness probe must be the gRPC health service")
-        for probe in ("livenessProbe", "startupProbe"):
-            p = container.get(probe)
-            if p is None:
-                errors.append(f"{where}: no {probe}")
-            elif "grpc" in p and p["grpc"].get("service", "") in ("", "kvstore.v1.KV"):
+        # The ops port: probes, the PodMonitor, the NetworkPolicy, alerts.
+        errors += check_ops(by_kind, where, container, labels)
+
+        # Everything shipped sits in the StatefulSet's namespace.
+        for d in docs:
+            if d["kind"] in CLUSTER_SCOPED:
+                continue
+            ns = d["metadata"].get("namespace")
+            if ns != namespace:
                 errors.append(
-                    f"{where}: the {probe} asks the readiness health service, which is NOT_SERVING "
-                    "without a leader; it would restart nodes during an election"
+                    f"{d['kind']} {d['metadata'].get('name')}: namespace {ns!r}, not the StatefulSet's "
+                    f"{namespace!r}; without one it lands in the kubectl context's namespace"
                 )
 
         # The data dir is a per-pod volume.

@@ -4,6 +4,10 @@ purpose in a copy of a rendered manifest that passes, must be reported.
 
 Usage: test_invariants.py RENDERED.yaml
 
+RENDERED must include the optional monitoring component (validate.sh passes
+the eks-monitoring fixture), so that its PodMonitor and alerts are checked
+too.
+
 Each case below is one broken fixture: a change that breaks exactly one
 invariant, and the words its report must hold. A case the checker lets
 through means the invariant is not checked, and the run fails.
@@ -55,6 +59,16 @@ def pdb(docs):
 
 def probe(docs, which):
     return container(docs)[which]
+
+
+def ops_rule(docs):
+    """The NetworkPolicy ingress rule that admits the ops port."""
+    rules = kind(docs, "NetworkPolicy")["spec"]["ingress"]
+    return next(r for r in rules if any(p.get("port") == 7381 for p in r.get("ports", [])))
+
+
+def first_alert(docs):
+    return kind(docs, "PrometheusRule")["spec"]["groups"][0]["rules"][0]
 
 
 CASES = [
@@ -112,13 +126,75 @@ CASES = [
         lambda d: sts(d)["spec"]["template"]["spec"].update(terminationGracePeriodSeconds=5),
         "terminationGracePeriodSeconds",
     ),
-    ("readiness not gRPC", lambda d: container(d).update(readinessProbe={"tcpSocket": {"port": 7379}}), "readiness probe must be"),
+    ("readiness a TCP check", lambda d: container(d).update(readinessProbe={"tcpSocket": {"port": 7379}}), "readiness probe must be"),
+    (
+        "readiness on the client port (gRPC, no client certificate)",
+        lambda d: container(d).update(readinessProbe={"grpc": {"port": 7379}}),
+        "readiness probe must be httpGet /readyz on the ops port",
+    ),
+    (
+        "readiness on /healthz",
+        lambda d: probe(d, "readinessProbe")["httpGet"].update(path="/healthz"),
+        "readiness probe must be httpGet /readyz",
+    ),
     ("no liveness probe", lambda d: container(d).pop("livenessProbe"), "no livenessProbe"),
     ("no startup probe", lambda d: container(d).pop("startupProbe"), "no startupProbe"),
     (
         "liveness on the readiness name",
-        lambda d: probe(d, "livenessProbe")["grpc"].update(service=""),
+        lambda d: container(d).update(livenessProbe={"grpc": {"port": 7379, "service": ""}}),
         "the livenessProbe asks the readiness health service",
+    ),
+    (
+        "liveness on /readyz",
+        lambda d: probe(d, "livenessProbe")["httpGet"].update(path="/readyz"),
+        "the livenessProbe asks /readyz",
+    ),
+    (
+        "startup probe on the client port",
+        lambda d: probe(d, "startupProbe")["httpGet"].update(port="grpc"),
+        "the startupProbe must be httpGet /healthz on the ops port",
+    ),
+    ("no ops port", lambda d: set_env(d, "KVSTORE_OPS_LISTEN", None), "KVSTORE_OPS_LISTEN is not set"),
+    (
+        "ops port elsewhere than the container port",
+        lambda d: set_env(d, "KVSTORE_OPS_LISTEN", "0.0.0.0:9000"),
+        "but KVSTORE_OPS_LISTEN serves 9000",
+    ),
+    (
+        "ops port open to every source",
+        lambda d: ops_rule(d).pop("from"),
+        "admits the plaintext ops port",
+    ),
+    (
+        "a rule that admits every port from anywhere",
+        lambda d: kind(d, "NetworkPolicy")["spec"]["ingress"].append({}),
+        "admits the plaintext ops port",
+    ),
+    (
+        "PodMonitor on another port",
+        lambda d: kind(d, "PodMonitor")["spec"]["podMetricsEndpoints"][0].update(port="grpc"),
+        "it would scrape nothing",
+    ),
+    (
+        "PodMonitor selecting other pods",
+        lambda d: kind(d, "PodMonitor")["spec"]["selector"].update(matchLabels={"app": "other"}),
+        "does not select the kvstore pods",
+    ),
+    (
+        "PodMonitor on another path",
+        lambda d: kind(d, "PodMonitor")["spec"]["podMetricsEndpoints"][0].update(path="/healthz"),
+        "not /metrics",
+    ),
+    ("alert without a severity", lambda d: first_alert(d)["labels"].pop("severity"), "has no labels.severity"),
+    (
+        "alert without a description",
+        lambda d: first_alert(d)["annotations"].pop("description"),
+        "has no annotations.description",
+    ),
+    (
+        "component object without a namespace",
+        lambda d: kind(d, "PodMonitor")["metadata"].pop("namespace"),
+        "lands in the kubectl context's namespace",
     ),
     (
         "nothing at the data dir",

@@ -5,11 +5,17 @@
 #   render      `kubectl kustomize` of every overlay in k8s/overlays/ and of
 #               the documented variants in .ci/k8s/fixtures/ (eks-nlb: the
 #               optional NLB component on; eks-five-members: the 5-member
-#               cluster of docs/eks.md)
+#               cluster of docs/eks.md; eks-tls, eks-monitoring: the other
+#               optional components)
 #   schema      kubernetes-validate --strict against each Kubernetes version
 #               in K8S_VERSIONS: unknown fields and wrong types fail; custom
-#               resources (cert-manager's) against .ci/k8s/crd-schemas.json
-#               by .ci/k8s/check_crds.py
+#               resources (cert-manager's, the Prometheus Operator's)
+#               against .ci/k8s/crd-schemas.json by .ci/k8s/check_crds.py
+#   rules       where a PrometheusRule is rendered: `promtool check rules`
+#               on its groups (PromQL parses, templates parse, no duplicate
+#               alert), and `promtool test rules` of
+#               .ci/k8s/monitoring-rules-test.yaml (each alert fires on what
+#               should raise it, and only there)
 #   warn        any WARN line of kubernetes-validate fails too: it exits 0
 #               for a kind it has no schema for (a typo in `kind:`)
 #   policy      checkov on the rendered manifests (skips only by annotation,
@@ -17,7 +23,9 @@
 #   invariants  .ci/k8s/check_invariants.py: what kvstore itself needs
 #               (replica count = --replicas, PDB one at a time, the Role
 #               that lets the pod read spec.replicas, grace period >
-#               handover + drain, readiness on gRPC health, ...)
+#               handover + drain, probes on the ops port, the PodMonitor
+#               on it, the ops port closed to all but named sources, every
+#               object in the StatefulSet's namespace, ...)
 #   hadolint, checkov-dockerfile   on the Dockerfile (inline skips only)
 #   yamllint    on k8s/ and .ci/k8s/
 #
@@ -27,8 +35,11 @@
 #
 # Tools: kubectl (with its built-in kustomize) from the machine; the rest in
 # a venv this script makes (KVSTORE_K8S_VENV, default .ci/venv-k8s) from
-# .ci/k8s/requirements.txt. No plugin, schema or policy is downloaded at run
-# time (checkov runs with --skip-download).
+# .ci/k8s/requirements.txt. promtool: from PATH if there is one, else taken
+# out of Debian's prometheus package (`apt-get download`, then only
+# usr/bin/promtool unpacked into the venv: nothing is installed and no
+# Prometheus server is started). No plugin, schema or policy is downloaded
+# at run time (checkov runs with --skip-download).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -57,8 +68,30 @@ if ! cmp -s "$REQ" "$VENV/.installed-requirements.txt" 2>/dev/null; then
   cp "$REQ" "$VENV/.installed-requirements.txt"
 fi
 BIN=$VENV/bin
+# promtool, from Debian's archive (the one registry of binaries reachable
+# here). apt-get download needs the package lists: `apt-get update` once if
+# they are missing (as root, as CI runs).
+PROMTOOL=$(command -v promtool || true)
+if [ -z "$PROMTOOL" ] && [ -x "$BIN/promtool" ]; then PROMTOOL=$BIN/promtool; fi
+if [ -z "$PROMTOOL" ]; then
+  command -v apt-get >/dev/null ||
+    { echo "promtool is not on PATH and there is no apt-get to fetch Debian's prometheus package" >&2; exit 1; }
+  say "fetching promtool from Debian's prometheus package"
+  deb_dir=$(mktemp -d)
+  get_deb() { (cd "$deb_dir" && apt-get download -qq -o APT::Sandbox::User=root prometheus) >/dev/null 2>&1; }
+  if ! get_deb; then
+    apt-get update -qq >/dev/null 2>&1 || true
+    get_deb || { echo "apt-get download prometheus failed" >&2; rm -rf "$deb_dir"; exit 1; }
+  fi
+  dpkg-deb --fsys-tarfile "$deb_dir"/prometheus_*.deb | tar -x -O ./usr/bin/promtool > "$BIN/promtool.part"
+  rm -rf "$deb_dir"
+  chmod 0755 "$BIN/promtool.part"
+  mv "$BIN/promtool.part" "$BIN/promtool"
+  PROMTOOL=$BIN/promtool
+fi
 say "tools: $(kubectl version --client 2>/dev/null | head -n1), kubernetes-validate $("$BIN/kubernetes-validate" --version)," \
-  "checkov $("$BIN/checkov" --version), $("$BIN/hadolint" --version), $("$BIN/yamllint" --version)"
+  "checkov $("$BIN/checkov" --version), $("$BIN/hadolint" --version), $("$BIN/yamllint" --version)," \
+  "$("$PROMTOOL" --version 2>&1 | head -n1)"
 # checkov must not phone home; these only matter if --skip-download were
 # ever dropped.
 export BC_SKIP_MAPPING=TRUE CHECKOV_SKIP_UPDATE_CHECK=1 LOG_LEVEL=WARNING
@@ -80,7 +113,7 @@ gate_schema() { # name
   : > "$log"
   # Custom resources (cert-manager's) against .ci/k8s/crd-schemas.json; the
   # rest, in $1.core.yaml, against Kubernetes' own schemas.
-  if ! "$BIN/python" "$ROOT/.ci/k8s/check_crds.py" "$OUT/$1.yaml" "$OUT/$1.core.yaml" >> "$log" 2>&1; then
+  if ! "$BIN/python" "$ROOT/.ci/k8s/check_crds.py" "$OUT/$1.yaml" "$OUT/$1.core.yaml" "$OUT/$1.rules.yaml" >> "$log" 2>&1; then
     fail_gate "$1" schema
   fi
   for v in "${K8S_VERSIONS[@]}"; do
@@ -92,6 +125,26 @@ gate_schema() { # name
     cp "$log" "$OUT/$1.warn.log"
     fail_gate "$1" warn
   fi
+}
+
+gate_rules() { # name: the alerts, if a PrometheusRule was rendered
+  local log="$OUT/$1.rules.log" dir="$OUT/$1.rules-test"
+  [ -f "$OUT/$1.rules.yaml" ] || return 0
+  : > "$log"
+  "$PROMTOOL" check rules "$OUT/$1.rules.yaml" >> "$log" 2>&1 || { fail_gate "$1" rules; return 0; }
+  # The unit tests, against the same rules less their long descriptions
+  # (see the test file's header).
+  mkdir -p "$dir"
+  cp "$ROOT/.ci/k8s/monitoring-rules-test.yaml" "$dir/"
+  "$BIN/python" - "$OUT/$1.rules.yaml" "$dir/kvstore.rules.yaml" <<'PY' >> "$log" 2>&1 || { fail_gate "$1" rules; return 0; }
+import sys, yaml
+rules = yaml.safe_load(open(sys.argv[1]))
+for group in rules["groups"]:
+    for rule in group["rules"]:
+        (rule.get("annotations") or {}).pop("description", None)
+yaml.safe_dump(rules, open(sys.argv[2], "w"), sort_keys=False)
+PY
+  (cd "$dir" && "$PROMTOOL" test rules monitoring-rules-test.yaml) >> "$log" 2>&1 || fail_gate "$1" rules
 }
 
 gate_policy() { # name
@@ -114,6 +167,7 @@ validate_kustomization() { # name dir
   rm -f "$OUT/$1.failed"
   gate_render "$1" "$2" || return 0
   gate_schema "$1"
+  gate_rules "$1"
   gate_policy "$1"
   gate_invariants "$1"
 }
@@ -143,7 +197,9 @@ for t in "${targets[@]}"; do
     problems=$((problems + 1))
   else
     passed=$((passed + 1))
-    say "ok: ${dir#"$ROOT"/} ($(grep -c '^kind:' "$OUT/$name.yaml") objects; schema ${K8S_VERSIONS[*]}, policy, invariants)"
+    rules=""
+    [ -f "$OUT/$name.rules.yaml" ] && rules=", rules ($(grep -c -- '- alert:' "$OUT/$name.rules.yaml") alerts, promtool check and unit tests)"
+    say "ok: ${dir#"$ROOT"/} ($(grep -c '^kind:' "$OUT/$name.yaml") objects; schema ${K8S_VERSIONS[*]}$rules, policy, invariants)"
   fi
 done
 
@@ -167,7 +223,8 @@ else
 fi
 
 # --- the invariant checker catches every invariant, broken one at a time ---
-if (cd "$ROOT/.ci/k8s" && "$BIN/python" test_invariants.py "$OUT/overlay-local.yaml") > "$OUT/test-invariants.log" 2>&1; then
+# On the render with the most in it: the base, peer TLS and monitoring.
+if (cd "$ROOT/.ci/k8s" && "$BIN/python" test_invariants.py "$OUT/fixture-eks-monitoring.yaml") > "$OUT/test-invariants.log" 2>&1; then
   passed=$((passed + 1))
   say "ok: $(tail -n 1 "$OUT/test-invariants.log")"
 else
