@@ -5,6 +5,7 @@
 //! stops accepting and lets in-flight requests finish, then the replication
 //! and apply threads make everything durable, and the process exits 0.
 
+use std::future::Future;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -84,14 +85,7 @@ async fn spawn_ops(
         crate::server::DEFAULT_READY_LAG,
         stop.clone().cancelled_owned(),
     );
-    tasks.spawn(
-        async move {
-            if let Err(e) = server.await {
-                tracing::error!("ops server: {e}");
-            }
-        }
-        .in_current_span(),
-    );
+    tasks.spawn(logging_failure("ops server", server).in_current_span());
     Ok(())
 }
 
@@ -133,6 +127,34 @@ impl PortsTls {
             peer_server: Some(PeerTls { server, names }),
             peer_client: Some(peer_client),
         })
+    }
+}
+
+/// The client server's options from the flags.
+fn client_options(
+    args: &ServeArgs,
+    discovery: Arc<Discovery>,
+    tls: Option<crate::tls::ServerTls>,
+) -> ServeOptions {
+    ServeOptions {
+        limits: args.limits(),
+        request_timeout: Duration::from_millis(args.request_timeout_ms),
+        directory: Some(discovery as Arc<dyn PeerDirectory>),
+        client_port: args.listen.port(),
+        tls,
+        max_connection_age: (args.max_connection_age_s > 0)
+            .then(|| Duration::from_secs(args.max_connection_age_s)),
+        ..ServeOptions::default()
+    }
+}
+
+/// Runs `server` and logs how it failed, if it did.
+async fn logging_failure<E: std::fmt::Display>(
+    what: &'static str,
+    server: impl Future<Output = Result<(), E>>,
+) {
+    if let Err(e) = server.await {
+        tracing::error!("{what}: {e}");
     }
 }
 
@@ -216,29 +238,13 @@ impl Running {
             let stopped = stop_peers.clone().cancelled_owned();
             let peer_server =
                 serve_peers(listener, handle.clone(), timeout, tls.peer_server, stopped);
-            tasks.spawn(
-                async move {
-                    if let Err(e) = peer_server.await {
-                        tracing::error!("peer server: {e}");
-                    }
-                }
-                .in_current_span(),
-            );
+            tasks.spawn(logging_failure("peer server", peer_server).in_current_span());
         }
         if let Err(code) = spawn_ops(args, &handle, &tasks, &stop_peers).await {
             let _ = node.stop().await;
             return Err(code);
         }
-        let opts = ServeOptions {
-            limits: args.limits(),
-            request_timeout: Duration::from_millis(args.request_timeout_ms),
-            directory: Some(discovery as Arc<dyn PeerDirectory>),
-            client_port: args.listen.port(),
-            tls: tls.client,
-            max_connection_age: (args.max_connection_age_s > 0)
-                .then(|| Duration::from_secs(args.max_connection_age_s)),
-            ..ServeOptions::default()
-        };
+        let opts = client_options(args, discovery, tls.client);
         let stopped = stop_clients.clone().cancelled_owned();
         let client_server =
             tasks.spawn(serve_clients(listener, handle.clone(), opts, stopped).in_current_span());

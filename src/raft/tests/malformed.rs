@@ -506,168 +506,191 @@ impl Gen {
         };
         let leads = fixture == Fixture::Leader;
         match self.below(if leads { 9 } else { 7 }) {
-            0 => m.from = self.pick(&[me, MAX_MEMBERS, MAX_MEMBERS + 1, u32::MAX]),
-            1 => {
-                m.to = self.pick(&[me + 1, MAX_MEMBERS, u32::MAX]);
-            }
-            2 => {
-                // An index no log can reach.
-                let huge = self.pick(&[MAX_INDEX + 1, u64::MAX - 1, u64::MAX]);
-                m.body = match self.below(6) {
-                    0 => Body::Vote {
-                        last_index: huge,
-                        last_term: 1,
-                        transfer: false,
-                    },
-                    1 => Body::PreVote {
-                        last_index: huge,
-                        last_term: T,
-                    },
-                    2 => Body::Heartbeat {
-                        commit: self.pick(&[huge, 1]),
-                        leader_commit: huge,
-                        read_round: 0,
-                    },
-                    3 => Body::Snapshot {
-                        meta: SnapshotMeta::at(huge, term.min(T)),
-                    },
-                    4 => Body::AppendResponse {
-                        result: AppendResult::Accepted { match_index: huge },
-                        voter: true,
-                    },
-                    _ => Body::Append {
-                        prev_index: huge,
-                        prev_term: 1,
-                        entries: vec![],
-                        commit: 0,
-                    },
-                };
-            }
-            3 => {
-                // Entries that do not follow prev_index one by one.
-                let prev_index = self.index(n).min(MAX_INDEX - 8);
-                let mut entries: Vec<Entry> = (0..=self.below(3))
-                    .map(|i| entry(prev_index + 1 + i, 1))
-                    .collect();
-                let at = self.below(entries.len() as u64) as usize;
-                let far = self.rng.next_u64() | (1 << 63);
-                entries[at].index =
-                    self.pick(&[0, prev_index, prev_index + 3 + at as u64, u64::MAX, far]);
-                m.body = Body::Append {
-                    prev_index,
-                    prev_term: 1,
-                    entries,
-                    commit: 0,
-                };
-            }
-            4 => {
-                // Entry terms no leader writes: above the message's term,
-                // zero, decreasing, or below the entry they follow.
-                let msg_term = m.term.clamp(2, u64::MAX - 1);
-                m.term = msg_term;
-                let prev_index = n.log().last_index();
-                let prev_term = self.pick(&[msg_term, msg_term - 1]);
-                let terms = match self.below(4) {
-                    0 => vec![msg_term + 1],
-                    1 => vec![0],
-                    2 => vec![msg_term, msg_term - 1],
-                    _ => vec![prev_term - 1],
-                };
-                m.body = Body::Append {
-                    prev_index,
-                    prev_term,
-                    entries: terms
-                        .iter()
-                        .enumerate()
-                        .map(|(i, &t)| entry(prev_index + 1 + i as Index, t))
-                        .collect(),
-                    commit: 0,
-                };
-            }
-            5 => {
-                // A config entry that is no configuration.
-                let prev_index = n.log().last_index();
-                m.term = m.term.max(1);
-                m.body = Body::Append {
-                    prev_index,
-                    prev_term: n.log().last_term(),
-                    entries: vec![Entry {
-                        index: prev_index + 1,
-                        term: m.term,
-                        kind: EntryKind::Config,
-                        data: [
-                            Bytes::new(),
-                            Bytes::from_static(b"garbage"),
-                            Bytes::from_static(&[0; 16]),
-                            Membership::new([], [1]).encode(),
-                            Bytes::from_static(&[1; 17]),
-                        ][self.below(5) as usize]
-                            .clone(),
-                    }],
-                    commit: 0,
-                };
-            }
-            6 => {
-                // A snapshot point no leader has: of a later term than the
-                // leader's, of term 0, or a configuration without voters.
-                let index = n.log().commit() + 1 + self.below(5);
-                let t = m.term.min(u64::MAX - 1);
-                m.term = t;
-                m.body = Body::Snapshot {
-                    meta: match self.below(3) {
-                        0 => SnapshotMeta::at(index, t + 1),
-                        1 => SnapshotMeta::at(index, 0),
-                        _ => SnapshotMeta {
-                            index,
-                            term: t.min(1),
-                            membership: Membership::new([], [1, 2]),
-                        },
-                    },
-                };
-            }
-            7 => {
-                // An answer about entries the leader never had.
-                let last = n.log().last_index();
-                let beyond = last + 1 + self.below(3);
-                m.term = T;
-                m.body = Body::AppendResponse {
-                    result: match self.below(3) {
-                        0 => AppendResult::Accepted {
-                            match_index: beyond,
-                        },
-                        1 => AppendResult::Rejected {
-                            rejected_index: beyond,
-                            hint_index: 0,
-                            hint_term: 0,
-                        },
-                        _ => AppendResult::Rejected {
-                            rejected_index: last,
-                            hint_index: beyond,
-                            hint_term: 0,
-                        },
-                    },
-                    voter: true,
-                };
-            }
-            _ => {
-                // A read round, or a second leader, in the leader's term.
-                m.term = T;
-                m.body = match self.below(3) {
-                    0 => Body::HeartbeatResponse {
-                        read_round: 1 + self.below(3),
-                        voter: true,
-                    },
-                    1 => heartbeat(0),
-                    _ => Body::Append {
-                        prev_index: 0,
-                        prev_term: 0,
-                        entries: vec![],
-                        commit: 0,
-                    },
-                };
-            }
+            0 => self.bad_sender(n, &mut m),
+            1 => self.bad_recipient(n, &mut m),
+            2 => self.unreachable_index(&mut m),
+            3 => self.misnumbered_entries(n, &mut m),
+            4 => self.impossible_entry_terms(n, &mut m),
+            5 => self.config_entry_garbage(n, &mut m),
+            6 => self.impossible_snapshot_point(n, &mut m),
+            7 => self.answer_beyond_log(n, &mut m),
+            _ => self.second_leader_or_read_round(&mut m),
         }
         m
+    }
+
+    /// A sender that is no other member.
+    fn bad_sender(&mut self, n: &RaftCore, m: &mut Message) {
+        let me = n.id();
+        m.from = self.pick(&[me, MAX_MEMBERS, MAX_MEMBERS + 1, u32::MAX]);
+    }
+
+    /// A recipient that is not this member.
+    fn bad_recipient(&mut self, n: &RaftCore, m: &mut Message) {
+        let me = n.id();
+        m.to = self.pick(&[me + 1, MAX_MEMBERS, u32::MAX]);
+    }
+
+    /// An index no log can reach.
+    fn unreachable_index(&mut self, m: &mut Message) {
+        let huge = self.pick(&[MAX_INDEX + 1, u64::MAX - 1, u64::MAX]);
+        m.body = match self.below(6) {
+            0 => Body::Vote {
+                last_index: huge,
+                last_term: 1,
+                transfer: false,
+            },
+            1 => Body::PreVote {
+                last_index: huge,
+                last_term: T,
+            },
+            2 => Body::Heartbeat {
+                commit: self.pick(&[huge, 1]),
+                leader_commit: huge,
+                read_round: 0,
+            },
+            3 => Body::Snapshot {
+                meta: SnapshotMeta::at(huge, m.term.min(T)),
+            },
+            4 => Body::AppendResponse {
+                result: AppendResult::Accepted { match_index: huge },
+                voter: true,
+            },
+            _ => Body::Append {
+                prev_index: huge,
+                prev_term: 1,
+                entries: vec![],
+                commit: 0,
+            },
+        };
+    }
+
+    /// Entries that do not follow prev_index one by one.
+    fn misnumbered_entries(&mut self, n: &RaftCore, m: &mut Message) {
+        let prev_index = self.index(n).min(MAX_INDEX - 8);
+        let mut entries: Vec<Entry> = (0..=self.below(3))
+            .map(|i| entry(prev_index + 1 + i, 1))
+            .collect();
+        let at = self.below(entries.len() as u64) as usize;
+        let far = self.rng.next_u64() | (1 << 63);
+        entries[at].index = self.pick(&[0, prev_index, prev_index + 3 + at as u64, u64::MAX, far]);
+        m.body = Body::Append {
+            prev_index,
+            prev_term: 1,
+            entries,
+            commit: 0,
+        };
+    }
+
+    /// Entry terms no leader writes: above the message's term, zero,
+    /// decreasing, or below the entry they follow.
+    fn impossible_entry_terms(&mut self, n: &RaftCore, m: &mut Message) {
+        let msg_term = m.term.clamp(2, u64::MAX - 1);
+        m.term = msg_term;
+        let prev_index = n.log().last_index();
+        let prev_term = self.pick(&[msg_term, msg_term - 1]);
+        let terms = match self.below(4) {
+            0 => vec![msg_term + 1],
+            1 => vec![0],
+            2 => vec![msg_term, msg_term - 1],
+            _ => vec![prev_term - 1],
+        };
+        m.body = Body::Append {
+            prev_index,
+            prev_term,
+            entries: terms
+                .iter()
+                .enumerate()
+                .map(|(i, &t)| entry(prev_index + 1 + i as Index, t))
+                .collect(),
+            commit: 0,
+        };
+    }
+
+    /// A config entry that is no configuration.
+    fn config_entry_garbage(&mut self, n: &RaftCore, m: &mut Message) {
+        let prev_index = n.log().last_index();
+        m.term = m.term.max(1);
+        m.body = Body::Append {
+            prev_index,
+            prev_term: n.log().last_term(),
+            entries: vec![Entry {
+                index: prev_index + 1,
+                term: m.term,
+                kind: EntryKind::Config,
+                data: [
+                    Bytes::new(),
+                    Bytes::from_static(b"garbage"),
+                    Bytes::from_static(&[0; 16]),
+                    Membership::new([], [1]).encode(),
+                    Bytes::from_static(&[1; 17]),
+                ][self.below(5) as usize]
+                    .clone(),
+            }],
+            commit: 0,
+        };
+    }
+
+    /// A snapshot point no leader has: of a later term than the leader's,
+    /// of term 0, or a configuration without voters.
+    fn impossible_snapshot_point(&mut self, n: &RaftCore, m: &mut Message) {
+        let index = n.log().commit() + 1 + self.below(5);
+        let t = m.term.min(u64::MAX - 1);
+        m.term = t;
+        m.body = Body::Snapshot {
+            meta: match self.below(3) {
+                0 => SnapshotMeta::at(index, t + 1),
+                1 => SnapshotMeta::at(index, 0),
+                _ => SnapshotMeta {
+                    index,
+                    term: t.min(1),
+                    membership: Membership::new([], [1, 2]),
+                },
+            },
+        };
+    }
+
+    /// An answer about entries the leader never had.
+    fn answer_beyond_log(&mut self, n: &RaftCore, m: &mut Message) {
+        let last = n.log().last_index();
+        let beyond = last + 1 + self.below(3);
+        m.term = T;
+        m.body = Body::AppendResponse {
+            result: match self.below(3) {
+                0 => AppendResult::Accepted {
+                    match_index: beyond,
+                },
+                1 => AppendResult::Rejected {
+                    rejected_index: beyond,
+                    hint_index: 0,
+                    hint_term: 0,
+                },
+                _ => AppendResult::Rejected {
+                    rejected_index: last,
+                    hint_index: beyond,
+                    hint_term: 0,
+                },
+            },
+            voter: true,
+        };
+    }
+
+    /// A read round, or a second leader, in the leader's term.
+    fn second_leader_or_read_round(&mut self, m: &mut Message) {
+        m.term = T;
+        m.body = match self.below(3) {
+            0 => Body::HeartbeatResponse {
+                read_round: 1 + self.below(3),
+                voter: true,
+            },
+            1 => heartbeat(0),
+            _ => Body::Append {
+                prev_index: 0,
+                prev_term: 0,
+                entries: vec![],
+                commit: 0,
+            },
+        };
     }
 }
 
