@@ -73,7 +73,10 @@ impl LeaderHint {
             self.node.name().sibling(leader).to_string(),
         );
         meta.insert("leader_ordinal".into(), leader.to_string());
-        if let Some(directory) = &self.directory {
+        // Port 0 (`--listen` on any free port, in tests): the peers' client
+        // ports are unknown, and a name with `:0` would mislead.
+        let directory = self.directory.as_ref().filter(|_| self.client_port != 0);
+        if let Some(directory) = directory {
             let dns = directory.dns_name(leader);
             meta.insert("leader_dns".into(), format!("{dns}:{}", self.client_port));
             let address = directory
