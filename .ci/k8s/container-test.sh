@@ -19,6 +19,27 @@
 # Service). Read-only root filesystem, all capabilities dropped, no new
 # privileges, user 65532, the memory limit of the manifest.
 #
+# TLS on, as issue 13 asks of this test: a CA made for the run
+# (.ci/k8s/ctest-certs.py, Python's cryptography in a venv of its own,
+# KVSTORE_CTEST_VENV, default .ci/venv-ctest, pinned in
+# .ci/k8s/ctest-requirements.txt) issues each pod a peer certificate for its
+# stable name (what k8s/components/tls gives it) and a client-port
+# certificate (the stable name, the client Service's name, localhost,
+# 127.0.0.1), and kvctl a client certificate. The pods run mutual TLS on the
+# peer port and require client certificates on the client port; every kvctl
+# the test runs presents one, and a plaintext or certificate-less kvctl is
+# refused. Each pod's files are on a volume of its own (written through a
+# never-started holder container, like spec.replicas below).
+#
+# The ops port (7381, plain HTTP, KVSTORE_OPS_LISTEN as in the manifest) is
+# scraped the way Prometheus does it, from another container on the
+# network: no image with curl or Python can be pulled, so the test compiles
+# .ci/k8s/ctest-http.rs (std only) with rustc and runs it in an image
+# imported from the same glibc base. It checks /healthz, /readyz and
+# /metrics of every pod, that exactly one pod reports kvstore_is_leader 1
+# (the leader kvctl names), and that after the leader's kill the survivors'
+# kvstore_leader_changes_total rose.
+#
 # spec.replicas: one more named volume, mounted read-only in every pod at
 # /statefulset, holds the file desired-replicas, which every pod reads
 # (KVSTORE_REPLICAS_SOURCE=file:/statefulset/desired-replicas) as it would
@@ -28,9 +49,12 @@
 # count the set was created with, in every pod, as in the manifest.
 #
 # Steps (every wait bounded):
-#   1. all three Ready, one leader; acknowledged writes
+#   1. all three Ready, one leader; plaintext and certificate-less clients
+#      refused; /healthz, /readyz and /metrics of every pod; acknowledged
+#      writes
 #   2. `docker kill` the leader while a writer runs: the next ordinal leads
-#      and writes continue; `docker start` it on its volume: it catches up
+#      and writes continue, the survivors' /metrics show the new leader and
+#      more leader changes; `docker start` it on its volume: it catches up
 #      and leads again
 #   3. `docker network disconnect` a follower: writes still succeed;
 #      reconnect: it catches up and holds every write made without it
@@ -43,7 +67,8 @@
 #      learners. Write 3, `docker stop` (SIGTERM) kvstore-4, wait for it to
 #      exit (0, having left the configuration), then kvstore-3; the member
 #      list shows exactly voters 0,1,2. Each step's time is printed.
-#   6. every acknowledged write is read back from every node: lost = 0
+#   6. every acknowledged write is read back from every node: lost = 0;
+#      /metrics again: one leader, the one kvctl names
 #
 # Every container, network, volume and image tag it makes carries a random
 # run id and is removed at the end, also on failure or interruption. It
@@ -56,6 +81,7 @@
 #                     CARGO_TARGET_DIR)
 #   KVSTORE_CTEST_PROFILE=debug  build debug binaries instead of release
 #   KEEP_ON_FAILURE=1 leave everything in place when a step fails
+#   KVSTORE_CTEST_VENV  the venv for the certificates (default .ci/venv-ctest)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -120,6 +146,10 @@ P=kvs-ctest-$RUN_ID
 NET=$P-net
 BASE_IMAGE=kvstore-ctest-base:$RUN_ID
 IMAGE=kvstore-ctest:$RUN_ID
+SCRAPER_IMAGE=kvstore-ctest-scraper:$RUN_ID   # ctest-http on the glibc base
+TLS_HOLDER=$P-tls                               # never started; `docker cp` writes through it
+TLS_DIR=/etc/kvstore/tls                        # each pod's certificates
+OPS_PORT=7381
 LABEL=kvstore-ctest=$RUN_ID
 NS=default
 HEADLESS=kvstore-headless
@@ -133,6 +163,7 @@ WRITER_PID=""
 WRITER_POD=""
 
 pod() { echo "$P-kvstore-$1"; }
+tls_vol() { echo "$P-tls-$1"; }
 pod_dns() { echo "kvstore-$1.$HEADLESS.$NS.svc.cluster.local"; }
 all_pods() { local i; for i in $(seq 0 $((MAX_PODS - 1))); do pod "$i"; done; }
 
@@ -154,11 +185,14 @@ cleanup() {
   # Containers first: a volume in use cannot be removed. Every name the
   # run may have made, whether or not it got that far.
   # shellcheck disable=SC2046
-  docker rm -f $(all_pods) "$DESIRED_HOLDER" >/dev/null 2>&1
+  docker rm -f $(all_pods) "$DESIRED_HOLDER" "$TLS_HOLDER" >/dev/null 2>&1
+  # A scraper interrupted mid-run (they are --rm, so normally gone).
+  # shellcheck disable=SC2046
+  docker rm -f $(docker ps -aq --filter "label=$LABEL") >/dev/null 2>&1
   docker network rm "$NET" >/dev/null 2>&1
   # shellcheck disable=SC2046
-  docker volume rm $(for i in $(seq 0 $((MAX_PODS - 1))); do echo "$P-data-$i"; done) "$DESIRED_VOL" >/dev/null 2>&1
-  docker image rm "$IMAGE" "$BASE_IMAGE" >/dev/null 2>&1
+  docker volume rm $(for i in $(seq 0 $((MAX_PODS - 1))); do echo "$P-data-$i"; tls_vol "$i"; done) "$DESIRED_VOL" >/dev/null 2>&1
+  docker image rm "$IMAGE" "$SCRAPER_IMAGE" "$BASE_IMAGE" >/dev/null 2>&1
   rm -rf "$WORK"
   # Prove it: nothing with this run's label or prefix is left.
   local left
@@ -195,12 +229,35 @@ for b in kvstore kvctl; do
   [ -x "$BIN_DIR/$b" ] || die "$BIN_DIR/$b is missing"
 done
 
+# --- the run's CA and certificates --------------------------------------------
+CT_VENV=${KVSTORE_CTEST_VENV:-$ROOT/.ci/venv-ctest}
+CT_REQ=$ROOT/.ci/k8s/ctest-requirements.txt
+if ! cmp -s "$CT_REQ" "$CT_VENV/.installed-requirements.txt" 2>/dev/null; then
+  say "installing $CT_REQ into $CT_VENV"
+  rm -rf "$CT_VENV"
+  python3 -m venv "$CT_VENV"
+  "$CT_VENV/bin/pip" install --quiet --disable-pip-version-check --no-input -r "$CT_REQ"
+  cp "$CT_REQ" "$CT_VENV/.installed-requirements.txt"
+fi
+"$CT_VENV/bin/python" "$ROOT/.ci/k8s/ctest-certs.py" "$WORK/certs" "$MAX_PODS" "$NS" "$HEADLESS" \
+  "kvstore.$NS.svc.cluster.local" >/dev/null
+# Readable by the pods' user 65532 once `docker cp` has made root their
+# owner (on Kubernetes the CSI driver's fs-group does this). Each pod
+# mounts only its own directory.
+chmod 0755 "$WORK/certs" "$WORK/certs"/*
+chmod 0644 "$WORK/certs"/*/*
+say "CA and certificates for kvstore-0..$((MAX_PODS - 1)) made (ECDSA P-256; peer, client port, kvctl)"
+
+# --- the scraper: a std-only HTTP client, compiled here ----------------------
+rustc --edition 2021 -O -o "$WORK/ctest-http" "$ROOT/.ci/k8s/ctest-http.rs" ||
+  die "rustc could not compile .ci/k8s/ctest-http.rs"
+
 # --- the runtime base: glibc and a passwd, from this machine ----------------
 say "making the runtime base image $BASE_IMAGE (docker import, no registry)"
 STAGE=$WORK/base
 mkdir -p "$STAGE/etc" "$STAGE/tmp" "$STAGE/home/nonroot" "$STAGE/var/lib"
-for b in kvstore kvctl; do
-  ldd "$BIN_DIR/$b" 2>/dev/null | awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\// { print $1 }' || true
+for b in "$BIN_DIR/kvstore" "$BIN_DIR/kvctl" "$WORK/ctest-http"; do
+  ldd "$b" 2>/dev/null | awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\// { print $1 }' || true
 done | sort -u > "$WORK/libs"
 while read -r lib; do
   mkdir -p "$STAGE$(dirname "$lib")"
@@ -214,6 +271,10 @@ chown 65532:65532 "$STAGE/home/nonroot" 2>/dev/null || true
 tar --numeric-owner -C "$STAGE" -c . |
   docker import --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' - "$BASE_IMAGE" >/dev/null
 say "base: $(wc -l < "$WORK/libs") shared objects ($(paste -sd' ' "$WORK/libs"))"
+# The scraper's image: the same base plus ctest-http, nothing else.
+mkdir -p "$STAGE/usr/local/bin"
+cp "$WORK/ctest-http" "$STAGE/usr/local/bin/"
+tar --numeric-owner -C "$STAGE" -c . | docker import - "$SCRAPER_IMAGE" >/dev/null
 
 # --- the image, from the real Dockerfile ------------------------------------
 CTX=$WORK/context
@@ -250,21 +311,42 @@ set_replicas() { # N: what `kubectl scale --replicas=N` changes
 }
 set_replicas 3
 
+# Each pod's certificates on a volume of its own, written through a
+# container that mounts them all and is never started.
+holder_mounts=()
+for i in $(seq 0 $((MAX_PODS - 1))); do
+  docker volume create --label "$LABEL" "$(tls_vol "$i")" >/dev/null
+  holder_mounts+=(-v "$(tls_vol "$i"):/tls/kvstore-$i")
+done
+docker create --name "$TLS_HOLDER" --label "$LABEL" --network none "${holder_mounts[@]}" "$IMAGE" >/dev/null
+for i in $(seq 0 $((MAX_PODS - 1))); do
+  docker cp "$WORK/certs/kvstore-$i/." "$TLS_HOLDER:/tls/kvstore-$i" ||
+    die "could not write kvstore-$i's certificates into $(tls_vol "$i")"
+done
+
 # Create (first time) or start (later) pod i, as the kubelet would: same
 # name, same volume, same DNS names. The env mirrors the container env of
-# k8s/base/statefulset.yaml, but for the replica source: the file on the
-# shared volume instead of the Kubernetes API.
+# k8s/base/statefulset.yaml (with k8s/components/tls's peer certificate),
+# but for the replica source (the file on the shared volume instead of the
+# Kubernetes API) and client-port TLS, which the manifests do not turn on
+# yet.
 create_pod() {
   docker run -d --name "$(pod "$1")" --label "$LABEL" \
     --hostname "kvstore-$1" \
     --network "$NET" --network-alias "$(pod_dns "$1")" --network-alias "kvstore.$NS.svc.cluster.local" \
     -v "$P-data-$1:/var/lib/kvstore" -v "$DESIRED_VOL:$(dirname "$DESIRED_FILE"):ro" \
+    -v "$(tls_vol "$1"):$TLS_DIR:ro" \
     --read-only --cap-drop ALL --security-opt no-new-privileges:true --user 65532:65532 \
     --memory 512m --stop-timeout 45 \
     -e KVSTORE_NODE_NAME="kvstore-$1" -e KVSTORE_NAMESPACE="$NS" -e KVSTORE_REPLICAS=3 \
     -e KVSTORE_REPLICAS_SOURCE="file:$DESIRED_FILE" \
     -e KVSTORE_SERVICE="$HEADLESS" -e KVSTORE_CLUSTER_DOMAIN=cluster.local \
     -e KVSTORE_LISTEN=0.0.0.0:7379 -e KVSTORE_PEER_LISTEN=0.0.0.0:7380 \
+    -e KVSTORE_OPS_LISTEN="0.0.0.0:$OPS_PORT" \
+    -e KVSTORE_PEER_TLS_CERT="$TLS_DIR/peer.crt" -e KVSTORE_PEER_TLS_KEY="$TLS_DIR/peer.key" \
+    -e KVSTORE_PEER_TLS_CA="$TLS_DIR/ca.crt" \
+    -e KVSTORE_TLS_CERT="$TLS_DIR/tls.crt" -e KVSTORE_TLS_KEY="$TLS_DIR/tls.key" \
+    -e KVSTORE_TLS_CLIENT_CA="$TLS_DIR/ca.crt" \
     -e KVSTORE_DATA_DIR=/var/lib/kvstore -e KVSTORE_CACHE_MB=128 -e KVSTORE_SHUTDOWN_GRACE_S=20 \
     -e KVSTORE_LOG_FORMAT=json -e KVSTORE_LOG_LEVEL=info \
     "$IMAGE" >/dev/null
@@ -299,10 +381,32 @@ elif mode in ("ready", "settled"):
     sys.exit(0 if ok else 1)
 PY
 
-# kvctl inside pod $1 (no shell needed: kvctl is in the image).
+# kvctl inside pod $1 (no shell needed: kvctl is in the image), over TLS
+# with the pod's copy of kvctl's client certificate.
 # (kvctl retries for up to 10 s; `timeout` bounds the exec itself.)
-kvctl_in() { local c; c=$(pod "$1"); shift; timeout 30 docker exec "$c" kvctl "$@"; }
-status_from() { kvctl_in "$1" --endpoints 127.0.0.1:7379 --json --timeout 5 status 2>/dev/null || echo '[]'; }
+kvctl_in() {
+  local c; c=$(pod "$1"); shift
+  timeout 30 docker exec -e KVCTL_CACERT="$TLS_DIR/ca.crt" -e KVCTL_CERT="$TLS_DIR/client.crt" \
+    -e KVCTL_KEY="$TLS_DIR/client.key" "$c" kvctl "$@"
+}
+# kvctl inside pod $1 with no TLS settings but the `-e` options in $2 (for
+# the refusals).
+kvctl_in_bare() {
+  local c; c=$(pod "$1"); local -a env=()
+  [ -n "$2" ] && read -r -a env <<<"$2"
+  shift 2
+  timeout 30 docker exec "${env[@]}" "$c" kvctl "$@"
+}
+# `kvctl status` from inside pod $1, given every running pod by its stable
+# name. Not 127.0.0.1 alone: kvctl would then follow the other members at
+# the addresses they report (pod IPs), which no client-port certificate
+# names (they are not known before a pod starts), and TLS would refuse them.
+endpoints_now() {
+  docker ps --filter "label=$LABEL" --filter status=running --format '{{.Names}}' |
+    sed -n "s/^$P-kvstore-\([0-9]*\)\$/\1/p" | sort -n |
+    while read -r i; do printf '%s:7379\n' "$(pod_dns "$i")"; done | paste -sd, -
+}
+status_from() { kvctl_in "$1" --endpoints "$(endpoints_now)" --json --timeout 5 status 2>/dev/null || echo '[]'; }
 show() { status_from "$1" | python3 "$WORK/status.py" show; }
 leader_seen_by() { status_from "$1" | python3 "$WORK/status.py" leader; }
 
@@ -421,6 +525,66 @@ acked_at_least() { [ "$(acked_since "$1")" -ge "$2" ]; }
 : > "$WORK/acked"
 : > "$WORK/unacked"
 
+# --- the ops port, scraped from another container on the network ---------------
+# GET http://kvstore-N.<headless>...:7381$2 from the scraper container, as
+# Prometheus in another pod would; the body on stdout, exit 0 only on 200.
+http_get() { # ordinal path
+  timeout 30 docker run --rm --label "$LABEL" --network "$NET" \
+    --read-only --cap-drop ALL --security-opt no-new-privileges:true --user 65532:65532 \
+    "$SCRAPER_IMAGE" /usr/local/bin/ctest-http "http://$(pod_dns "$1"):$OPS_PORT$2"
+}
+cat > "$WORK/metrics.py" <<'PY'
+import re, sys
+# The Prometheus/OpenMetrics text of one pod: {name: value} of its unlabeled
+# samples (the ones this test reads).
+def samples(path):
+    out = {}
+    for line in open(path):
+        m = re.match(r"^([a-zA-Z_:][a-zA-Z0-9_:]*) (\S+)", line)
+        if m:
+            out[m.group(1)] = float(m.group(2))
+    return out
+mode = sys.argv[1]
+if mode == "get":
+    # argv[2] name, argv[3] file: the value, or exit 1.
+    v = samples(sys.argv[3]).get(sys.argv[2])
+    if v is None:
+        sys.exit(1)
+    print(int(v) if v == int(v) else v)
+elif mode == "one-leader":
+    # argv[2:]: files named m-<tag>-<ordinal>.txt. Prints the ordinal of the
+    # one pod that reports kvstore_is_leader 1; exit 1 if none or several,
+    # exit 2 if a pod's text lacks kvstore_is_leader.
+    leaders = []
+    for path in sys.argv[2:]:
+        s = samples(path)
+        if "kvstore_is_leader" not in s:
+            print(f"{path}: no kvstore_is_leader sample", file=sys.stderr)
+            sys.exit(2)
+        if s["kvstore_is_leader"] == 1:
+            leaders.append(path.rsplit("-", 1)[1].split(".")[0])
+    print(",".join(leaders) or "none")
+    sys.exit(0 if len(leaders) == 1 else 1)
+PY
+# /metrics of each ordinal into $WORK/m-TAG-N.txt; fails if one does not
+# answer 200.
+scrape() { # tag ordinals...
+  local tag=$1 i; shift
+  for i in "$@"; do
+    http_get "$i" /metrics > "$WORK/m-$tag-$i.txt" || die "GET /metrics of kvstore-$i on the ops port failed"
+  done
+}
+metric() { python3 "$WORK/metrics.py" get "$1" "$WORK/m-$2-$3.txt"; } # name tag ordinal
+# Exactly one of the ordinals reports kvstore_is_leader 1, and it is $2
+# (the leader kvctl names); the scrape is repeated while that is not so.
+one_leader_is() { # tag expected ordinals...
+  local tag=$1 want=$2 got i files=(); shift 2
+  scrape "$tag" "$@"
+  for i in "$@"; do files+=("$WORK/m-$tag-$i.txt"); done
+  got=$(python3 "$WORK/metrics.py" one-leader "${files[@]}") || { [ $? = 2 ] && die "$got"; return 1; }
+  [ "$got" = "$want" ]
+}
+
 # --- 1. start -------------------------------------------------------------------
 say "starting kvstore-0..2 in parallel (podManagementPolicy: Parallel)"
 for i in 0 1 2; do create_pod "$i"; done
@@ -434,6 +598,31 @@ wait_for 10 "every pod read spec.replicas=3 from $DESIRED_FILE" \
   eval 'desired_read_by 0 3 && desired_read_by 1 3 && desired_read_by 2 3'
 wait_for 30 "the member list shows exactly voters 0,1,2" members_exactly 3
 
+# TLS is really on: every member runs mutual TLS on the peer port (it logs
+# so at start), and the client port refuses plaintext and clients without
+# a certificate of the CA.
+for i in 0 1 2; do
+  docker logs "$(pod "$i")" 2>&1 | grep -q "peer port: mutual TLS" ||
+    die "kvstore-$i did not start its peer port with mutual TLS"
+done
+if kvctl_in_bare 0 "" --endpoints 127.0.0.1:7379 --timeout 3 get ct/probe >/dev/null 2>&1; then
+  die "a plaintext kvctl was answered by the client port (TLS is off)"
+fi
+if kvctl_in_bare 0 "-e KVCTL_CACERT=$TLS_DIR/ca.crt" --endpoints 127.0.0.1:7379 --timeout 3 get ct/probe >/dev/null 2>&1; then
+  die "a kvctl without a client certificate was answered (the client CA is not enforced)"
+fi
+say "TLS: peer port in mutual TLS on kvstore-0..2; plaintext and certificate-less kvctl refused; every kvctl below presents kvctl's certificate"
+
+# The ops port, from another container: liveness and readiness 200 on
+# every pod, and /metrics with one leader, the one kvctl names.
+for i in 0 1 2; do
+  body=$(http_get "$i" /healthz) || die "GET /healthz of kvstore-$i: not 200 ($body)"
+  body=$(http_get "$i" /readyz) || die "GET /readyz of kvstore-$i: not 200 ($body) though it is Ready"
+done
+wait_for 20 "exactly one pod's /metrics says kvstore_is_leader 1, and it is kvstore-$LEADER" one_leader_is up "$LEADER" 0 1 2
+say "ops port :$OPS_PORT: /healthz and /readyz 200 on kvstore-0..2; /metrics: kvstore_is_leader 1 on kvstore-$LEADER only" \
+  "(term $(metric kvstore_term up "$LEADER"), commit $(metric kvstore_commit_revision up "$LEADER"))"
+
 say "step 1: 50 acknowledged writes"
 for n in $(seq 1 50); do
   put_via 1 "ct/a/$(printf %05d "$n")" "a-$n-$RUN_ID" || die "write ct/a/$n was not acknowledged by a healthy cluster"
@@ -445,10 +634,20 @@ OTHER=$(( (LEADER + 2) % 3 ))
 say "step 2: docker kill the leader kvstore-$LEADER while a writer runs (from kvstore-$OTHER)"
 start_writer "$OTHER" b
 wait_for 30 "the writer gets going" acked_at_least 0 60
+scrape before-kill "$NEXT" "$OTHER"
+changes_next=$(metric kvstore_leader_changes_total before-kill "$NEXT") || die "kvstore-$NEXT has no kvstore_leader_changes_total"
+changes_other=$(metric kvstore_leader_changes_total before-kill "$OTHER") || die "kvstore-$OTHER has no kvstore_leader_changes_total"
 KILL_AT=$(date +%s.%N)
 docker kill "$(pod "$LEADER")" >/dev/null
 wait_for 30 "kvstore-$NEXT (the next ordinal) leads" leader_is "$NEXT" "$NEXT"
 say "after the kill: $(show "$NEXT")"
+wait_for 20 "the survivors' /metrics name kvstore-$NEXT as the one leader" one_leader_is killed "$NEXT" "$NEXT" "$OTHER"
+now_next=$(metric kvstore_leader_changes_total killed "$NEXT")
+now_other=$(metric kvstore_leader_changes_total killed "$OTHER")
+[ "$now_next" -gt "$changes_next" ] && [ "$now_other" -gt "$changes_other" ] ||
+  die "kvstore_leader_changes_total did not rise on the survivors: kvstore-$NEXT $changes_next -> $now_next, kvstore-$OTHER $changes_other -> $now_other"
+say "/metrics after the kill: kvstore-$NEXT alone reports kvstore_is_leader 1; kvstore_leader_changes_total" \
+  "kvstore-$NEXT $changes_next -> $now_next, kvstore-$OTHER $changes_other -> $now_other"
 wait_for 60 "writes continue under the new leader" acked_at_least "$KILL_AT" 20
 say "writes continue: $(acked_since "$KILL_AT") acknowledged since the kill"
 
@@ -458,6 +657,10 @@ wait_for 90 "kvstore-$LEADER catches up and leads again" leader_is "$LEADER" "$L
 BACK_AT=$(date +%s.%N)
 wait_for 30 "all three Ready under kvstore-$LEADER" ready "$LEADER" kvstore-0 kvstore-1 kvstore-2
 say "leads again: $(show "$LEADER")"
+wait_for 20 "/metrics: kvstore-$LEADER is the one leader again" one_leader_is back "$LEADER" 0 1 2
+say "/metrics: kvstore-$LEADER leads again; the kill and the return were" \
+  "$(( $(metric kvstore_leader_changes_total back "$NEXT") - changes_next )) leader changes on kvstore-$NEXT," \
+  "$(( $(metric kvstore_leader_changes_total back "$OTHER") - changes_other )) on kvstore-$OTHER"
 wait_for 60 "writes continue after leadership returned" acked_at_least "$BACK_AT" 20
 stop_writer
 say "step 2 done: $(wc -l < "$WORK/acked") acknowledged, $(wc -l < "$WORK/unacked") with unknown outcome so far"
@@ -605,5 +808,10 @@ kvctl_in 0 --endpoints "$SVC_EP" --json range ct/ --prefix --limit 1000000 > "$W
 python3 -c 'import json,sys; sys.exit(0 if len(json.load(open(sys.argv[1]))) >= int(sys.argv[2]) else 1)' \
   "$WORK/dump-svc.json" "$ACKED" || die "a linearizable read through the Service returned fewer keys than were acknowledged"
 [ "$lost_total" = 0 ] || die "acknowledged writes lost: $lost_total"
-say "PASSED: acknowledged=$ACKED lost=0 unknown-outcome=$UNKNOWN (leader crash, restart, partition, rolling restart, scale 3 -> 5 -> 3)"
+wait_for 20 "kvstore-0 names the leader" eval 'LEADER=$(leader_seen_by 0); [ "$LEADER" != - ]'
+wait_for 20 "/metrics at the end: one leader, kvstore-$LEADER" one_leader_is end "$LEADER" 0 1 2
+say "/metrics at the end: kvstore-$LEADER alone reports kvstore_is_leader 1 (applied revisions" \
+  "$(metric kvstore_applied_revision end 0), $(metric kvstore_applied_revision end 1), $(metric kvstore_applied_revision end 2))"
+say "PASSED: acknowledged=$ACKED lost=0 unknown-outcome=$UNKNOWN (TLS on both ports; leader crash, restart, partition," \
+  "rolling restart, scale 3 -> 5 -> 3; /metrics: one leader at each check, leader changes counted)"
 echo "container test: 1 passed, 0 failed"
