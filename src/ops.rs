@@ -99,7 +99,7 @@ impl Metrics {
         r.register("applied_revision", applied, self.applied.clone());
         r.register(
             "leader_changes",
-            "Times the leader this member knows changed (to another member or to none)",
+            "Times the leader this member knows changed to another member (an interval without one is no change of its own)",
             self.leader_changes.clone(),
         );
         r.register(
@@ -235,15 +235,23 @@ async fn metrics_text(State(ops): State<Ops>) -> impl IntoResponse {
     }
 }
 
-/// Counts every change of the known leader until the node stops.
+/// Counts every change of the known leader to another member until the
+/// node stops. An interval with no leader is not a change of its own (as
+/// etcd's `leader_changes_seen`): a leader kill is one change, to its
+/// successor, and its return to the lead a second.
 async fn count_leader_changes(node: NodeHandle, metrics: Arc<Metrics>) {
     let mut status = node.status_changes();
     let mut leader = status.borrow_and_update().leader;
     while status.changed().await.is_ok() {
-        let now = status.borrow_and_update().leader;
-        if now != leader {
-            metrics.leader_changes.inc();
-            leader = now;
+        let Some(now) = status.borrow_and_update().leader else {
+            continue;
+        };
+        if leader != Some(now) {
+            // The first leader a starting member learns is no change.
+            if leader.is_some() {
+                metrics.leader_changes.inc();
+            }
+            leader = Some(now);
         }
     }
 }

@@ -42,7 +42,10 @@ fn probes_and_metrics_follow_a_leader_kill() {
         &["--ops-listen", "{ip}:7381"],
         Duration::from_millis(500),
     );
-    let (leader, _) = b.wait("a leader", Duration::from_secs(60), |b| b.leader());
+    // Pod-0 leads whenever it is up: the lead's return below is to it.
+    let (leader, _) = b.wait("pod-0 to lead", Duration::from_secs(60), |b| {
+        b.leader().filter(|&(l, _)| l == 0)
+    });
     let survivor = (leader + 1) % 3;
     b.wait("kvstore to be ready", Duration::from_secs(30), |b| {
         (get(b, survivor, "/readyz")?.0 == 200).then_some(())
@@ -61,7 +64,22 @@ fn probes_and_metrics_follow_a_leader_kill() {
         Duration::from_secs(30),
         |b| metric(b, survivor, "kvstore_leader_changes_total").filter(|&v| v > before),
     );
-    assert!(after > before);
+    assert_eq!(
+        after,
+        before + 1.0,
+        "the kill is one change, to the successor"
+    );
+    // The box restarts the killed pod on its data; the lowest ordinal takes
+    // the lead back: one change more, and none for the leaderless moments.
+    b.wait("the lead's return", Duration::from_secs(60), |b| {
+        b.leader().filter(|&(l, _)| l == leader)
+    });
+    let back = b.wait(
+        "the survivor to count the return",
+        Duration::from_secs(30),
+        |b| metric(b, survivor, "kvstore_leader_changes_total").filter(|&v| v > after),
+    );
+    assert_eq!(back, before + 2.0);
 }
 
 /// The line of `name` with all of `labels` in pod `n`'s `/metrics`, as its
