@@ -13,6 +13,7 @@ pub mod logging;
 pub mod node;
 pub mod ops;
 pub mod raft;
+pub mod restore;
 pub mod server;
 pub mod state;
 pub mod storage;
