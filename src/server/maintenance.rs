@@ -90,11 +90,12 @@ impl MaintenanceService {
     }
 }
 
-type SnapshotStream = Pin<Box<dyn Stream<Item = Result<SnapshotResponse, Status>> + Send>>;
+/// The messages of one snapshot, as tonic sends them.
+type BoxedSnapshotStream = Pin<Box<dyn Stream<Item = Result<SnapshotResponse, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl Maintenance for MaintenanceService {
-    type SnapshotStream = SnapshotStream;
+    type SnapshotStream = BoxedSnapshotStream;
 
     async fn snapshot(
         &self,

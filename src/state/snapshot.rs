@@ -42,8 +42,11 @@ use crate::storage::fsync_tree;
 /// The tree of before images of a frozen snapshot.
 pub(super) const UNDO_TREE: &[u8] = b"snapshot-undo";
 
+/// A stored key-value pair of the state.
+pub type Pair = (bytes::Bytes, bytes::Bytes);
+
 /// Stored key-value pairs of the state, in key order.
-pub type Chunk = Vec<(bytes::Bytes, bytes::Bytes)>;
+pub type Chunk = Vec<Pair>;
 
 /// The applier's side of a frozen snapshot: where before images go.
 pub(super) struct Freeze {
@@ -192,11 +195,7 @@ impl FrozenSnapshot {
     /// The next key of the live pass as it was at the freeze (`Some(None)`:
     /// a key that did not exist then; `None`: the pass is over), recorded
     /// as passed.
-    #[allow(clippy::type_complexity)]
-    fn next_live(
-        &self,
-        live: &mut sled::Iter,
-    ) -> Result<Option<Option<(bytes::Bytes, bytes::Bytes)>>, StateError> {
+    fn next_live(&self, live: &mut sled::Iter) -> Result<Option<Option<Pair>>, StateError> {
         let mut passed = self.mine.passed.lock().unwrap_or_else(|e| e.into_inner());
         let Some(item) = live.next() else {
             *passed = Passed::All;

@@ -638,7 +638,7 @@ impl Client {
     ) -> Result<(tonic::Streaming<SnapshotResponse>, String), ClientError> {
         let deadline = Instant::now() + self.policy.budget;
         let mut backoff = self.policy.backoff();
-        let mut attempts = 0;
+        let mut attempts = 0usize;
         loop {
             attempts += 1;
             let mut maintenance = MaintenanceClient::new(self.channels[self.current].clone())
@@ -650,7 +650,7 @@ impl Client {
                 Ok(resp) => return Ok((resp.into_inner(), self.endpoints[self.current].clone())),
                 Err(status) if retryable(&status) && Instant::now() < deadline => {
                     self.rotate(None);
-                    if attempts % self.channels.len() == 0 {
+                    if attempts.is_multiple_of(self.channels.len()) {
                         tokio::time::sleep(backoff.next_delay()).await;
                     }
                 }
