@@ -52,7 +52,7 @@ def main():
     db = ProtoReflectionDescriptorDatabase(channel)
     services = set(db.get_services())
     print("services:", ", ".join(sorted(services)))
-    for needed in ("kvstore.v1.KV", "kvstore.v1.Cluster", "grpc.health.v1.Health"):
+    for needed in ("kvstore.v1.KV", "kvstore.v1.Cluster", "kvstore.v1.Maintenance", "grpc.health.v1.Health"):
         assert needed in services, f"{needed} is not listed by reflection"
     pool = DescriptorPool(db)
 

@@ -34,6 +34,30 @@ pub enum CliCommand {
     /// it, and every acknowledged write checked.
     #[cfg_attr(not(feature = "box"), command(hide = true))]
     Demo(DemoArgs),
+    /// Seed an empty data dir from a backup (`kvctl snapshot save`), so
+    /// that its member starts a new cluster holding the backup's state;
+    /// the other members start on empty data dirs and catch up from it.
+    Restore(RestoreArgs),
+}
+
+/// Flags of `kvstore restore`.
+#[derive(Args, Debug, Clone)]
+pub struct RestoreArgs {
+    /// The snapshot file (`kvctl snapshot save`).
+    #[arg(long)]
+    pub snapshot: PathBuf,
+    /// The empty data dir to seed (the first member's volume).
+    #[arg(long, env = "KVSTORE_DATA_DIR")]
+    pub data_dir: PathBuf,
+    /// The pod whose data dir this is, `<statefulset>-<ordinal>`; defaults
+    /// to $HOSTNAME. It is the new cluster's only voter until the others
+    /// join: restore the lowest ordinal (kvstore-0), which leads anyway.
+    #[arg(long, env = "KVSTORE_NODE_NAME")]
+    pub node_name: Option<String>,
+    /// The new cluster's id (hexadecimal); default: a random one. Give the
+    /// one the pods are pinned to if they run with --cluster-id.
+    #[arg(long, env = "KVSTORE_CLUSTER_ID", value_parser = parse_cluster_id)]
+    pub cluster_id: Option<u64>,
 }
 
 /// Flags of `kvstore demo`.

@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod node;
 pub mod ops;
 pub mod raft;
+pub mod restore;
 pub mod server;
 pub mod state;
 pub mod storage;

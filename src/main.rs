@@ -1,4 +1,5 @@
-//! The `kvstore` binary: `kvstore serve` runs one node; `kvstore local`
+//! The `kvstore` binary: `kvstore serve` runs one node, `kvstore restore`
+//! seeds a data dir from a backup; `kvstore local`
 //! runs a cluster in a box and `kvstore demo` the failover demonstration,
 //! when built with the `box` feature (the default; the pod image leaves it
 //! out).
@@ -13,6 +14,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         CliCommand::Serve(args) => kvstore::cmd::serve::run(*args),
+        CliCommand::Restore(args) => kvstore::cmd::restore::run(args),
         #[cfg(feature = "box")]
         CliCommand::Local(args) => kvstore::cmd::local::run(args),
         #[cfg(feature = "box")]

@@ -4,6 +4,7 @@
 pub mod demo;
 #[cfg(feature = "box")]
 pub mod local;
+pub mod restore;
 pub mod serve;
 
 /// What a binary built without the `box` feature (the pod image) answers

@@ -1,4 +1,4 @@
-//! The client-facing gRPC server: KV and Cluster, plus `grpc.health.v1`
+//! The client-facing gRPC server: KV, Cluster and Maintenance, plus `grpc.health.v1`
 //! and server reflection (v1 and v1alpha) on the same port, so grpcurl and
 //! any gRPC client work without the proto files.
 
@@ -6,6 +6,7 @@ pub mod cluster;
 pub mod error_info;
 pub mod incoming;
 pub mod kv;
+pub mod maintenance;
 mod members;
 pub mod metered;
 mod oversized;
@@ -24,6 +25,7 @@ use tonic_health::ServingStatus;
 use crate::node::NodeHandle;
 use crate::proto::kv::cluster_server::ClusterServer;
 use crate::proto::kv::kv_server::KvServer;
+use crate::proto::kv::maintenance_server::MaintenanceServer;
 pub use cluster::{ClusterService, DirectoryEntry, PeerDirectory};
 pub use kv::KvService;
 pub use validate::Limits;
@@ -129,6 +131,10 @@ pub async fn serve_clients(
         opts.ready_lag,
         opts.client_port,
     ));
+    let maintenance = MaintenanceServer::new(maintenance::MaintenanceService::new(
+        node.clone(),
+        opts.request_timeout,
+    ));
     let mut server = Server::builder();
     if let Some(age) = opts.max_connection_age {
         server = server.max_connection_age(age);
@@ -146,6 +152,7 @@ pub async fn serve_clients(
         .add_service(reflection_v1alpha)
         .add_service(kv)
         .add_service(cluster)
+        .add_service(maintenance)
         .serve_with_incoming_shutdown(crate::tls::incoming::accepted(listener, opts.tls), shutdown)
         .await
 }

@@ -19,6 +19,7 @@ pub mod apply;
 mod batch;
 pub mod command;
 pub mod keys;
+mod restore;
 mod segments;
 pub mod snapshot;
 pub mod space;

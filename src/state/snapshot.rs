@@ -18,6 +18,13 @@
 //! already saved (and is used instead). History trimming waits while a
 //! snapshot is frozen, so trimmed records need no before images.
 //!
+//! Why each pair is sent once: the undo tree is read after the live tree,
+//! for the keys deleted before the live pass reached them; a key the live
+//! pass already sent must not come again. The live pass records how far it
+//! has got (under a lock the applier takes too), and a before image saved
+//! for a key at or before that point, or one the live pass used, is marked
+//! as sent. So a backup counts its keys exactly.
+//!
 //! Receiving: the pairs are written into a new tree; once the core accepts
 //! the snapshot, [`KvState::finish_install`] makes it the active tree with one
 //! insert and drops the old one. An interrupted transfer leaves the old state
@@ -35,12 +42,40 @@ use crate::storage::fsync_tree;
 /// The tree of before images of a frozen snapshot.
 pub(super) const UNDO_TREE: &[u8] = b"snapshot-undo";
 
+/// A stored key-value pair of the state.
+pub type Pair = (bytes::Bytes, bytes::Bytes);
+
 /// Stored key-value pairs of the state, in key order.
-pub type Chunk = Vec<(bytes::Bytes, bytes::Bytes)>;
+pub type Chunk = Vec<Pair>;
 
 /// The applier's side of a frozen snapshot: where before images go.
 pub(super) struct Freeze {
     undo: sled::Tree,
+    /// How far the stream's pass over the live tree has got.
+    passed: Mutex<Passed>,
+}
+
+/// How far the live pass of a stream has got.
+#[derive(Default)]
+enum Passed {
+    /// It has sent the keys up to and including this one (none yet).
+    #[default]
+    Nothing,
+    /// Up to this key.
+    UpTo(sled::IVec),
+    /// It is over: every key present at the freeze and not yet changed was
+    /// sent.
+    All,
+}
+
+impl Passed {
+    fn covers(&self, key: &[u8]) -> bool {
+        match self {
+            Passed::Nothing => false,
+            Passed::UpTo(last) => key <= last.as_ref(),
+            Passed::All => true,
+        }
+    }
 }
 
 impl Freeze {
@@ -50,13 +85,17 @@ impl Freeze {
         tree: &sled::Tree,
         key: &[u8],
     ) -> Result<(), StateError> {
+        // Held while the image is written: the live pass reads a key and
+        // moves past it under the same lock, so an image is marked sent
+        // exactly when the live pass sent its key.
+        let passed = self.passed.lock().unwrap_or_else(|e| e.into_inner());
         if self.undo.contains_key(key)? {
             return Ok(());
         }
         let image = match tree.get(key)? {
             Some(value) => {
                 let mut image = Vec::with_capacity(value.len() + 1);
-                image.push(PRESENT);
+                image.push(if passed.covers(key) { SENT } else { PRESENT });
                 image.extend_from_slice(&value);
                 image
             }
@@ -69,11 +108,13 @@ impl Freeze {
 
 const ABSENT: u8 = 0;
 const PRESENT: u8 = 1;
+/// Present at the freeze, and already sent by the live pass.
+const SENT: u8 = 2;
 
 /// The value a before image records, if the key was present.
 fn before_value(image: &[u8]) -> Option<&[u8]> {
     match image.split_first() {
-        Some((&PRESENT, value)) => Some(value),
+        Some((&PRESENT | &SENT, value)) => Some(value),
         _ => None,
     }
 }
@@ -90,6 +131,8 @@ fn before_pair(key: sled::IVec, image: sled::IVec) -> Option<(bytes::Bytes, byte
 pub struct FrozenSnapshot {
     tree: sled::Tree,
     undo: sled::Tree,
+    /// This snapshot's freeze, as the applier sees it.
+    mine: Arc<Freeze>,
     db: sled::Db,
     freeze: Arc<Mutex<Option<Arc<Freeze>>>>,
     applying: Arc<Mutex<()>>,
@@ -98,31 +141,29 @@ pub struct FrozenSnapshot {
 }
 
 impl FrozenSnapshot {
-    /// The pairs in chunks of about `max_bytes` (a pair may be sent twice;
-    /// the receiver stores it once).
+    /// The pairs in chunks of about `max_bytes`, each pair once.
     pub fn chunks(&self, max_bytes: usize) -> impl Iterator<Item = Result<Chunk, StateError>> + '_ {
-        let undo = &self.undo;
-        let live = self.tree.iter().filter_map(move |item| {
-            let (key, value) = match item {
-                Ok(pair) => pair,
-                Err(e) => return Some(Err(StateError::from(e))),
-            };
-            match undo.get(&key) {
-                Ok(Some(image)) => before_pair(key, image).map(Ok),
-                // sled's buffers, shared rather than copied.
-                Ok(None) => Some(Ok((
-                    bytes::Bytes::from_owner(key),
-                    bytes::Bytes::from_owner(value),
-                ))),
-                Err(e) => Some(Err(e.into())),
-            }
-        });
-        // Keys deleted since the freeze are only in the undo tree.
-        let deleted = undo.iter().filter_map(|item| match item {
-            Ok((key, image)) => before_pair(key, image).map(Ok),
+        let mut live = self.tree.iter();
+        let mut live_done = false;
+        // Keys deleted before the live pass reached them are only in the
+        // undo tree; it is read once the live pass is over.
+        let mut deleted = self.undo.iter().filter_map(|item| match item {
+            Ok((key, image)) if image.first() == Some(&PRESENT) => before_pair(key, image).map(Ok),
+            Ok(_) => None,
             Err(e) => Some(Err(e.into())),
         });
-        let mut pairs = live.chain(deleted);
+        let mut pairs = std::iter::from_fn(move || {
+            while !live_done {
+                match self.next_live(&mut live) {
+                    Ok(Some(Some(pair))) => return Some(Ok(pair)),
+                    // A key created after the freeze.
+                    Ok(Some(None)) => {}
+                    Ok(None) => live_done = true,
+                    Err(e) => return Some(Err(e)),
+                }
+            }
+            deleted.next()
+        });
         let mut done = false;
         std::iter::from_fn(move || {
             if done {
@@ -150,6 +191,43 @@ impl FrozenSnapshot {
             }
         })
     }
+
+    /// The next key of the live pass as it was at the freeze (`Some(None)`:
+    /// a key that did not exist then; `None`: the pass is over), recorded
+    /// as passed.
+    fn next_live(&self, live: &mut sled::Iter) -> Result<Option<Option<Pair>>, StateError> {
+        let mut passed = self.mine.passed.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(item) = live.next() else {
+            *passed = Passed::All;
+            return Ok(None);
+        };
+        let (key, value) = item?;
+        *passed = Passed::UpTo(key.clone());
+        match self.undo.get(&key)? {
+            Some(image) => {
+                if image.first() == Some(&PRESENT) {
+                    // Sent now: the undo pass must not send it again.
+                    let mut sent = image.to_vec();
+                    sent[0] = SENT;
+                    self.undo.insert(&key, sent)?;
+                }
+                Ok(Some(before_pair(key, image)))
+            }
+            // sled's buffers, shared rather than copied.
+            None => Ok(Some(Some((
+                bytes::Bytes::from_owner(key),
+                bytes::Bytes::from_owner(value),
+            )))),
+        }
+    }
+
+    /// Whether the state is still the one frozen: a snapshot installed from
+    /// the leader meanwhile replaced it (and ended the freeze), and what was
+    /// streamed since may miss pairs.
+    pub fn still_frozen(&self) -> bool {
+        let slot = self.freeze.lock().unwrap_or_else(|e| e.into_inner());
+        slot.as_ref().is_some_and(|f| Arc::ptr_eq(f, &self.mine))
+    }
 }
 
 impl Drop for FrozenSnapshot {
@@ -157,7 +235,13 @@ impl Drop for FrozenSnapshot {
     fn drop(&mut self) {
         // Not in the middle of an apply batch that saves before images.
         let _applying = self.applying.lock().unwrap_or_else(|e| e.into_inner());
-        *self.freeze.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        let mut slot = self.freeze.lock().unwrap_or_else(|e| e.into_inner());
+        if slot.as_ref().is_some_and(|f| !Arc::ptr_eq(f, &self.mine)) {
+            // An install ended this freeze and a newer snapshot froze
+            // since: the undo tree is that one's now.
+            return;
+        }
+        *slot = None;
         if let Err(e) = self.db.drop_tree(UNDO_TREE) {
             tracing::warn!(error = %e, "dropping a snapshot's before images");
         }
@@ -166,7 +250,7 @@ impl Drop for FrozenSnapshot {
 
 /// A snapshot being received.
 pub struct SnapshotWriter {
-    tree: sled::Tree,
+    pub(super) tree: sled::Tree,
     name: Vec<u8>,
     /// Bytes written since they were last made durable.
     unflushed: std::sync::atomic::AtomicU64,
@@ -227,10 +311,15 @@ impl KvState {
         self.db.drop_tree(UNDO_TREE)?;
         let undo = self.db.open_tree(UNDO_TREE)?;
         let membership = read_membership(&active.tree)?;
-        *freeze = Some(Arc::new(Freeze { undo: undo.clone() }));
+        let mine = Arc::new(Freeze {
+            undo: undo.clone(),
+            passed: Mutex::default(),
+        });
+        *freeze = Some(mine.clone());
         Ok(FrozenSnapshot {
             tree: active.tree.clone(),
             undo,
+            mine,
             db: self.db.clone(),
             freeze: self.freeze.clone(),
             applying: self.applying.clone(),

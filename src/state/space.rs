@@ -23,7 +23,7 @@ use super::StateError;
 /// Metadata names.
 const STORED_BYTES: &str = "bytes";
 const HISTORY_BYTES: &str = "history-bytes";
-const ALARMS: &str = "alarms";
+pub(super) const ALARMS: &str = "alarms";
 
 /// Raise or clear the NOSPACE alarm of one member (a log command).
 #[derive(Clone, PartialEq, prost::Message)]

@@ -32,6 +32,7 @@ use tonic::{Code, Status};
 pub mod backoff;
 mod classify;
 mod members;
+pub mod snapshot_file;
 mod watch;
 
 pub use classify::{certainly_not_applied, connect_failed, membership_change_retryable};
@@ -40,11 +41,12 @@ pub use watch::ResumingWatch;
 use backoff::Backoff;
 use kvstore_proto::kv::cluster_client::ClusterClient;
 use kvstore_proto::kv::kv_client::KvClient;
+use kvstore_proto::kv::maintenance_client::MaintenanceClient;
 use kvstore_proto::kv::{
     request_op, Compare, CompareResult, CompareTarget, Consistency, DeleteRequest, DeleteResponse,
     GetRequest, GetResponse, KeyValue, PutRequest, PutResponse, RangeRequest, RangeResponse,
-    RequestOp, StatusRequest, StatusResponse, TransferLeadershipRequest, TxnRequest, TxnResponse,
-    WatchRequest, WatchResponse,
+    RequestOp, SnapshotRequest, SnapshotResponse, StatusRequest, StatusResponse,
+    TransferLeadershipRequest, TxnRequest, TxnResponse, WatchRequest, WatchResponse,
 };
 use kvstore_proto::LEADER_METADATA;
 
@@ -620,6 +622,37 @@ impl Client {
                 Err(status) if retryable(&status) && attempts < self.channels.len() * 3 => {
                     self.rotate(None);
                     tokio::time::sleep(backoff.next_delay()).await;
+                }
+                Err(status) => return Err(self.final_error(status, attempts)),
+            }
+        }
+    }
+
+    /// Opens a `Maintenance.Snapshot` stream on the first endpoint that
+    /// takes it, trying the others (with backoff, within the retry budget)
+    /// while they answer that they cannot now (no leader, another snapshot
+    /// being sent). Returns the stream and the endpoint it comes from.
+    pub async fn snapshot(
+        &mut self,
+        consistency: Consistency,
+    ) -> Result<(tonic::Streaming<SnapshotResponse>, String), ClientError> {
+        let deadline = Instant::now() + self.policy.budget;
+        let mut backoff = self.policy.backoff();
+        let mut attempts = 0usize;
+        loop {
+            attempts += 1;
+            let mut maintenance = MaintenanceClient::new(self.channels[self.current].clone())
+                .max_decoding_message_size(16 << 20);
+            let request = SnapshotRequest {
+                consistency: consistency as i32,
+            };
+            match maintenance.snapshot(request).await {
+                Ok(resp) => return Ok((resp.into_inner(), self.endpoints[self.current].clone())),
+                Err(status) if retryable(&status) && Instant::now() < deadline => {
+                    self.rotate(None);
+                    if attempts.is_multiple_of(self.channels.len()) {
+                        tokio::time::sleep(backoff.next_delay()).await;
+                    }
                 }
                 Err(status) => return Err(self.final_error(status, attempts)),
             }

@@ -168,6 +168,25 @@ pub(crate) enum Cmd {
         #[command(subcommand)]
         action: MemberCmd,
     },
+    /// Save a backup of one member's state (a consistent snapshot at one
+    /// revision, with --consistency: linearizable by default) to a file,
+    /// or check a saved one. `kvstore restore` seeds a new cluster from it.
+    Snapshot {
+        #[command(subcommand)]
+        action: SnapshotCmd,
+    },
+}
+
+// The `snapshot` subcommands.
+#[derive(Subcommand, Debug)]
+pub(crate) enum SnapshotCmd {
+    /// Stream a snapshot into FILE (through FILE.part, fsynced, its SHA-256
+    /// verified, then renamed) and print its revision, key count, bytes and
+    /// SHA-256.
+    Save { file: PathBuf },
+    /// Read FILE back and verify it whole; print the same figures. Exits 1
+    /// if it is damaged or truncated.
+    Status { file: PathBuf },
 }
 
 // The `member` subcommands.

@@ -15,6 +15,7 @@ mod commands;
 mod exit;
 mod member;
 mod output;
+mod snapshot;
 mod status;
 mod watch;
 
@@ -28,7 +29,7 @@ use clap::Parser;
 use kvstore_client::{Client, RetryPolicy};
 use kvstore_proto::kv::{Consistency as ProtoConsistency, WatchRequest};
 
-use cli::{Cli, Cmd};
+use cli::{Cli, Cmd, SnapshotCmd};
 use commands::RangeQuery;
 use exit::fail;
 use watch::WatchOptions;
@@ -161,6 +162,12 @@ async fn dispatch(
         }
         Cmd::TransferLeader { ordinal } => commands::transfer_leader(client, out, ordinal).await,
         Cmd::Member { action } => member::member(client, out, json_out, action).await,
+        Cmd::Snapshot {
+            action: SnapshotCmd::Save { file },
+        } => snapshot::save(client, out, json_out, consistency, file).await,
+        Cmd::Snapshot {
+            action: SnapshotCmd::Status { file },
+        } => snapshot::status(out, json_out, file),
         // Run by `main` on a runtime of its own, never dispatched here.
         Cmd::Bench(_) => ExitCode::from(2),
     }
