@@ -102,12 +102,14 @@ USER 65532:65532
 WORKDIR /var/lib/kvstore
 ENV KVSTORE_DATA_DIR=/var/lib/kvstore \
     KVSTORE_LOG_FORMAT=json
-# 7379: clients (KV, Cluster, grpc.health.v1, reflection); 7380: peers.
-EXPOSE 7379 7380
-# Kubernetes ignores HEALTHCHECK and probes the gRPC health service
-# instead (k8s/base/statefulset.yaml); the image has no shell or probe tool
-# to run one with.
-# checkov:skip=CKV_DOCKER_2: Kubernetes probes the gRPC health service natively; HEALTHCHECK is ignored there and the distroless image has nothing to run it with
+# 7379: clients (KV, Cluster, Maintenance, grpc.health.v1, reflection);
+# 7380: peers; 7381: the ops port (/healthz, /readyz, /metrics), when
+# KVSTORE_OPS_LISTEN sets it, as the StatefulSet does.
+EXPOSE 7379 7380 7381
+# Kubernetes ignores HEALTHCHECK and probes the ops port over HTTP instead
+# (k8s/base/statefulset.yaml); the image has no shell or probe tool to run
+# one with.
+# checkov:skip=CKV_DOCKER_2: Kubernetes probes the ops port (httpGet) natively; HEALTHCHECK is ignored there and the distroless image has nothing to run it with
 # `serve` is the default command, so the StatefulSet (which sets only env)
 # runs a node, and `docker run IMAGE <subcommand>` reaches the binary.
 ENTRYPOINT ["/usr/local/bin/kvstore"]

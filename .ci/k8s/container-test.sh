@@ -397,16 +397,11 @@ kvctl_in_bare() {
   shift 2
   timeout 30 docker exec "${env[@]}" "$c" kvctl "$@"
 }
-# `kvctl status` from inside pod $1, given every running pod by its stable
-# name. Not 127.0.0.1 alone: kvctl would then follow the other members at
-# the addresses they report (pod IPs), which no client-port certificate
-# names (they are not known before a pod starts), and TLS would refuse them.
-endpoints_now() {
-  docker ps --filter "label=$LABEL" --filter status=running --format '{{.Names}}' |
-    sed -n "s/^$P-kvstore-\([0-9]*\)\$/\1/p" | sort -n |
-    while read -r i; do printf '%s:7379\n' "$(pod_dns "$i")"; done | paste -sd, -
-}
-status_from() { kvctl_in "$1" --endpoints "$(endpoints_now)" --json --timeout 5 status 2>/dev/null || echo '[]'; }
+# `kvctl status` from inside pod $1, given only that pod's stable name:
+# kvctl follows the other members at the addresses they report (pod IPs,
+# which no client-port certificate names, as they are not known before a
+# pod starts) and checks each one's certificate for its stable name.
+status_from() { kvctl_in "$1" --endpoints "$(pod_dns "$1"):7379" --json --timeout 5 status 2>/dev/null || echo '[]'; }
 show() { status_from "$1" | python3 "$WORK/status.py" show; }
 leader_seen_by() { status_from "$1" | python3 "$WORK/status.py" leader; }
 

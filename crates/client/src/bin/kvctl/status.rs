@@ -87,23 +87,22 @@ async fn follow_peers(
         .iter()
         .filter_map(|(_, r)| r.as_ref().ok().map(|s| s.name.clone()))
         .collect();
-    let mut follow = Vec::new();
+    let mut follow: Vec<(String, String)> = Vec::new();
     for s in rows.iter().filter_map(|(_, r)| r.as_ref().ok()) {
         for p in &s.peers {
             if !names.contains(&p.name)
                 && !p.client_address.is_empty()
                 && !given.contains(&p.client_address)
-                && !follow.contains(&p.client_address)
+                && !follow.iter().any(|(a, _)| a == &p.client_address)
             {
-                follow.push(p.client_address.clone());
+                follow.push((p.client_address.clone(), p.dns_name.clone()));
             }
         }
     }
-    let followed = futures::future::join_all(
-        follow
-            .into_iter()
-            .map(|e| query(e, policy, Duration::from_secs(1), tls)),
-    )
+    let followed = futures::future::join_all(follow.into_iter().map(|(address, dns_name)| {
+        let tls = tls.map(|t| for_peer(t, &dns_name));
+        async move { query(address, policy, Duration::from_secs(1), tls.as_ref()).await }
+    }))
     .await;
     for (e, r) in followed {
         // Two addresses can reach the same node: show it once.
@@ -113,6 +112,19 @@ async fn follow_peers(
             }
         }
         rows.push((e, r));
+    }
+}
+
+/// The TLS of a followed peer: it is reached by the address it reports,
+/// which no certificate need name, so its certificate is checked for its
+/// stable DNS name instead (what the pods' certificates carry).
+fn for_peer(tls: &TlsOptions, dns_name: &str) -> TlsOptions {
+    let name = dns_name.trim_end_matches('.');
+    TlsOptions {
+        server_name: (!name.is_empty())
+            .then(|| name.to_string())
+            .or_else(|| tls.server_name.clone()),
+        ..tls.clone()
     }
 }
 
