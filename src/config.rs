@@ -260,18 +260,19 @@ pub struct ServeArgs {
     #[arg(long, env = "KVSTORE_NODE_NAME")]
     pub node_name: Option<String>,
 
-    /// Address for the client API (KV, Cluster, health, reflection).
-    #[arg(long, env = "KVSTORE_LISTEN", default_value = "0.0.0.0:7379")]
+    /// Address for the client API (KV, Cluster, health, reflection);
+    /// `:PORT` is every IPv4 address.
+    #[arg(long, env = "KVSTORE_LISTEN", default_value = "0.0.0.0:7379", value_parser = parse_listen)]
     pub listen: SocketAddr,
 
     /// Address of the ops port: plain HTTP `/healthz`, `/readyz` and
     /// `/metrics` (Prometheus), for probes and scrapes that present no
-    /// client certificate. Unset: no ops port.
-    #[arg(long, env = "KVSTORE_OPS_LISTEN")]
+    /// client certificate, e.g. `:7381`. Unset: no ops port.
+    #[arg(long, env = "KVSTORE_OPS_LISTEN", value_parser = parse_listen)]
     pub ops_listen: Option<SocketAddr>,
 
     /// Address for replication traffic between members (a separate port).
-    #[arg(long, env = "KVSTORE_PEER_LISTEN", default_value = "0.0.0.0:7380")]
+    #[arg(long, env = "KVSTORE_PEER_LISTEN", default_value = "0.0.0.0:7380", value_parser = parse_listen)]
     pub peer_listen: SocketAddr,
 
     /// The data dir: the write-ahead log and the state (the pod's volume).
@@ -410,6 +411,17 @@ pub struct ServeArgs {
     pub fault_fsync_delay_ms: u64,
 }
 
+/// A listen address: `HOST:PORT`, or `:PORT` for every IPv4 address (as
+/// Go servers, etcd among them, spell it).
+fn parse_listen(text: &str) -> Result<SocketAddr, String> {
+    let full = match text.strip_prefix(':') {
+        Some(port) => format!("0.0.0.0:{port}"),
+        None => text.to_string(),
+    };
+    full.parse()
+        .map_err(|e| format!("not an address (HOST:PORT or :PORT): {e}"))
+}
+
 fn parse_cluster_id(text: &str) -> Result<u64, String> {
     match u64::from_str_radix(text.trim_start_matches("0x"), 16) {
         Ok(0) => Err("a cluster id is never 0".into()),
@@ -452,5 +464,25 @@ impl ServeArgs {
             max_bytes: self.snapshot_mb.max(1) << 20,
             keep_entries: (self.snapshot_entries / 2).max(8),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_listen;
+
+    #[test]
+    fn listen_addresses_take_a_bare_port() {
+        assert_eq!(
+            parse_listen(":7381").map(|a| a.to_string()),
+            Ok("0.0.0.0:7381".into())
+        );
+        assert_eq!(
+            parse_listen("127.0.0.1:0").map(|a| a.to_string()),
+            Ok("127.0.0.1:0".into())
+        );
+        assert_eq!(parse_listen("[::1]:7379").map(|a| a.port()), Ok(7379));
+        assert!(parse_listen(":").is_err());
+        assert!(parse_listen("7381").is_err());
     }
 }

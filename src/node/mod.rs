@@ -69,6 +69,8 @@ struct Shared {
     desired: std::sync::atomic::AtomicU32,
     /// What the node measures about itself.
     metrics: Arc<crate::metrics::NodeMetrics>,
+    /// The cluster id the operator pinned (`--cluster-id`), if any.
+    pinned_cluster_id: Option<u64>,
 }
 
 /// A running node.
@@ -208,6 +210,16 @@ impl NodeHandle {
         self.status()
             .leader
             .map(|l| self.0.name.sibling(l).to_string())
+    }
+
+    /// The cluster this member belongs to, as far as it knows: its state's
+    /// id, or before it has one (an empty volume) the id the operator
+    /// pinned; 0 when neither is known.
+    pub fn known_cluster_id(&self) -> u64 {
+        match self.0.state.cluster_id() {
+            0 => self.0.pinned_cluster_id.unwrap_or(0),
+            id => id,
+        }
     }
 
     /// What the node measures about itself.

@@ -44,7 +44,9 @@
 //!
 //! A restore refuses a data dir that is not empty, and a backup whose
 //! hash, length or records do not check out (read in full before the dir
-//! is touched; a failure half-way removes what it wrote).
+//! is touched; a failure half-way removes what it wrote). While it writes,
+//! a marker file says so: `serve` refuses a dir a restore did not finish
+//! (a kill, a crash), and a new restore into it starts over.
 
 use std::io::BufReader;
 use std::path::{Path, PathBuf};
@@ -107,28 +109,62 @@ pub struct Restored {
 /// Seeds `opts.data_dir` from `opts.snapshot` (see the module
 /// documentation).
 pub fn restore(opts: &RestoreOptions) -> Result<Restored, RestoreError> {
+    let dirs = DataDir::new(&opts.data_dir);
+    if dirs.restoring().exists() {
+        // An earlier restore was cut short: what it wrote is not whole.
+        tracing::info!(dir = %dirs.root.display(), "an earlier restore did not finish; starting over");
+        clean(&dirs);
+        remove_marker(&dirs)?;
+    }
     ensure_empty(&opts.data_dir)?;
     // The whole file is checked before anything is written.
     let summary = snapshot_file::verify_file(&opts.snapshot)
         .map_err(|e| RestoreError::Snapshot(opts.snapshot.clone(), e))?;
     let cluster_id = opts.cluster_id.unwrap_or_else(|| rand::random::<u64>() | 1);
-    let dirs = DataDir::new(&opts.data_dir);
+    write_marker(&dirs)?;
     match seed(opts, &dirs, cluster_id, &summary) {
-        Ok(()) => Ok(Restored {
-            summary,
-            cluster_id,
-        }),
+        Ok(()) => {
+            remove_marker(&dirs)?;
+            Ok(Restored {
+                summary,
+                cluster_id,
+            })
+        }
         Err(e) => {
             // Leave the dir as empty as it was found.
-            for dir in [dirs.state(), dirs.wal()] {
-                if let Err(rm) = std::fs::remove_dir_all(&dir) {
-                    if rm.kind() != std::io::ErrorKind::NotFound {
-                        tracing::warn!(dir = %dir.display(), error = %rm, "cleaning up after a failed restore");
-                    }
-                }
-            }
+            clean(&dirs);
+            remove_marker(&dirs)?;
             Err(e)
         }
+    }
+}
+
+/// Removes what a restore wrote into `dirs` (not the marker).
+fn clean(dirs: &DataDir) {
+    for dir in [dirs.state(), dirs.wal()] {
+        if let Err(rm) = std::fs::remove_dir_all(&dir) {
+            if rm.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(dir = %dir.display(), error = %rm, "cleaning up after a failed restore");
+            }
+        }
+    }
+}
+
+/// Writes the restore-in-progress marker durably, before anything else.
+fn write_marker(dirs: &DataDir) -> Result<(), RestoreError> {
+    let io = |e| RestoreError::DataDir(dirs.root.clone(), e);
+    let marker = std::fs::File::create(dirs.restoring()).map_err(io)?;
+    marker.sync_all().map_err(io)?;
+    crate::storage::fsync_dir(&dirs.root).map_err(io)
+}
+
+/// Removes the marker durably: the dir is whole (or empty again).
+fn remove_marker(dirs: &DataDir) -> Result<(), RestoreError> {
+    let io = |e| RestoreError::DataDir(dirs.root.clone(), e);
+    match std::fs::remove_file(dirs.restoring()) {
+        Ok(()) => crate::storage::fsync_dir(&dirs.root).map_err(io),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io(e)),
     }
 }
 

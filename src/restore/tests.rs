@@ -163,3 +163,55 @@ fn a_data_dir_that_is_not_empty_is_refused() {
     assert!(target.join("wal").exists(), "left as it was");
     assert!(!target.join("state").exists());
 }
+
+/// A restore cut short (simulated: the marker and half a state left as a
+/// kill would leave them) is refused by a node's start-up, and a new
+/// restore into the dir starts over and succeeds.
+#[test]
+fn a_restore_cut_short_is_not_started_and_is_redone() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let file = tmp.path().join("backup.snap");
+    drop(snapshot_file(&tmp.path().join("source"), &file));
+    let target = tmp.path().join("target");
+    let dirs = DataDir::new(&target);
+    std::fs::create_dir_all(dirs.state()).expect("mkdir");
+    std::fs::write(dirs.state().join("half-written"), b"x").expect("write");
+    std::fs::write(dirs.restoring(), b"").expect("the marker");
+
+    let cfg = crate::node::NodeConfig {
+        name: PodName::parse("kvstore-0").expect("name"),
+        replicas: 1,
+        probe_peers: 1,
+        data_dir: target.clone(),
+        cache_bytes: 1 << 20,
+        history_revisions: 100,
+        timing: crate::node::Timing::default(),
+        compaction: crate::node::CompactionPolicy {
+            max_entries: 100,
+            max_bytes: 1 << 20,
+            keep_entries: 10,
+        },
+        priority_return: true,
+        wal_sync_delay: std::time::Duration::ZERO,
+        cluster_id: None,
+        space: crate::node::space::SpacePolicy {
+            quota: 1 << 30,
+            min_free: 0,
+            reserve: 0,
+        },
+    };
+    let refused = crate::node::Node::start(
+        cfg,
+        std::sync::Arc::new(crate::node::NoPeers),
+        crate::node::NodeInbox::new(),
+    );
+    match refused {
+        Err(e) => assert!(e.to_string().contains("restore"), "{e}"),
+        Ok(_) => panic!("a half-restored dir was started"),
+    }
+
+    let done = restore(&options(&file, &target)).expect("the restore, again");
+    assert_eq!(done.summary.keys, 41);
+    assert!(!dirs.restoring().exists(), "the marker is gone");
+    assert!(!dirs.state().join("half-written").exists());
+}

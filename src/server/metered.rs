@@ -6,7 +6,9 @@
 //! any message: "trailers-only") or in the trailers after the body, so the
 //! layer looks at the headers first and otherwise watches the body for its
 //! trailers. A body dropped before its trailers (the client went away, a
-//! watch cancelled) counts as `Canceled`.
+//! watch cancelled) counts as `Canceled`. Calls answered UNIMPLEMENTED
+//! (a path no service serves) share one `unknown` series, so that the
+//! series stay bounded whatever paths clients send.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -84,7 +86,15 @@ struct Call {
 }
 
 impl Call {
-    fn finish(self, grpc_code: &'static str) {
+    fn finish(mut self, grpc_code: &'static str) {
+        // A path no service serves is answered UNIMPLEMENTED: one series
+        // for all of them, or any client could add series without end.
+        if grpc_code == "Unimplemented" {
+            self.rpc = RpcLabels {
+                grpc_service: "unknown".to_string(),
+                grpc_method: "unknown".to_string(),
+            };
+        }
         let seconds = self.started.elapsed().as_secs_f64();
         self.metrics
             .handling
@@ -253,6 +263,31 @@ mod tests {
         assert_eq!(rpc.grpc_service, "kvstore.v1.KV");
         assert_eq!(rpc.grpc_method, "Put");
         assert_eq!(rpc_of("/odd").grpc_service, "unknown");
+    }
+
+    /// However many paths clients try, the unanswered ones are one series.
+    #[test]
+    fn unimplemented_paths_share_one_series() {
+        let metrics = GrpcMetrics::default();
+        for path in ["/a.B/C", "/d.E/F", "/kvstore.v1.KV/Nope"] {
+            let call = Call {
+                rpc: rpc_of(path),
+                started: Instant::now(),
+                metrics: metrics.clone(),
+            };
+            call.finish("Unimplemented");
+        }
+        let unknown = RpcCodeLabels {
+            grpc_service: "unknown".into(),
+            grpc_method: "unknown".into(),
+            grpc_code: "Unimplemented",
+        };
+        assert_eq!(metrics.handled.get_or_create(&unknown).get(), 3);
+        let mut text = String::new();
+        let mut registry = prometheus_client::registry::Registry::default();
+        registry.register("handled", "", metrics.handled.clone());
+        prometheus_client::encoding::text::encode(&mut text, &registry).expect("encode");
+        assert_eq!(text.matches("grpc_method=").count(), 1, "{text}");
     }
 
     #[test]

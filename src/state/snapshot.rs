@@ -141,7 +141,8 @@ pub struct FrozenSnapshot {
 }
 
 impl FrozenSnapshot {
-    /// The pairs in chunks of about `max_bytes`, each pair once.
+    /// The pairs in chunks of about `max_bytes`, each pair once. One pass
+    /// per freeze: the pass marks what it sent.
     pub fn chunks(&self, max_bytes: usize) -> impl Iterator<Item = Result<Chunk, StateError>> + '_ {
         let mut live = self.tree.iter();
         let mut live_done = false;
@@ -154,7 +155,7 @@ impl FrozenSnapshot {
         });
         let mut pairs = std::iter::from_fn(move || {
             while !live_done {
-                match self.next_live(&mut live) {
+                match self.while_frozen(|| self.next_live(&mut live)) {
                     Ok(Some(Some(pair))) => return Some(Ok(pair)),
                     // A key created after the freeze.
                     Ok(Some(None)) => {}
@@ -162,7 +163,10 @@ impl FrozenSnapshot {
                     Err(e) => return Some(Err(e)),
                 }
             }
-            deleted.next()
+            match self.while_frozen(|| Ok(deleted.next())) {
+                Ok(next) => next,
+                Err(e) => Some(Err(e)),
+            }
         });
         let mut done = false;
         std::iter::from_fn(move || {
@@ -177,7 +181,12 @@ impl FrozenSnapshot {
                         bytes += k.len() + v.len();
                         chunk.push((k, v));
                     }
-                    Some(Err(e)) => return Some(Err(e)),
+                    // An error ends the stream: what follows it would
+                    // not be the frozen state.
+                    Some(Err(e)) => {
+                        done = true;
+                        return Some(Err(e));
+                    }
                     None => {
                         done = true;
                         break;
@@ -219,6 +228,26 @@ impl FrozenSnapshot {
                 bytes::Bytes::from_owner(value),
             )))),
         }
+    }
+
+    /// Runs one step of the stream while this freeze is the state's: an
+    /// install from the leader ends the freeze and then drops the frozen
+    /// trees (sled panics on a dropped tree), and it takes the same lock to
+    /// end it, so no step reads a tree being dropped. Once the freeze is
+    /// over the stream ends with `Busy` (retry): what it sent may be
+    /// incomplete.
+    fn while_frozen<T>(
+        &self,
+        step: impl FnOnce() -> Result<T, StateError>,
+    ) -> Result<T, StateError> {
+        let slot = self.freeze.lock().unwrap_or_else(|e| e.into_inner());
+        if !slot.as_ref().is_some_and(|f| Arc::ptr_eq(f, &self.mine)) {
+            return Err(StateError::Busy(
+                "this member installed a snapshot from the leader while the snapshot streamed; retry"
+                    .into(),
+            ));
+        }
+        step()
     }
 
     /// Whether the state is still the one frozen: a snapshot installed from

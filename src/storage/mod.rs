@@ -101,6 +101,13 @@ impl DataDir {
         DataDir { root: root.into() }
     }
 
+    /// The marker of a restore in progress: `kvstore restore` writes it
+    /// before it seeds the dir and removes it once the dir is whole, so a
+    /// restore cut short (a kill, a crash) is never started as a member.
+    pub fn restoring(&self) -> PathBuf {
+        self.root.join("restore-incomplete")
+    }
+
     /// The write-ahead log's directory.
     pub fn wal(&self) -> PathBuf {
         self.root.join("wal")

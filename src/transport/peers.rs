@@ -74,7 +74,7 @@ impl GrpcPeers {
     }
 
     fn cluster_id(&self) -> u64 {
-        self.node.get().map_or(0, |n| n.state().cluster_id())
+        self.node.get().map_or(0, |n| n.known_cluster_id())
     }
 
     /// A channel to `peer`, rebuilt when its name resolves to a new address.

@@ -119,7 +119,7 @@ impl StreamSender {
                 msg = self.queue.recv() => {
                     let Some(first) = msg else { return false };
                     let messages = self.batch(first);
-                    let envelope = Envelope { cluster_id: node.state().cluster_id(), messages };
+                    let envelope = Envelope { cluster_id: node.known_cluster_id(), messages };
                     if tx.send(envelope).await.is_err() {
                         break;
                     }

@@ -65,9 +65,12 @@ impl PeerService {
         }
     }
 
-    /// Refuses a peer whose cluster is known and is not ours.
+    /// Refuses a peer whose cluster is known and is not ours. A member on
+    /// an empty volume started with `--cluster-id` knows its cluster too,
+    /// so that it cannot be taken in by another cluster reachable at the
+    /// same names (an old one, during a restore).
     pub(super) fn check_cluster(&self, theirs: u64) -> std::result::Result<(), Status> {
-        let ours = self.node.state().cluster_id();
+        let ours = self.node.known_cluster_id();
         if theirs != 0 && ours != 0 && theirs != ours {
             tracing::error!(
                 ours = format!("{ours:016x}"),

@@ -119,7 +119,7 @@ impl GrpcPeers {
         let frozen = freeze(node, to).await?;
         let meta = frozen.meta;
         let header = SnapshotHeader {
-            cluster_id: node.state().cluster_id(),
+            cluster_id: node.known_cluster_id(),
             from: self.me,
             to,
             term,

@@ -228,6 +228,12 @@ impl Node {
         let dirs = DataDir::new(&cfg.data_dir);
         std::fs::create_dir_all(&dirs.root)
             .map_err(|e| StartError::DataDir(dirs.root.clone(), e))?;
+        if dirs.restoring().exists() {
+            return Err(StartError::Inconsistent {
+                dir: dirs.root.clone(),
+                reason: "a `kvstore restore` into it did not finish; run the restore again (it starts over)".into(),
+            });
+        }
         let (state, mut wal, log) = open_storage(&cfg, &dirs)?;
         let state = Arc::new(state);
         check_identity(&state, &cfg)?;
@@ -337,6 +343,7 @@ fn spawn(
         catch_up_to: std::sync::OnceLock::new(),
         desired: std::sync::atomic::AtomicU32::new(0),
         metrics,
+        pinned_cluster_id: cfg.cluster_id,
     }));
     Ok(Node {
         handle,

@@ -100,3 +100,42 @@ fn a_frozen_snapshot_is_the_state_at_the_freeze_while_applies_go_on() {
     a.freeze_snapshot()
         .expect("a new snapshot after the first is dropped");
 }
+
+/// A snapshot installed from the leader while a frozen snapshot streams
+/// (a backup on a follower, or a follower's own catch-up) ends the stream
+/// with a retryable refusal, never a panic on the dropped tree, and a new
+/// freeze works afterwards.
+#[test]
+fn an_install_during_a_stream_ends_it_cleanly() {
+    let a_dir = tempfile::tempdir().expect("tempdir");
+    let l_dir = tempfile::tempdir().expect("tempdir");
+    let a = open(a_dir.path());
+    let leader = open(l_dir.path());
+    let entries: Vec<Entry> = (0..400)
+        .map(|i| entry(i + 1, put(&format!("k{i:03}"), &big(100))))
+        .collect();
+    a.apply_all(&entries[..200]).expect("apply");
+    leader.apply_all(&entries).expect("apply");
+    let frozen = a.freeze_snapshot().expect("freeze");
+    let mut chunks = frozen.chunks(256);
+    chunks.next().expect("a first chunk").expect("chunk");
+    // The leader's state replaces this member's while the stream is open.
+    let from_leader = leader.freeze_snapshot().expect("freeze the leader");
+    let writer = a.begin_install().expect("begin");
+    for chunk in from_leader.chunks(4096) {
+        writer.write(chunk.expect("chunk")).expect("write");
+    }
+    a.finish_install(writer, from_leader.meta).expect("install");
+    let rest: Vec<_> = chunks.collect();
+    assert!(
+        matches!(rest.last(), Some(Err(StateError::Busy(_)))),
+        "the stream ends refused, with {} more chunks",
+        rest.len()
+    );
+    assert!(!frozen.still_frozen());
+    drop(frozen);
+    assert_eq!(a.applied(), (400, 1));
+    let again = a.freeze_snapshot().expect("a new freeze after the install");
+    let pairs: usize = again.chunks(4096).map(|c| c.expect("chunk").len()).sum();
+    assert!(pairs >= 400, "{pairs} pairs");
+}
