@@ -19,7 +19,10 @@
 //! with backoff for a follower. Memory is bounded: a blocking task encodes
 //! about [`BLOB_BYTES`] at a time into a channel of [`IN_FLIGHT`] messages,
 //! and a client that stops reading for [`SEND_TIMEOUT`] is dropped, which
-//! ends the freeze.
+//! ends the freeze. A client that reads, but slower than [`MIN_RATE`] on
+//! average after [`RATE_GRACE`], is dropped too: while the freeze lasts, no
+//! follower can catch up by snapshot from this member and its history is
+//! not trimmed, so no client may hold it for as long as it likes.
 
 use std::pin::Pin;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -44,6 +47,15 @@ pub const BLOB_BYTES: usize = 1 << 20;
 const IN_FLIGHT: usize = 4;
 /// A client that takes no message for this long is gone.
 const SEND_TIMEOUT: Duration = Duration::from_secs(60);
+/// The slowest average a backup may be read at (bytes per second)...
+const MIN_RATE: u64 = 1 << 20;
+/// ...once it has run this long.
+const RATE_GRACE: Duration = Duration::from_secs(60);
+
+/// Whether a backup that sent `bytes` in `elapsed` is too slow to go on.
+fn too_slow(bytes: u64, elapsed: Duration) -> bool {
+    elapsed > RATE_GRACE + Duration::from_secs(bytes / MIN_RATE)
+}
 
 /// The Maintenance service of one node.
 #[derive(Clone)]
@@ -156,17 +168,30 @@ fn produce(
 ) -> Result<Option<u64>, Error> {
     let mut first = Some(info.clone());
     let mut encoder = SnapshotEncoder::new(info);
+    let started = std::time::Instant::now();
+    let mut sent = 0u64;
     for chunk in frozen.chunks(BLOB_BYTES) {
         for (key, value) in chunk? {
             encoder.pair(key, value);
             if encoder.buffered() >= BLOB_BYTES {
+                let blob = encoder.take();
+                sent += blob.len() as u64;
                 let msg = SnapshotResponse {
-                    blob: encoder.take(),
+                    blob,
                     info: first.take(),
                     ..Default::default()
                 };
                 if !send(runtime, tx, Ok(msg)) {
                     return Ok(None);
+                }
+                if too_slow(sent, started.elapsed()) {
+                    return Err(Error::Unavailable {
+                        reason: format!(
+                            "the backup was read slower than {} KiB/s; it ends, as it holds back followers' catch-up and history trimming",
+                            MIN_RATE >> 10
+                        ),
+                        leader: None,
+                    });
                 }
             }
         }
@@ -189,4 +214,17 @@ fn produce(
         key_count: keys,
     };
     Ok(send(runtime, tx, Ok(last)).then_some(keys))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_backup_read_too_slowly_is_ended() {
+        assert!(!too_slow(0, Duration::from_secs(59)));
+        assert!(too_slow(0, Duration::from_secs(61)));
+        assert!(!too_slow(100 * MIN_RATE, Duration::from_secs(150)));
+        assert!(too_slow(100 * MIN_RATE, Duration::from_secs(170)));
+    }
 }

@@ -205,8 +205,13 @@ impl FrozenSnapshot {
     /// a key that did not exist then; `None`: the pass is over), recorded
     /// as passed.
     fn next_live(&self, live: &mut sled::Iter) -> Result<Option<Option<Pair>>, StateError> {
+        // The tree is read before the lock, so that the applier does not
+        // wait for the read: a value read is the frozen one unless the key
+        // changed since the freeze, and then its before image, always
+        // saved before the change, is found below.
+        let item = live.next();
         let mut passed = self.mine.passed.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(item) = live.next() else {
+        let Some(item) = item else {
             *passed = Passed::All;
             return Ok(None);
         };
