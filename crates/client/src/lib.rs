@@ -26,16 +26,20 @@
 
 use std::time::{Duration, Instant};
 
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use tonic::transport::Channel;
 use tonic::{Code, Status};
 
 pub mod backoff;
 mod classify;
+mod error;
 mod members;
 pub mod snapshot_file;
+mod tls;
 mod watch;
 
 pub use classify::{certainly_not_applied, connect_failed, membership_change_retryable};
+pub use error::ClientError;
+pub use tls::{endpoint, TlsOptions};
 pub use watch::ResumingWatch;
 
 use backoff::Backoff;
@@ -49,76 +53,6 @@ use kvstore_proto::kv::{
     TransferLeadershipRequest, TxnRequest, TxnResponse, WatchRequest, WatchResponse,
 };
 use kvstore_proto::LEADER_METADATA;
-
-/// Why a client call failed.
-#[derive(Debug, thiserror::Error)]
-pub enum ClientError {
-    /// No endpoint could be reached before the deadline.
-    #[error("cannot reach any endpoint ({endpoints}): {last}")]
-    Unreachable {
-        /// The endpoints tried.
-        endpoints: String,
-        /// The last error seen.
-        last: String,
-    },
-    /// The server answered with an error that retrying does not fix (or the
-    /// retry budget ran out).
-    #[error("{}: {}", code_name(.0.code()), .0.message())]
-    Status(Status),
-    /// An endpoint is not a valid address.
-    #[error("bad endpoint {0:?}: {1}")]
-    BadEndpoint(String, String),
-    /// The TLS files could not be read.
-    #[error("TLS: {0}")]
-    BadTls(String),
-}
-
-impl ClientError {
-    /// Whether this is a write that may or may not have been applied.
-    pub fn outcome_unknown(&self) -> bool {
-        match self {
-            ClientError::Status(s) => {
-                matches!(
-                    s.code(),
-                    Code::Unavailable | Code::Unknown | Code::Cancelled | Code::DeadlineExceeded
-                ) && !certainly_not_applied(s)
-            }
-            _ => false,
-        }
-    }
-
-    /// Whether no node could be reached or the one asked could not serve:
-    /// another attempt, later or elsewhere, may succeed.
-    pub fn is_unavailable(&self) -> bool {
-        match self {
-            ClientError::Unreachable { .. } => true,
-            ClientError::Status(s) => retryable(s),
-            _ => false,
-        }
-    }
-
-    /// The gRPC code, for errors the server answered.
-    pub fn code(&self) -> Option<Code> {
-        match self {
-            ClientError::Status(s) => Some(s.code()),
-            _ => None,
-        }
-    }
-}
-
-fn code_name(code: Code) -> &'static str {
-    match code {
-        Code::InvalidArgument => "invalid argument",
-        Code::Unavailable => "unavailable",
-        Code::DeadlineExceeded => "deadline exceeded",
-        Code::OutOfRange => "out of range",
-        Code::NotFound => "not found",
-        Code::Internal => "internal error",
-        Code::ResourceExhausted => "resource exhausted",
-        Code::FailedPrecondition => "failed precondition",
-        _ => "error",
-    }
-}
 
 /// When a failed write is tried again.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -181,68 +115,6 @@ impl Default for RetryPolicy {
     }
 }
 
-/// TLS for a client's connections: the servers' certificates are checked
-/// against `ca_pem`, never against system roots.
-#[derive(Clone, Debug, Default)]
-pub struct TlsOptions {
-    /// The CA (PEM) that signs the servers' certificates.
-    pub ca_pem: Vec<u8>,
-    /// This client's certificate and key (PEM), for servers that require
-    /// client certificates.
-    pub identity: Option<(Vec<u8>, Vec<u8>)>,
-    /// The name the servers' certificates must carry, when it is not the
-    /// endpoint's host (through a port-forward to 127.0.0.1, say).
-    pub server_name: Option<String>,
-}
-
-impl TlsOptions {
-    /// Reads the PEM files: the CA, and a certificate with its key if both
-    /// are given.
-    pub fn from_files(
-        ca: &std::path::Path,
-        identity: Option<(&std::path::Path, &std::path::Path)>,
-        server_name: Option<String>,
-    ) -> Result<TlsOptions, ClientError> {
-        let read = |p: &std::path::Path| {
-            std::fs::read(p).map_err(|e| ClientError::BadTls(format!("{}: {e}", p.display())))
-        };
-        Ok(TlsOptions {
-            ca_pem: read(ca)?,
-            identity: match identity {
-                Some((cert, key)) => Some((read(cert)?, read(key)?)),
-                None => None,
-            },
-            server_name,
-        })
-    }
-
-    fn config(&self) -> ClientTlsConfig {
-        let mut config = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&self.ca_pem));
-        if let Some((cert, key)) = &self.identity {
-            config = config.identity(Identity::from_pem(cert, key));
-        }
-        if let Some(name) = &self.server_name {
-            config = config.domain_name(name.clone());
-        }
-        config
-    }
-}
-
-/// The gRPC endpoint of `endpoint` (`host:port`, or a URI), with TLS if
-/// `tls` is given (a `host:port` then means `https://`).
-pub fn endpoint(endpoint: &str, tls: Option<&TlsOptions>) -> Result<Endpoint, ClientError> {
-    let uri = match tls {
-        Some(_) if !endpoint.contains("://") => format!("https://{endpoint}"),
-        _ => normalize(endpoint),
-    };
-    let bad = |err: String| ClientError::BadEndpoint(endpoint.to_string(), err);
-    let ep = Endpoint::from_shared(uri).map_err(|e| bad(e.to_string()))?;
-    match tls {
-        Some(tls) => ep.tls_config(tls.config()).map_err(|e| bad(e.to_string())),
-        None => Ok(ep),
-    }
-}
-
 /// A connection to a kvstore cluster.
 #[derive(Clone)]
 pub struct Client {
@@ -254,15 +126,7 @@ pub struct Client {
     tls: Option<TlsOptions>,
 }
 
-fn normalize(endpoint: &str) -> String {
-    if endpoint.contains("://") {
-        endpoint.to_string()
-    } else {
-        format!("http://{endpoint}")
-    }
-}
-
-fn retryable(status: &Status) -> bool {
+pub(crate) fn retryable(status: &Status) -> bool {
     matches!(
         status.code(),
         Code::Unavailable | Code::Unknown | Code::Cancelled | Code::DeadlineExceeded
