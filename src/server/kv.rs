@@ -56,24 +56,30 @@ impl KvService {
     async fn write(&self, op: Op) -> Result<WriteResult, Error> {
         self.node.write(&Command::new(op), self.timeout).await
     }
+}
 
-    /// Waits until a read may be served here: a linearizable read confirms
-    /// the leader's commit index and waits to apply it; a serializable one
-    /// waits until this member has caught up since it started (a member
-    /// back on an empty volume answers UNAVAILABLE, never "not found", for
-    /// data it has not received yet); any read waits for `min_revision`.
-    async fn read_barrier(&self, consistency: Consistency, min_revision: u64) -> Result<(), Error> {
-        let mut wait_for = min_revision;
-        if consistency == Consistency::Linearizable {
-            wait_for = wait_for.max(self.node.read_index(self.timeout).await?);
-        } else {
-            self.node.wait_caught_up(self.timeout).await?;
-        }
-        if wait_for > self.node.applied() {
-            self.node.wait_applied(wait_for, self.timeout).await?;
-        }
-        Ok(())
+/// Waits until a read may be served on `node`: a linearizable read
+/// confirms the leader's commit index and waits to apply it; a
+/// serializable one waits until this member has caught up since it started
+/// (a member back on an empty volume answers UNAVAILABLE, never "not
+/// found", for data it has not received yet); any read waits for
+/// `min_revision`. Backups (`Maintenance.Snapshot`) wait the same way.
+pub(super) async fn read_barrier(
+    node: &NodeHandle,
+    consistency: Consistency,
+    min_revision: u64,
+    timeout: Duration,
+) -> Result<(), Error> {
+    let mut wait_for = min_revision;
+    if consistency == Consistency::Linearizable {
+        wait_for = wait_for.max(node.read_index(timeout).await?);
+    } else {
+        node.wait_caught_up(timeout).await?;
     }
+    if wait_for > node.applied() {
+        node.wait_applied(wait_for, timeout).await?;
+    }
+    Ok(())
 }
 
 /// The header of a response answered at `revision`.
@@ -151,7 +157,7 @@ impl KvService {
         let req = request.into_inner();
         validate::key(&self.limits, &req.key)?;
         let consistency = validate::consistency(req.consistency)?;
-        self.read_barrier(consistency, req.min_revision).await?;
+        read_barrier(&self.node, consistency, req.min_revision, self.timeout).await?;
         let node = self.node.clone();
         let (kv, revision) = off_the_runtime(move || node.state().get(&req.key)).await?;
         Ok(Response::new(GetResponse {
@@ -212,7 +218,7 @@ impl KvService {
     ) -> Result<Response<RangeResponse>, Status> {
         let req = request.into_inner();
         let consistency = validate::range(&self.limits, &req)?;
-        self.read_barrier(consistency, req.min_revision).await?;
+        read_barrier(&self.node, consistency, req.min_revision, self.timeout).await?;
         let node = self.node.clone();
         let (mut resp, revision) = off_the_runtime(move || node.state().range(&req)).await?;
         resp.header = Some(header(&self.node, revision));

@@ -36,7 +36,7 @@ use super::validate;
 use crate::error::Error;
 use crate::node::NodeHandle;
 use crate::proto::kv::maintenance_server::Maintenance;
-use crate::proto::kv::{Consistency, SnapshotInfo, SnapshotRequest, SnapshotResponse};
+use crate::proto::kv::{SnapshotInfo, SnapshotRequest, SnapshotResponse};
 use crate::state::snapshot::FrozenSnapshot;
 use crate::state::StateError;
 use kvstore_client::snapshot_file::{SnapshotEncoder, FORMAT_VERSION};
@@ -71,19 +71,6 @@ impl MaintenanceService {
         MaintenanceService { node, timeout }
     }
 
-    /// Waits until the snapshot may be taken here (as a read would be).
-    async fn barrier(&self, consistency: Consistency) -> Result<(), Error> {
-        if consistency == Consistency::Linearizable {
-            let index = self.node.read_index(self.timeout).await?;
-            if index > self.node.applied() {
-                self.node.wait_applied(index, self.timeout).await?;
-            }
-        } else {
-            self.node.wait_caught_up(self.timeout).await?;
-        }
-        Ok(())
-    }
-
     /// Freezes the state, off the async workers.
     async fn freeze(&self) -> Result<FrozenSnapshot, Error> {
         let node = self.node.clone();
@@ -114,7 +101,7 @@ impl Maintenance for MaintenanceService {
         request: Request<SnapshotRequest>,
     ) -> Result<Response<Self::SnapshotStream>, Status> {
         let consistency = validate::consistency(request.into_inner().consistency)?;
-        self.barrier(consistency).await?;
+        super::kv::read_barrier(&self.node, consistency, 0, self.timeout).await?;
         let frozen = self.freeze().await?;
         let info = SnapshotInfo {
             format_version: FORMAT_VERSION,
