@@ -232,13 +232,9 @@ done
 # --- the run's CA and certificates --------------------------------------------
 CT_VENV=${KVSTORE_CTEST_VENV:-$ROOT/.ci/venv-ctest}
 CT_REQ=$ROOT/.ci/k8s/ctest-requirements.txt
-if ! cmp -s "$CT_REQ" "$CT_VENV/.installed-requirements.txt" 2>/dev/null; then
-  say "installing $CT_REQ into $CT_VENV"
-  rm -rf "$CT_VENV"
-  python3 -m venv "$CT_VENV"
-  "$CT_VENV/bin/pip" install --quiet --disable-pip-version-check --no-input -r "$CT_REQ"
-  cp "$CT_REQ" "$CT_VENV/.installed-requirements.txt"
-fi
+# shellcheck source=.ci/k8s/venv.sh
+. "$ROOT/.ci/k8s/venv.sh"
+pinned_venv "$CT_VENV" "$CT_REQ"
 "$CT_VENV/bin/python" "$ROOT/.ci/k8s/ctest-certs.py" "$WORK/certs" "$MAX_PODS" "$NS" "$HEADLESS" \
   "kvstore.$NS.svc.cluster.local" >/dev/null
 # Readable by the pods' user 65532 once `docker cp` has made root their

@@ -60,13 +60,9 @@ trap 'rm -rf "$OUT"' EXIT
 
 # --- tools -----------------------------------------------------------------
 command -v kubectl >/dev/null || { echo "kubectl is not on PATH" >&2; exit 1; }
-if ! cmp -s "$REQ" "$VENV/.installed-requirements.txt" 2>/dev/null; then
-  say "installing pinned tools into $VENV"
-  rm -rf "$VENV"
-  python3 -m venv "$VENV"
-  "$VENV/bin/pip" install --quiet --disable-pip-version-check --no-input -r "$REQ"
-  cp "$REQ" "$VENV/.installed-requirements.txt"
-fi
+# shellcheck source=.ci/k8s/venv.sh
+. "$ROOT/.ci/k8s/venv.sh"
+pinned_venv "$VENV" "$REQ"
 BIN=$VENV/bin
 # promtool, from Debian's archive (the one registry of binaries reachable
 # here). apt-get download needs the package lists: `apt-get update` once if
