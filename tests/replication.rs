@@ -30,6 +30,7 @@ fn demo_options(dir: &std::path::Path, kills: u32, rolling_restart: bool) -> Dem
         binary: kvstore_bin().into(),
         serve_args: Vec::new(),
         tls: false,
+        timeline: None,
     }
 }
 

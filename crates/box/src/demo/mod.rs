@@ -65,6 +65,9 @@ pub struct DemoOptions {
     /// Both ports with TLS (`kvstore local --tls`), the demo's clients
     /// with the box's client certificate.
     pub tls: bool,
+    /// Where to write the demonstration's timeline picture (SVG), if
+    /// anywhere.
+    pub timeline: Option<PathBuf>,
 }
 
 /// Hands each narrated line to the caller, stamped with the time since the
