@@ -107,6 +107,13 @@ pub struct DemoArgs {
     /// Print the report as JSON after the summary.
     #[arg(long)]
     pub json: bool,
+    /// Where to write the timeline picture (SVG): writes per 10 ms, each
+    /// pod's role, and every measured moment labelled.
+    #[arg(long, default_value = "demo-timeline.svg")]
+    pub timeline: PathBuf,
+    /// Write no timeline picture.
+    #[arg(long, conflicts_with = "timeline")]
+    pub no_timeline: bool,
     /// Extra flags for every `kvstore serve`, after `--`; `{pod}` in one
     /// stands for the pod's name.
     #[arg(last = true)]

@@ -34,6 +34,25 @@ fn demo_options(dir: &std::path::Path, kills: u32, rolling_restart: bool) -> Dem
     }
 }
 
+/// Asserts that the timeline picture at `path` is an SVG with one lane per
+/// pod and a label for each of `figures`.
+fn assert_timeline_shows(path: &std::path::Path, figures: &[String]) {
+    let svg = std::fs::read_to_string(path).expect("the timeline picture was written");
+    assert!(svg.starts_with("<svg"), "an SVG document");
+    for pod in 0..3 {
+        assert!(
+            svg.contains(&format!(">kvstore-{pod}<")),
+            "a lane for kvstore-{pod}"
+        );
+    }
+    for figure in figures {
+        assert!(
+            svg.contains(figure.as_str()),
+            "the picture shows {figure:?}"
+        );
+    }
+}
+
 /// kill -9 of the leader under concurrent load: the next ordinal leads,
 /// writes resume, no acknowledged write is lost, the history of reads and
 /// writes is linearizable, and the old leader comes back on its data dir,
@@ -41,11 +60,26 @@ fn demo_options(dir: &std::path::Path, kills: u32, rolling_restart: bool) -> Dem
 #[test]
 fn leader_crash_under_load_loses_nothing_and_pod0_leads_again() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let report = run_demo(&demo_options(dir.path(), 2, false), &mut |l| {
-        println!("{l}")
-    })
-    .expect("demo");
+    let picture = dir.path().join("demo-timeline.svg");
+    let mut opts = demo_options(dir.path(), 2, false);
+    opts.timeline = Some(picture.clone());
+    let report = run_demo(&opts, &mut |l| println!("{l}")).expect("demo");
     println!("{}", summary(&report));
+    // The picture labels each kill's measured figures, in a zoomed panel
+    // of its own.
+    let mut figures = Vec::new();
+    for (i, f) in report.failovers.iter().enumerate() {
+        figures.push(format!("leader kill {}: kvstore-{}", i + 1, f.killed));
+        figures.push(format!("longest write gap {} ms", f.write_gap.as_millis()));
+        figures.push(format!(
+            "kvstore-{} elected +{} ms",
+            f.new_leader,
+            f.election.as_millis()
+        ));
+        figures.push(format!("restarted +{} ms", f.restarted.as_millis()));
+        figures.push(format!("caught up +{} ms", f.catch_up.as_millis()));
+    }
+    assert_timeline_shows(&picture, &figures);
     assert!(
         report.acked > 100,
         "the load made progress: {}",
@@ -101,9 +135,23 @@ fn leader_crash_over_tls_loses_nothing() {
 #[test]
 fn rolling_restart_under_load_loses_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let report =
-        run_demo(&demo_options(dir.path(), 0, true), &mut |l| println!("{l}")).expect("demo");
+    let picture = dir.path().join("rolling.svg");
+    let mut opts = demo_options(dir.path(), 0, true);
+    opts.timeline = Some(picture.clone());
+    let report = run_demo(&opts, &mut |l| println!("{l}")).expect("demo");
     println!("{}", summary(&report));
+    let figures: Vec<String> = report
+        .rolling
+        .iter()
+        .flat_map(|r| {
+            [
+                format!("rolling restart: kvstore-{}", r.ordinal),
+                format!("SIGTERM kvstore-{}", r.ordinal),
+                format!("longest write gap {} ms", r.write_gap.as_millis()),
+            ]
+        })
+        .collect();
+    assert_timeline_shows(&picture, &figures);
     assert!(
         report.acked > 100,
         "the load made progress: {} writes acknowledged",

@@ -37,7 +37,7 @@ pub fn run(args: DemoArgs) -> ExitCode {
         binary,
         serve_args: args.serve_args,
         tls: args.tls,
-        timeline: None,
+        timeline: (!args.no_timeline).then_some(args.timeline),
     };
     let mut say = |line: String| println!("{line}");
     let report = match run_demo(&opts, &mut say) {

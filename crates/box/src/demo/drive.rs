@@ -33,6 +33,7 @@ pub(super) async fn drive(
     };
     // Let the last writes land before the load is stopped and checked.
     tokio::time::sleep(Duration::from_millis(500)).await;
+    cluster.timeline.set_acks(load.ack_times());
     let Checked {
         acked,
         unknown,

@@ -28,7 +28,7 @@ pub(super) async fn kill_leader_and_recover(
 ) -> Result<Failover, String> {
     let killed = kill_leader(cluster, kill, narrator).await?;
     let (new_leader, term, election) = await_new_leader(cluster, &killed, narrator).await?;
-    let write_gap = measure_write_gap(load, killed.at, narrator).await;
+    let write_gap = measure_write_gap(cluster, load, killed.at, narrator).await;
     let restarted_at = await_restart(cluster, &killed, narrator).await?;
     let caught_at = await_catch_up(cluster, killed.ordinal, restarted_at, narrator).await?;
     // Only the lowest ordinal takes leadership back; others stay followers.
@@ -37,6 +37,12 @@ pub(super) async fn kill_leader_and_recover(
     } else {
         None
     };
+    let recovered = caught_at + leadership_back.unwrap_or_default();
+    cluster.timeline.episode(
+        format!("leader kill {}: kvstore-{}", kill + 1, killed.ordinal),
+        killed.at,
+        recovered,
+    );
     Ok(Failover {
         killed: killed.ordinal,
         new_leader,
@@ -70,6 +76,7 @@ async fn kill_leader(
     narrator.say(&format!(
         "kill -9 kvstore-{old} (pid {pid}), the leader of term {old_term}"
     ));
+    cluster.timeline.fault(at, format!("kill -9 kvstore-{old}"));
     Ok(Killed {
         ordinal: old,
         term: old_term,
@@ -98,6 +105,10 @@ async fn await_new_leader(
     })
     .await?;
     let election = killed.at.elapsed();
+    cluster.timeline.recovery(
+        killed.at + election,
+        format!("kvstore-{new} elected +{}", ms(election)),
+    );
     narrator.say(&format!(
         "kvstore-{new} won the election for term {new_term} {} after the kill: the followers saw the leader's connections reset and the lowest live ordinal campaigned first",
         ms(election)
@@ -108,13 +119,19 @@ async fn await_new_leader(
 /// Lets the load run on past the election, then reads the longest gap
 /// between acknowledged writes around the kill.
 async fn measure_write_gap(
+    cluster: &Cluster<'_>,
     load: &Load,
     killed_at: Instant,
     narrator: &mut Narrator<'_>,
 ) -> Duration {
     tokio::time::sleep(Duration::from_millis(800)).await;
     // From a little before the kill, so that the gap's start is included.
-    let write_gap = load.longest_gap(killed_at - Duration::from_millis(500));
+    let (start, end) = load.longest_gap_span(killed_at - Duration::from_millis(500));
+    let write_gap = end - start;
+    cluster.timeline.gap(start, end);
+    cluster
+        .timeline
+        .recovery(end, format!("longest write gap {}", ms(write_gap)));
     narrator.say(&format!(
         "the load saw writes pause for {} (the write-unavailability window)",
         ms(write_gap)
@@ -141,10 +158,13 @@ async fn await_restart(
             })
     })
     .await?;
+    let after = ms(restarted_at.duration_since(killed.at));
     narrator.say(&format!(
-        "{name} restarted by the supervisor {} after the kill, on its own data dir (its volume)",
-        ms(restarted_at.duration_since(killed.at))
+        "{name} restarted by the supervisor {after} after the kill, on its own data dir (its volume)"
     ));
+    cluster
+        .timeline
+        .recovery(restarted_at, format!("{name} restarted +{after}"));
     Ok(restarted_at)
 }
 
@@ -163,10 +183,13 @@ async fn await_catch_up(
         (mine.applied_revision >= leader_commit && mine.ready).then(Instant::now)
     })
     .await?;
+    let after = ms(caught_at.saturating_duration_since(restarted_at));
     narrator.say(&format!(
-        "kvstore-{ordinal} caught up with the leader {} after its restart (health SERVING)",
-        ms(caught_at.saturating_duration_since(restarted_at))
+        "kvstore-{ordinal} caught up with the leader {after} after its restart (health SERVING)"
     ));
+    cluster
+        .timeline
+        .recovery(caught_at, format!("caught up +{after}"));
     Ok(caught_at)
 }
 
@@ -189,6 +212,10 @@ async fn await_leadership_back(
         .await
         .unwrap_or((0, 0, 0));
     let back_after = back_at.saturating_duration_since(caught_at);
+    cluster.timeline.recovery(
+        back_at,
+        format!("kvstore-0 leads again +{}", ms(back_after)),
+    );
     narrator.say(&format!(
         "kvstore-0 leads again (term {term}), {} after catching up: kvstore-{new_leader} handed leadership back to the lower ordinal",
         ms(back_after)

@@ -116,18 +116,32 @@ impl Load {
         Ok(Load { log, stop, tasks })
     }
 
-    /// The longest gap between acknowledged writes from `since` until now.
-    pub(super) fn longest_gap(&self, since: Instant) -> Duration {
-        let log = self.log.lock().unwrap_or_else(|p| p.into_inner());
-        let mut acks: Vec<Instant> = log.acks.iter().copied().filter(|&t| t >= since).collect();
+    /// Where the longest gap between acknowledged writes from `since`
+    /// until now lies: (the last ack before it, or `since`; the first
+    /// after it).
+    pub(super) fn longest_gap_span(&self, since: Instant) -> (Instant, Instant) {
+        let mut acks: Vec<Instant> = self
+            .ack_times()
+            .into_iter()
+            .filter(|&t| t >= since)
+            .collect();
         acks.sort();
-        let mut gap = acks.first().map_or(Duration::ZERO, |&first| {
-            first.saturating_duration_since(since)
-        });
+        let mut span = (since, acks.first().copied().unwrap_or(since));
         for w in acks.windows(2) {
-            gap = gap.max(w[1] - w[0]);
+            if w[1] - w[0] > span.1 - span.0 {
+                span = (w[0], w[1]);
+            }
         }
-        gap
+        span
+    }
+
+    /// When each acknowledged write completed, so far.
+    pub(super) fn ack_times(&self) -> Vec<Instant> {
+        self.log
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .acks
+            .clone()
     }
 
     /// How many unique writes were acknowledged so far.

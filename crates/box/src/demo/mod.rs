@@ -23,6 +23,7 @@ mod probe;
 mod report;
 mod rolling;
 mod scale;
+mod timeline;
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -30,6 +31,7 @@ use std::time::{Duration, Instant};
 
 use crate::local::{LocalConfig, RunningSupervisor, Supervisor};
 use kvstore_client::TlsOptions;
+use timeline::Timeline;
 
 pub use report::{summary, Failover, Report, RollingStep, ScaleStep};
 
@@ -93,6 +95,8 @@ struct Cluster<'a> {
     endpoints: &'a [String],
     /// The box's client TLS, with `--tls`.
     tls: Option<TlsOptions>,
+    /// Where the phases mark what they measured, for the picture.
+    timeline: &'a Timeline,
 }
 
 impl Cluster<'_> {
@@ -151,17 +155,35 @@ pub fn run(opts: &DemoOptions, say: &mut dyn FnMut(String)) -> Result<Report, St
     } else {
         None
     };
+    let timeline = Timeline::new(epoch);
     let cluster = Cluster {
         opts,
         sup: &sup,
         endpoints: &endpoints,
         tls,
+        timeline: &timeline,
     };
-    let result = runtime.block_on(drive::drive(&cluster, epoch, &mut narrator));
+    // Every pod the demo may have, a scale-up's included.
+    let sampled = cluster.endpoints_up_to(opts.replicas.max(opts.scale_via.unwrap_or(0)));
+    let (result, ()) = runtime.block_on(async {
+        tokio::join!(
+            async {
+                let report = drive::drive(&cluster, epoch, &mut narrator).await;
+                timeline.stop_sampling();
+                report
+            },
+            timeline.sample_roles(cluster.tls(), &sampled)
+        )
+    });
+    let ended = Instant::now();
     narrator.say("stopping every pod (reverse ordinal order)");
     sup.stop(Duration::from_secs(20));
     let mut report = result?;
     report.elapsed = epoch.elapsed();
+    if let Some(path) = &opts.timeline {
+        timeline.write_svg(path, &report::picture_title(&report), ended)?;
+        narrator.say(&format!("timeline written to {}", path.display()));
+    }
     Ok(report)
 }
 

@@ -154,6 +154,29 @@ pub fn summary(report: &Report) -> String {
     lines.join("\n")
 }
 
+/// The heading of the demo's timeline picture: what was done, and the
+/// outcome.
+pub(super) fn picture_title(report: &Report) -> String {
+    let mut done = Vec::new();
+    match report.failovers.len() {
+        0 => {}
+        1 => done.push("a leader kill (SIGKILL)".to_string()),
+        n => done.push(format!("{n} leader kills (SIGKILL)")),
+    }
+    if !report.rolling.is_empty() {
+        done.push("a rolling restart".into());
+    }
+    for s in &report.scaling {
+        done.push(format!("scale {} -> {}", s.from, s.to));
+    }
+    format!(
+        "kvstore demo: {} under load; {} writes acknowledged, {} lost",
+        done.join(", "),
+        report.acked,
+        report.lost.len()
+    )
+}
+
 /// One line of the summary table.
 fn row(name: &str, value: String) -> String {
     format!("  {name:<38} {value}")

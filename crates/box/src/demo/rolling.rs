@@ -64,6 +64,9 @@ async fn restart_gracefully(
     cluster.sup.take_events();
     let started = Instant::now();
     cluster.sup.signal(n, libc::SIGTERM)?;
+    cluster
+        .timeline
+        .fault(started, format!("SIGTERM kvstore-{n}"));
     let exit = await_exit_and_restart(cluster, n).await?;
     let own = cluster.endpoint_of(n)?;
     wait_for("the pod to be ready", Duration::from_secs(30), || async {
@@ -73,12 +76,26 @@ async fn restart_gracefully(
             .map(|_| ())
     })
     .await?;
+    let ready_at = Instant::now();
+    cluster.timeline.recovery(
+        ready_at,
+        format!("kvstore-{n} ready +{}", ms(ready_at - started)),
+    );
     // Give the load a moment on the full cluster, so the gap measured
     // includes any pause the pod's return causes.
     tokio::time::sleep(Duration::from_millis(300)).await;
+    let (gap_start, gap_end) = load.longest_gap_span(started);
+    cluster.timeline.gap(gap_start, gap_end);
+    cluster.timeline.recovery(
+        gap_end,
+        format!("longest write gap {}", ms(gap_end - gap_start)),
+    );
+    cluster
+        .timeline
+        .episode(format!("rolling restart: kvstore-{n}"), started, ready_at);
     Ok(RollingStep {
         ordinal: n,
-        write_gap: load.longest_gap(started),
+        write_gap: gap_end - gap_start,
         exit: exit.unwrap_or_else(|| "unknown".into()),
         was_leader,
         handed_over: handovers() > handovers_before,

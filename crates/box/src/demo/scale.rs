@@ -68,6 +68,9 @@ async fn scale_step(
     narrator.say(&format!(
         "scale {from} -> {to}: the desired replica count (spec.replicas) is now {to}"
     ));
+    cluster
+        .timeline
+        .fault(started, format!("replicas {from} -> {to}"));
     // What each member was last seen as: "learner", "caught up", "voter".
     let mut seen: BTreeMap<u32, &'static str> = (0..from).map(|n| (n, "voter")).collect();
     let mut events: Vec<String> = Vec::new();
@@ -81,12 +84,14 @@ async fn scale_step(
                 _ => continue,
             };
             narrator.say(&format!("  {line}"));
+            cluster.timeline.recovery(Instant::now(), short(&line));
             events.push(line);
         }
         let all = statuses(cluster.tls(), &endpoints).await;
         if let Some(leader) = leader_of(&all) {
             for line in membership_changes(leader, &mut seen) {
                 narrator.say(&format!("  {line}"));
+                cluster.timeline.recovery(Instant::now(), short(&line));
                 events.push(line);
             }
             let exact = leader.voters == (0..to).collect::<Vec<_>>() && leader.learners.is_empty();
@@ -104,13 +109,34 @@ async fn scale_step(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let took = started.elapsed();
+    let (gap_start, gap_end) = load.longest_gap_span(started);
+    cluster.timeline.gap(gap_start, gap_end);
+    cluster.timeline.recovery(
+        gap_end,
+        format!("longest write gap {}", ms(gap_end - gap_start)),
+    );
+    cluster.timeline.episode(
+        format!("scale {from} -> {to}: done in {}", ms(took)),
+        started,
+        started + took,
+    );
     Ok(ScaleStep {
         from,
         to,
         took,
-        write_gap: load.longest_gap(started),
+        write_gap: gap_end - gap_start,
         events,
     })
+}
+
+/// A narrated event as a label: its words before any explanation in
+/// brackets or after a colon.
+fn short(line: &str) -> String {
+    line.split([':', '('])
+        .next()
+        .unwrap_or(line)
+        .trim()
+        .to_string()
 }
 
 /// Narration lines for what changed in the leader's view of the members
