@@ -41,7 +41,7 @@ fn assert_timeline_shows(path: &std::path::Path, figures: &[String]) {
     assert!(svg.starts_with("<svg"), "an SVG document");
     for pod in 0..3 {
         assert!(
-            svg.contains(&format!(">kvstore-{pod}<")),
+            svg.lines().any(|l| l.trim() == format!("kvstore-{pod}")),
             "a lane for kvstore-{pod}"
         );
     }
