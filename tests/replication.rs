@@ -515,3 +515,38 @@ fn kvctl_watch_resumes_when_its_node_stops() {
     let expected: Vec<String> = (0..20).map(|i| format!("w/{i:02}")).collect();
     assert_eq!(keys, expected, "every change once, in order: {lines:?}");
 }
+
+/// `kvstore demo --scale`: 3 -> 5 -> 3 under load loses nothing, each step
+/// ends with exactly the voters it asked for, and the timeline zooms on
+/// each step with its measured duration.
+#[test]
+fn scaling_demo_loses_nothing_and_draws_each_step() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let picture = dir.path().join("scale.svg");
+    let mut opts = demo_options(dir.path(), 0, false);
+    opts.scale_via = Some(5);
+    opts.timeline = Some(picture.clone());
+    let report = run_demo(&opts, &mut |l| println!("{l}")).expect("demo");
+    println!("{}", summary(&report));
+    let steps: Vec<(u32, u32)> = report.scaling.iter().map(|s| (s.from, s.to)).collect();
+    assert_eq!(steps, vec![(3, 5), (5, 3)]);
+    assert!(report.lost.is_empty(), "lost: {:?}", report.lost);
+    assert_eq!(report.linearizable, Verdict::Linearizable);
+    let figures: Vec<String> = report
+        .scaling
+        .iter()
+        .map(|s| {
+            format!(
+                "scale {} -&gt; {}: done in {} ms",
+                s.from,
+                s.to,
+                s.took.as_millis()
+            )
+        })
+        .chain([
+            "kvstore-4 became a voter".to_string(),
+            "kvstore-4 left the configuration".to_string(),
+        ])
+        .collect();
+    assert_timeline_shows(&picture, &figures);
+}
