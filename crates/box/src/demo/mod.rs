@@ -13,7 +13,10 @@
 //! readers, `drive` the order of the phases, `failover` and `rolling`
 //! the faults and the recovery each is followed through, `check` the
 //! verdict on what the load saw, `report` the numbers and the summary;
-//! `probe` is how all of them look at the cluster.
+//! `probe` is how all of them look at the cluster. `sessions` is a
+//! demonstration of its own (`--sessions`): clients reading their own
+//! writes pinned to one pod, or from any pod with and without a revision
+//! token, through the death of the pinned pod.
 
 mod check;
 mod drive;
@@ -23,6 +26,7 @@ mod probe;
 mod report;
 mod rolling;
 mod scale;
+mod sessions;
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -32,6 +36,9 @@ use crate::local::{LocalConfig, RunningSupervisor, Supervisor};
 use kvstore_client::TlsOptions;
 
 pub use report::{summary, Failover, Report, RollingStep, ScaleStep};
+pub use sessions::{
+    run_sessions, sessions_summary, SessionsReport, Way, WayFigures, SESSION_REQUEST_BUDGET,
+};
 
 /// What the demo does.
 #[derive(Clone, Debug)]
@@ -128,41 +135,77 @@ impl Cluster<'_> {
 pub fn run(opts: &DemoOptions, say: &mut dyn FnMut(String)) -> Result<Report, String> {
     let epoch = Instant::now();
     let mut narrator = Narrator { epoch, say };
-    if opts.replicas < 3 {
-        return Err("the demo needs at least 3 pods".into());
-    }
-    let _ = std::fs::remove_dir_all(&opts.dir);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
-    let (sup, endpoints) = start_cluster(opts, &runtime, &mut narrator)?;
-    let tls = if opts.tls {
-        let dir = Supervisor::tls_dir(&opts.dir);
-        Some(
-            TlsOptions::from_files(
-                &dir.join("ca.crt"),
-                Some((&dir.join("client.crt"), &dir.join("client.key"))),
-                None,
-            )
-            .map_err(|e| e.to_string())?,
-        )
-    } else {
-        None
-    };
-    let cluster = Cluster {
-        opts,
-        sup: &sup,
-        endpoints: &endpoints,
-        tls,
-    };
-    let result = runtime.block_on(drive::drive(&cluster, epoch, &mut narrator));
-    narrator.say("stopping every pod (reverse ordinal order)");
-    sup.stop(Duration::from_secs(20));
+    let boxed = InABox::start(opts, &mut narrator)?;
+    let result = boxed
+        .runtime
+        .block_on(drive::drive(&boxed.cluster(opts), epoch, &mut narrator));
+    boxed.stop(&mut narrator);
     let mut report = result?;
     report.elapsed = epoch.elapsed();
     Ok(report)
+}
+
+/// A started cluster in a box and the runtime its clients run on: what
+/// every demonstration starts with and stops at its end.
+struct InABox {
+    runtime: tokio::runtime::Runtime,
+    sup: RunningSupervisor,
+    endpoints: Vec<String>,
+    tls: Option<TlsOptions>,
+}
+
+impl InABox {
+    /// Empties `opts.dir` and starts the pods, narrating.
+    fn start(opts: &DemoOptions, narrator: &mut Narrator<'_>) -> Result<InABox, String> {
+        if opts.replicas < 3 {
+            return Err("the demo needs at least 3 pods".into());
+        }
+        let _ = std::fs::remove_dir_all(&opts.dir);
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        let (sup, endpoints) = start_cluster(opts, &runtime, narrator)?;
+        let tls = client_tls(opts)?;
+        Ok(InABox {
+            runtime,
+            sup,
+            endpoints,
+            tls,
+        })
+    }
+
+    /// The cluster as the phases see it.
+    fn cluster<'a>(&'a self, opts: &'a DemoOptions) -> Cluster<'a> {
+        Cluster {
+            opts,
+            sup: &self.sup,
+            endpoints: &self.endpoints,
+            tls: self.tls.clone(),
+        }
+    }
+
+    /// Stops every pod; outside the runtime, as the supervisor requires.
+    fn stop(self, narrator: &mut Narrator<'_>) {
+        narrator.say("stopping every pod (reverse ordinal order)");
+        self.sup.stop(Duration::from_secs(20));
+    }
+}
+
+/// The box's client certificate, with `--tls`.
+fn client_tls(opts: &DemoOptions) -> Result<Option<TlsOptions>, String> {
+    if !opts.tls {
+        return Ok(None);
+    }
+    let dir = Supervisor::tls_dir(&opts.dir);
+    TlsOptions::from_files(
+        &dir.join("ca.crt"),
+        Some((&dir.join("client.crt"), &dir.join("client.key"))),
+        None,
+    )
+    .map(Some)
+    .map_err(|e| e.to_string())
 }
 
 /// Starts the pods under a supervisor and introduces them; returns the
