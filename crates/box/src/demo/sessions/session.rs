@@ -166,8 +166,9 @@ impl Session {
         (self.figures, self.expectation)
     }
 
-    fn stalled(&mut self, for_: Duration) {
-        self.figures.longest_stall = self.figures.longest_stall.max(for_);
+    /// Notes a time without progress.
+    fn stalled(&mut self, gap: Duration) {
+        self.figures.longest_stall = self.figures.longest_stall.max(gap);
     }
 
     /// One write and its read back; whether both were answered.
