@@ -80,6 +80,13 @@ pub struct DemoArgs {
     /// each step.
     #[arg(long, num_args = 0..=1, default_missing_value = "5")]
     pub scale: Option<u32>,
+    /// Instead of the failover demonstration: clients that write and read
+    /// their own writes, pinned to one pod (which is killed), reading
+    /// SERIALIZABLE from any pod, and reading from any pod with the
+    /// revision of their last write (`min_revision`), compared in a table.
+    /// `--writers` sessions of each way.
+    #[arg(long, conflicts_with_all = ["kills", "rolling_restart", "scale"])]
+    pub sessions: bool,
     /// Number of pods.
     #[arg(long, default_value_t = 3)]
     pub replicas: u32,

@@ -6,11 +6,11 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::config::DemoArgs;
-use kvstore_box::demo::{run as run_demo, summary, DemoOptions};
+use kvstore_box::demo::{run as run_demo, run_sessions, sessions_summary, summary, DemoOptions};
 use kvstore_lincheck::Verdict;
 
-/// Runs the demonstration; exit code 0 only if nothing acknowledged was lost
-/// and the history is linearizable.
+/// Runs the demonstration (with `--sessions`, that one); exit code 0 only if
+/// nothing acknowledged was lost and the history is linearizable.
 pub fn run(args: DemoArgs) -> ExitCode {
     let binary = match std::env::current_exe() {
         Ok(b) => b,
@@ -39,6 +39,9 @@ pub fn run(args: DemoArgs) -> ExitCode {
         tls: args.tls,
         timeline: (!args.no_timeline).then_some(args.timeline),
     };
+    if args.sessions {
+        return sessions(&opts, args.json);
+    }
     let mut say = |line: String| println!("{line}");
     let report = match run_demo(&opts, &mut say) {
         Ok(r) => r,
@@ -79,6 +82,30 @@ pub fn run(args: DemoArgs) -> ExitCode {
         println!("{doc}");
     }
     if report.lost.is_empty() && report.linearizable == Verdict::Linearizable {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+/// Runs `kvstore demo --sessions`; exit code 0 only if no read with the
+/// revision token missed its session's write and no acknowledged write was
+/// lost.
+fn sessions(opts: &DemoOptions, json: bool) -> ExitCode {
+    let mut say = |line: String| println!("{line}");
+    let report = match run_sessions(opts, &mut say) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("kvstore demo --sessions: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    println!();
+    println!("{}", sessions_summary(&report));
+    if json {
+        println!("{}", report.to_json());
+    }
+    if report.passed() {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)

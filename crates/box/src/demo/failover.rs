@@ -10,11 +10,14 @@ use super::report::{ms, Failover};
 use super::{Cluster, Narrator};
 use crate::local::PodEvent;
 
-/// The leader just killed.
-struct Killed {
-    ordinal: u32,
-    term: u64,
-    at: Instant,
+/// The pod just killed.
+pub(super) struct Killed {
+    /// Its ordinal.
+    pub(super) ordinal: u32,
+    /// The term it was killed in.
+    pub(super) term: u64,
+    /// When.
+    pub(super) at: Instant,
 }
 
 /// Kills the current leader (kill number `kill`, from 0) and follows the
@@ -141,7 +144,7 @@ async fn measure_write_gap(
 
 /// Waits for the supervisor to restart the killed pod; gives the time it
 /// did.
-async fn await_restart(
+pub(super) async fn await_restart(
     cluster: &Cluster<'_>,
     killed: &Killed,
     narrator: &mut Narrator<'_>,
@@ -170,7 +173,7 @@ async fn await_restart(
 
 /// Waits until the restarted pod has applied everything the leader has
 /// committed and is ready; gives the time it was.
-async fn await_catch_up(
+pub(super) async fn await_catch_up(
     cluster: &Cluster<'_>,
     ordinal: u32,
     restarted_at: Instant,

@@ -13,7 +13,10 @@
 //! readers, `drive` the order of the phases, `failover` and `rolling`
 //! the faults and the recovery each is followed through, `check` the
 //! verdict on what the load saw, `report` the numbers and the summary;
-//! `probe` is how all of them look at the cluster.
+//! `probe` is how all of them look at the cluster. `sessions` is a
+//! demonstration of its own (`--sessions`): clients reading their own
+//! writes pinned to one pod, or from any pod with and without a revision
+//! token, through the death of the pinned pod.
 
 mod check;
 mod drive;
@@ -23,6 +26,7 @@ mod probe;
 mod report;
 mod rolling;
 mod scale;
+mod sessions;
 mod timeline;
 
 use std::net::Ipv4Addr;
@@ -34,6 +38,9 @@ use kvstore_client::TlsOptions;
 use timeline::Timeline;
 
 pub use report::{summary, Failover, Report, RollingStep, ScaleStep};
+pub use sessions::{
+    run_sessions, sessions_summary, SessionsReport, Way, WayFigures, SESSION_REQUEST_BUDGET,
+};
 
 /// What the demo does.
 #[derive(Clone, Debug)]
@@ -132,40 +139,12 @@ impl Cluster<'_> {
 pub fn run(opts: &DemoOptions, say: &mut dyn FnMut(String)) -> Result<Report, String> {
     let epoch = Instant::now();
     let mut narrator = Narrator { epoch, say };
-    if opts.replicas < 3 {
-        return Err("the demo needs at least 3 pods".into());
-    }
-    let _ = std::fs::remove_dir_all(&opts.dir);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
-    let (sup, endpoints) = start_cluster(opts, &runtime, &mut narrator)?;
-    let tls = if opts.tls {
-        let dir = Supervisor::tls_dir(&opts.dir);
-        Some(
-            TlsOptions::from_files(
-                &dir.join("ca.crt"),
-                Some((&dir.join("client.crt"), &dir.join("client.key"))),
-                None,
-            )
-            .map_err(|e| e.to_string())?,
-        )
-    } else {
-        None
-    };
+    let boxed = InABox::start(opts, &mut narrator)?;
     let timeline = Timeline::new(epoch);
-    let cluster = Cluster {
-        opts,
-        sup: &sup,
-        endpoints: &endpoints,
-        tls,
-        timeline: &timeline,
-    };
+    let cluster = boxed.cluster(opts, &timeline);
     // Every pod the demo may have, a scale-up's included.
     let sampled = cluster.endpoints_up_to(opts.replicas.max(opts.scale_via.unwrap_or(0)));
-    let (result, ()) = runtime.block_on(async {
+    let (result, ()) = boxed.runtime.block_on(async {
         tokio::join!(
             async {
                 let report = drive::drive(&cluster, epoch, &mut narrator).await;
@@ -176,8 +155,7 @@ pub fn run(opts: &DemoOptions, say: &mut dyn FnMut(String)) -> Result<Report, St
         )
     });
     let ended = Instant::now();
-    narrator.say("stopping every pod (reverse ordinal order)");
-    sup.stop(Duration::from_secs(20));
+    boxed.stop(&mut narrator);
     let mut report = result?;
     report.elapsed = epoch.elapsed();
     if let Some(path) = &opts.timeline {
@@ -185,6 +163,71 @@ pub fn run(opts: &DemoOptions, say: &mut dyn FnMut(String)) -> Result<Report, St
         narrator.say(&format!("timeline written to {}", path.display()));
     }
     Ok(report)
+}
+
+/// A started cluster in a box and the runtime its clients run on: what
+/// every demonstration starts with and stops at its end.
+struct InABox {
+    runtime: tokio::runtime::Runtime,
+    sup: RunningSupervisor,
+    endpoints: Vec<String>,
+    tls: Option<TlsOptions>,
+}
+
+impl InABox {
+    /// Empties `opts.dir` and starts the pods, narrating.
+    fn start(opts: &DemoOptions, narrator: &mut Narrator<'_>) -> Result<InABox, String> {
+        if opts.replicas < 3 {
+            return Err("the demo needs at least 3 pods".into());
+        }
+        let _ = std::fs::remove_dir_all(&opts.dir);
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        let (sup, endpoints) = start_cluster(opts, &runtime, narrator)?;
+        let tls = client_tls(opts)?;
+        Ok(InABox {
+            runtime,
+            sup,
+            endpoints,
+            tls,
+        })
+    }
+
+    /// The cluster as the phases see it, marking what they measure on
+    /// `timeline`.
+    fn cluster<'a>(&'a self, opts: &'a DemoOptions, timeline: &'a Timeline) -> Cluster<'a> {
+        Cluster {
+            opts,
+            sup: &self.sup,
+            endpoints: &self.endpoints,
+            tls: self.tls.clone(),
+            timeline,
+        }
+    }
+
+    /// Stops every pod; outside the runtime, as the supervisor requires.
+    fn stop(self, narrator: &mut Narrator<'_>) {
+        narrator.say("stopping every pod (reverse ordinal order)");
+        self.sup.stop(Duration::from_secs(20));
+    }
+}
+
+/// The box's client certificate, with `--tls`.
+fn client_tls(opts: &DemoOptions) -> Result<Option<TlsOptions>, String> {
+    if !opts.tls {
+        return Ok(None);
+    }
+    let dir = Supervisor::tls_dir(&opts.dir);
+    TlsOptions::from_files(
+        &dir.join("ca.crt"),
+        Some((&dir.join("client.crt"), &dir.join("client.key"))),
+        None,
+    )
+    .map(Some)
+    .map_err(|e| e.to_string())
 }
 
 /// Starts the pods under a supervisor and introduces them; returns the
