@@ -80,6 +80,12 @@ pub struct DemoArgs {
     /// each step.
     #[arg(long, num_args = 0..=1, default_missing_value = "5")]
     pub scale: Option<u32>,
+    /// The same leader kill twice, on two fresh boxes: once as the
+    /// StatefulSet does it (the pod comes back as itself) and once as a
+    /// Deployment would (a new pod: a random name, a new address, an empty
+    /// volume); narrates both and prints a two-column table.
+    #[arg(long, conflicts_with_all = ["kills", "rolling_restart", "scale"])]
+    pub as_deployment: bool,
     /// Number of pods.
     #[arg(long, default_value_t = 3)]
     pub replicas: u32,

@@ -39,6 +39,9 @@ pub fn run(args: DemoArgs) -> ExitCode {
         tls: args.tls,
         timeline: None,
     };
+    if args.as_deployment {
+        return super::demo_deployment::run(&opts, args.json);
+    }
     let mut say = |line: String| println!("{line}");
     let report = match run_demo(&opts, &mut say) {
         Ok(r) => r,

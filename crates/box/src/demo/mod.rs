@@ -16,6 +16,7 @@
 //! `probe` is how all of them look at the cluster.
 
 mod check;
+mod deployment;
 mod drive;
 mod failover;
 mod load;
@@ -31,6 +32,10 @@ use std::time::{Duration, Instant};
 use crate::local::{LocalConfig, RunningSupervisor, Supervisor};
 use kvstore_client::TlsOptions;
 
+pub use deployment::{
+    deployment_summary, run_as_deployment, Acceptance, Controller, ControllerRun, DeploymentReport,
+    OldNameReads,
+};
 pub use report::{summary, Failover, Report, RollingStep, ScaleStep};
 
 /// What the demo does.
@@ -138,19 +143,7 @@ pub fn run(opts: &DemoOptions, say: &mut dyn FnMut(String)) -> Result<Report, St
         .build()
         .map_err(|e| e.to_string())?;
     let (sup, endpoints) = start_cluster(opts, &runtime, &mut narrator)?;
-    let tls = if opts.tls {
-        let dir = Supervisor::tls_dir(&opts.dir);
-        Some(
-            TlsOptions::from_files(
-                &dir.join("ca.crt"),
-                Some((&dir.join("client.crt"), &dir.join("client.key"))),
-                None,
-            )
-            .map_err(|e| e.to_string())?,
-        )
-    } else {
-        None
-    };
+    let tls = client_tls(opts)?;
     let cluster = Cluster {
         opts,
         sup: &sup,
@@ -163,6 +156,22 @@ pub fn run(opts: &DemoOptions, say: &mut dyn FnMut(String)) -> Result<Report, St
     let mut report = result?;
     report.elapsed = epoch.elapsed();
     Ok(report)
+}
+
+/// With `--tls`, the TLS the demo's clients connect with: the box's CA and
+/// client certificate.
+fn client_tls(opts: &DemoOptions) -> Result<Option<TlsOptions>, String> {
+    if !opts.tls {
+        return Ok(None);
+    }
+    let dir = Supervisor::tls_dir(&opts.dir);
+    TlsOptions::from_files(
+        &dir.join("ca.crt"),
+        Some((&dir.join("client.crt"), &dir.join("client.key"))),
+        None,
+    )
+    .map(Some)
+    .map_err(|e| e.to_string())
 }
 
 /// Starts the pods under a supervisor and introduces them; returns the

@@ -1,0 +1,245 @@
+//! `kvstore demo --as-deployment`: why a StatefulSet and not a Deployment,
+//! measured.
+//!
+//! The same kill twice, each on a fresh cluster in a box under the same
+//! load: SIGKILL of the leader, kvstore-0. Under the StatefulSet the
+//! supervisor brings kvstore-0 back as itself: the same name, the same DNS
+//! name, the same volume. Under the Deployment the killed pod is not brought
+//! back ([`crate::local::Supervisor::retire`]: its DNS record goes, as a
+//! Deployment's pods have no stable per-pod name) and a new pod takes its
+//! place ([`crate::local::Supervisor::start_replacement`]): a random name
+//! like `kvstore-7d9f8c6b5-x2kqp`, an address no pod had, an empty volume.
+//!
+//! Each run watches the cluster for [`WINDOW`] after the kill and measures,
+//! from the running cluster: whether the pod that came back is taken as the
+//! old member (its Status, or how its process ended); how long the cluster
+//! runs with less redundancy (until every voter is up and caught up again);
+//! how many bytes the pod that came back must be sent to catch up (the
+//! leader's stored bytes minus what that pod holds: kvstore-0 keeps its
+//! volume, a new pod has nothing); what a client of the old pod's DNS name
+//! sees; and, as always, that no acknowledged write is lost.
+
+mod measure;
+mod observe;
+mod old_name;
+mod report;
+
+use std::time::{Duration, Instant};
+
+use super::check::{self, Checked};
+use super::drive::start_load;
+use super::probe::{pod_status, wait_for};
+use super::{client_tls, start_cluster, Cluster, DemoOptions, Narrator};
+use observe::Seen;
+use old_name::{OldNameClient, Target};
+
+pub use report::{
+    deployment_summary, Acceptance, Controller, ControllerRun, DeploymentReport, OldNameReads,
+};
+
+/// How long each run watches the cluster after the kill: ten times what
+/// the StatefulSet takes to restore full redundancy on a 2-core machine.
+pub const WINDOW: Duration = Duration::from_secs(10);
+
+/// Runs the kill under a StatefulSet, then under a Deployment, each on a
+/// fresh cluster in a box (in `opts.dir`'s `statefulset` and `deployment`).
+/// `say` receives each narrated line (already timestamped).
+pub fn run_as_deployment(
+    opts: &DemoOptions,
+    say: &mut dyn FnMut(String),
+) -> Result<DeploymentReport, String> {
+    let epoch = Instant::now();
+    let mut narrator = Narrator { epoch, say };
+    if opts.replicas < 3 {
+        return Err("the demo needs at least 3 pods".into());
+    }
+    let _ = std::fs::remove_dir_all(&opts.dir);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    narrator.say(&format!(
+        "the same kill twice, each on a fresh box under the same load: kill -9 of the leader, kvstore-0; watched for {} s after it",
+        WINDOW.as_secs()
+    ));
+    let statefulset = run_under(Controller::StatefulSet, opts, &runtime, &mut narrator)?;
+    let deployment = run_under(Controller::Deployment, opts, &runtime, &mut narrator)?;
+    Ok(DeploymentReport {
+        window: WINDOW,
+        statefulset,
+        deployment,
+        elapsed: epoch.elapsed(),
+    })
+}
+
+/// One run on a fresh box, stopped at the end whatever happened.
+fn run_under(
+    controller: Controller,
+    opts: &DemoOptions,
+    runtime: &tokio::runtime::Runtime,
+    narrator: &mut Narrator<'_>,
+) -> Result<ControllerRun, String> {
+    let opts = DemoOptions {
+        dir: opts.dir.join(controller.name().to_ascii_lowercase()),
+        ..opts.clone()
+    };
+    narrator.say(&format!("=== {}: {}", controller.name(), plan(controller)));
+    let (sup, endpoints) = start_cluster(&opts, runtime, narrator)?;
+    let result = client_tls(&opts).and_then(|tls| {
+        let cluster = Cluster {
+            opts: &opts,
+            sup: &sup,
+            endpoints: &endpoints,
+            tls,
+        };
+        let epoch = narrator.epoch;
+        runtime.block_on(kill_and_watch(&cluster, controller, epoch, narrator))
+    });
+    narrator.say("stopping every pod");
+    sup.stop(Duration::from_secs(20));
+    result
+}
+
+/// What the controller does with the killed pod.
+fn plan(controller: Controller) -> &'static str {
+    match controller {
+        Controller::StatefulSet => {
+            "the killed pod comes back as itself: same name, same DNS name, same volume"
+        }
+        Controller::Deployment => {
+            "the killed pod is replaced by a new one: a random name, a new address, an empty volume, no DNS name of its own"
+        }
+    }
+}
+
+/// The load, the kill, the window, then the checks.
+async fn kill_and_watch(
+    cluster: &Cluster<'_>,
+    controller: Controller,
+    epoch: Instant,
+    narrator: &mut Narrator<'_>,
+) -> Result<ControllerRun, String> {
+    let load = start_load(cluster, epoch, narrator).await?;
+    let target = old_name_target(cluster)?;
+    let name = target.name.clone();
+    let reader = OldNameClient::start(target)?;
+    wait_for(
+        "a read through kvstore-0's name",
+        Duration::from_secs(10),
+        || async { reader.answered().then_some(()) },
+    )
+    .await?;
+    narrator.say(&format!(
+        "a client reads through kvstore-0's stable name {}, resolved by the box's DNS",
+        name.trim_end_matches('.')
+    ));
+    let before = leader_zero(cluster).await?;
+    let at = kill_zero(cluster, controller, &before, narrator)?;
+    let seen = observe::watch(cluster, controller, &before, at, &reader, narrator).await?;
+    let old_name = reader.stop(at, seen.gone_at).await;
+    narrator.say(&format!(
+        "the client of kvstore-0's name, in the {} s after the kill: {} reads answered, {} NXDOMAIN, {} other failures",
+        WINDOW.as_secs(),
+        old_name.ok_after_kill,
+        old_name.nxdomain_after_kill,
+        old_name.errors_after_kill
+    ));
+    tell_bytes(controller, &seen, narrator);
+    // Let the last writes land before the load is stopped and checked.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let checked = check::finish_and_check(load, cluster.tls(), cluster.endpoints, narrator).await?;
+    Ok(run_report(controller, seen, old_name, checked))
+}
+
+/// The client of kvstore-0's stable name, reading one of the load's keys.
+fn old_name_target(cluster: &Cluster<'_>) -> Result<Target, String> {
+    let state = cluster.sup.state();
+    let dns = state
+        .dns
+        .parse()
+        .map_err(|e| format!("the box's DNS address {}: {e}", state.dns))?;
+    let pod0 = state
+        .pods
+        .iter()
+        .find(|p| p.ordinal == 0)
+        .ok_or("no kvstore-0")?;
+    Ok(Target {
+        dns,
+        name: format!("{}.", pod0.dns_name),
+        port: cluster.opts.client_port,
+        key: "demo/reg/0".into(),
+        tls: cluster.tls.clone(),
+    })
+}
+
+/// Waits for kvstore-0 to lead (it does, by its ordinal); gives its Status
+/// just before the kill.
+async fn leader_zero(cluster: &Cluster<'_>) -> Result<kvstore_proto::kv::StatusResponse, String> {
+    let own = cluster.endpoint_of(0)?;
+    wait_for("kvstore-0 to lead", Duration::from_secs(20), || async {
+        pod_status(cluster.tls(), &own)
+            .await
+            .filter(|s| s.role == kvstore_proto::kv::Role::Leader as i32)
+    })
+    .await
+}
+
+/// SIGKILL to kvstore-0; under the Deployment, its retirement at once (no
+/// restart, no DNS record). Gives the instant of the kill.
+fn kill_zero(
+    cluster: &Cluster<'_>,
+    controller: Controller,
+    before: &kvstore_proto::kv::StatusResponse,
+    narrator: &mut Narrator<'_>,
+) -> Result<Instant, String> {
+    cluster.sup.take_events();
+    let pid = cluster.sup.signal(0, libc::SIGKILL)?;
+    let at = Instant::now();
+    if controller == Controller::Deployment {
+        cluster.sup.retire(0)?;
+    }
+    narrator.say(&format!(
+        "kill -9 kvstore-0 (pid {pid}), the leader of term {}, holding {} stored bytes",
+        before.term, before.stored_bytes
+    ));
+    if controller == Controller::Deployment {
+        narrator.say("kvstore-0 is not restarted, and its DNS record is removed");
+    }
+    Ok(at)
+}
+
+/// Narrates what the pod that came back must be sent to catch up.
+fn tell_bytes(controller: Controller, seen: &Seen, narrator: &mut Narrator<'_>) {
+    let to_copy = seen.leader_stored.saturating_sub(seen.held);
+    let held = match controller {
+        Controller::StatefulSet => "kept on its own volume",
+        Controller::Deployment => "holds on its new volume",
+    };
+    narrator.say(&format!(
+        "bytes to copy: when {1} came back the leader stored {0} bytes (keys and values, data and history); {1} {held} {2}, so {to_copy} had to be sent to it",
+        seen.leader_stored, seen.pod, seen.held
+    ));
+}
+
+fn run_report(
+    controller: Controller,
+    seen: Seen,
+    old_name: OldNameReads,
+    checked: Checked,
+) -> ControllerRun {
+    ControllerRun {
+        controller,
+        pod: seen.pod,
+        acceptance: seen.acceptance,
+        restored_after: seen.restored_after,
+        bytes_to_copy: seen.leader_stored.saturating_sub(seen.held),
+        leader_stored_bytes: seen.leader_stored,
+        held_bytes: seen.held,
+        old_name,
+        acked: checked.acked,
+        unknown: checked.unknown,
+        lost: checked.lost,
+        linearizable: checked.linearizable,
+    }
+}
