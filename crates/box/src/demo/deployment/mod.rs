@@ -212,13 +212,15 @@ fn kill_zero(
 /// Narrates what the pod that came back must be sent to catch up.
 fn tell_bytes(controller: Controller, seen: &Seen, narrator: &mut Narrator<'_>) {
     let to_copy = seen.leader_stored.saturating_sub(seen.held);
-    let held = match controller {
-        Controller::StatefulSet => "kept on its own volume",
-        Controller::Deployment => "holds on its new volume",
+    let volume = match controller {
+        Controller::StatefulSet => "on its own volume",
+        Controller::Deployment => "on its new volume",
     };
     narrator.say(&format!(
-        "bytes to copy: when {1} came back the leader stored {0} bytes (keys and values, data and history); {1} {held} {2}, so {to_copy} had to be sent to it",
-        seen.leader_stored, seen.pod, seen.held
+        "bytes to copy: when {pod} came back the leader stored {} bytes (keys and values, data and history); {pod} held {} {volume}, so {to_copy} had to be sent to it",
+        seen.leader_stored,
+        seen.held,
+        pod = seen.pod,
     ));
 }
 

@@ -47,9 +47,9 @@ struct Watcher<'a, 'c> {
     /// The most the replacement said it stores, if it ever answered.
     replacement_stored: Option<u64>,
     acceptance: Option<Acceptance>,
-    /// When the pod came back (kvstore-0 restarted, or the replacement
-    /// started), and the leader's stored bytes then, once a leader answered.
-    returned: Option<(Instant, Option<u64>)>,
+    /// The leader's stored bytes when the pod came back (the first answer
+    /// after kvstore-0's restart or the replacement's start).
+    stored_when_back: Option<u64>,
     restored: Option<Duration>,
     /// Narrated already: the old name's first read after the kill, its
     /// first NXDOMAIN.
@@ -75,7 +75,7 @@ pub(super) async fn watch(
         replacement: None,
         replacement_stored: None,
         acceptance: None,
-        returned: None,
+        stored_when_back: None,
         restored: None,
         told: (false, false),
     };
@@ -100,9 +100,9 @@ impl Watcher<'_, '_> {
             self.start_replacement(narrator)?;
         }
         self.ask_the_pod_back(narrator).await;
-        if let Some((t, None)) = self.returned {
-            let stored = leader_stored_bytes(self.cluster).await;
-            self.returned = Some((t, stored));
+        let back = self.restarted || self.replacement.is_some();
+        if back && self.stored_when_back.is_none() {
+            self.stored_when_back = leader_stored_bytes(self.cluster).await;
         }
         // Not before the killed leader is seen gone: while it dies it may
         // still answer for a cluster that looks whole.
@@ -124,10 +124,9 @@ impl Watcher<'_, '_> {
             }
             PodEvent::Restarted { name, .. } if name == KILLED => {
                 self.restarted = true;
-                self.returned = Some((t, None));
                 let own = self.cluster.endpoint_of(0).unwrap_or_default();
                 narrator.say(&format!(
-                    "the StatefulSet brings {KILLED} back {after} after the kill: the same name, its DNS name now resolving again to {own}, its own volume"
+                    "the StatefulSet brings {KILLED} back {after} after the kill: the same name, its DNS name still resolving to {own}, its own volume"
                 ));
             }
             PodEvent::Exited {
@@ -161,7 +160,6 @@ impl Watcher<'_, '_> {
             replaces: 0,
         };
         let pod = self.cluster.sup.start_replacement(&r)?;
-        self.returned = Some((Instant::now(), None));
         narrator.say(&format!(
             "the Deployment's ReplicaSet creates a new pod {} {} after the kill: pid {}, address {}, a new empty volume {}, and no DNS name of its own",
             pod.name,
@@ -259,10 +257,10 @@ impl Watcher<'_, '_> {
                 WINDOW.as_secs()
             ));
         }
-        let leader_stored = match self.returned {
-            Some((_, Some(stored))) => stored,
+        let leader_stored = match self.stored_when_back {
+            Some(stored) => stored,
             // Never back, or no leader answered since: what it lacks now.
-            _ => leader_stored_bytes(self.cluster)
+            None => leader_stored_bytes(self.cluster)
                 .await
                 .ok_or("no leader at the window's end")?,
         };

@@ -152,9 +152,9 @@ type Cell = fn(&ControllerRun, Duration) -> String;
 
 /// The summary's rows: each measure's name (`{w}`: the window) and cell.
 const MEASURES: [(&str, Cell); 8] = [
-    ("pod back after the kill", |r, _| r.pod.clone()),
+    ("pod that came back", |r, _| r.pod.clone()),
     ("accepted as the old member", |r, _| accepted(&r.acceptance)),
-    ("less redundancy (kill -> all voters caught up)", |r, w| {
+    ("time with less redundancy", |r, w| {
         r.restored_after
             .map_or_else(|| format!("not restored after {}", secs(w)), ms)
     }),
