@@ -36,7 +36,24 @@ fn options(dir: &std::path::Path) -> DemoOptions {
 #[test]
 fn statefulset_against_deployment_figures() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let report = run_as_deployment(&options(dir.path()), &mut |l| println!("{l}")).expect("demo");
+    check_figures(&options(dir.path()));
+}
+
+/// The same with TLS on both ports (`--as-deployment --tls`): the second
+/// box, on the same addresses, has a CA of its own, and the demo's clients
+/// follow it.
+#[test]
+fn statefulset_against_deployment_over_tls() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let opts = DemoOptions {
+        tls: true,
+        ..options(dir.path())
+    };
+    check_figures(&opts);
+}
+
+fn check_figures(opts: &DemoOptions) {
+    let report = run_as_deployment(opts, &mut |l| println!("{l}")).expect("demo");
     println!("{}", deployment_summary(&report));
     let (s, d) = (&report.statefulset, &report.deployment);
 

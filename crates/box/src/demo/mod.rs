@@ -13,7 +13,9 @@
 //! readers, `drive` the order of the phases, `failover` and `rolling`
 //! the faults and the recovery each is followed through, `check` the
 //! verdict on what the load saw, `report` the numbers and the summary;
-//! `probe` is how all of them look at the cluster.
+//! `probe` is how all of them look at the cluster. `deployment` is the
+//! `--as-deployment` comparison: the same kill under a StatefulSet and
+//! under a Deployment, on two boxes, with a table of its own.
 
 mod check;
 mod deployment;
