@@ -85,8 +85,14 @@ pub struct DemoArgs {
     /// SERIALIZABLE from any pod, and reading from any pod with the
     /// revision of their last write (`min_revision`), compared in a table.
     /// `--writers` sessions of each way.
-    #[arg(long, conflicts_with_all = ["kills", "rolling_restart", "scale"])]
+    #[arg(long, conflicts_with_all = ["kills", "rolling_restart", "scale", "as_deployment"])]
     pub sessions: bool,
+    /// The same leader kill twice, on two fresh boxes: once as the
+    /// StatefulSet does it (the pod comes back as itself) and once as a
+    /// Deployment would (a new pod: a random name, a new address, an empty
+    /// volume); narrates both and prints a two-column table.
+    #[arg(long, conflicts_with_all = ["kills", "rolling_restart", "scale"])]
+    pub as_deployment: bool,
     /// Number of pods.
     #[arg(long, default_value_t = 3)]
     pub replicas: u32,

@@ -42,6 +42,9 @@ pub fn run(args: DemoArgs) -> ExitCode {
     if args.sessions {
         return sessions(&opts, args.json);
     }
+    if args.as_deployment {
+        return super::demo_deployment::run(&opts, args.json);
+    }
     let mut say = |line: String| println!("{line}");
     let report = match run_demo(&opts, &mut say) {
         Ok(r) => r,

@@ -56,7 +56,7 @@ pub(super) async fn drive(
 
 /// Waits for the first leader and explains the choice, then starts the
 /// load and lets it run for a while so that the faults hit a busy cluster.
-async fn start_load(
+pub(super) async fn start_load(
     cluster: &Cluster<'_>,
     epoch: Instant,
     narrator: &mut Narrator<'_>,

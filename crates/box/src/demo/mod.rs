@@ -16,9 +16,12 @@
 //! `probe` is how all of them look at the cluster. `sessions` is a
 //! demonstration of its own (`--sessions`): clients reading their own
 //! writes pinned to one pod, or from any pod with and without a revision
-//! token, through the death of the pinned pod.
+//! token, through the death of the pinned pod; `deployment` is the
+//! `--as-deployment` comparison: the same kill under a StatefulSet and
+//! under a Deployment, on two boxes, with a table of its own.
 
 mod check;
+mod deployment;
 mod drive;
 mod failover;
 mod load;
@@ -37,6 +40,10 @@ use crate::local::{LocalConfig, RunningSupervisor, Supervisor};
 use kvstore_client::TlsOptions;
 use timeline::Timeline;
 
+pub use deployment::{
+    deployment_summary, run_as_deployment, Acceptance, Controller, ControllerRun, DeploymentReport,
+    OldNameReads,
+};
 pub use report::{summary, Failover, Report, RollingStep, ScaleStep};
 pub use sessions::{
     run_sessions, sessions_summary, SessionsReport, Way, WayFigures, SESSION_REQUEST_BUDGET,

@@ -14,16 +14,18 @@ pub(super) async fn statuses(
     endpoints: &[String],
 ) -> Vec<Option<StatusResponse>> {
     // One client (and connection) per endpoint for the whole demo, so that
-    // polling measures the cluster, not connection set-up.
-    static CLIENTS: std::sync::OnceLock<Mutex<BTreeMap<(String, bool), Client>>> =
-        std::sync::OnceLock::new();
+    // polling measures the cluster, not connection set-up. Keyed by the CA
+    // too: a second box on the same addresses (`--as-deployment --tls`) has
+    // a CA of its own.
+    type Key = (String, Option<Vec<u8>>);
+    static CLIENTS: std::sync::OnceLock<Mutex<BTreeMap<Key, Client>>> = std::sync::OnceLock::new();
     let queries = endpoints.iter().map(|e| async move {
         let c = {
             let mut cache = CLIENTS
                 .get_or_init(|| Mutex::new(BTreeMap::new()))
                 .lock()
                 .unwrap_or_else(|p| p.into_inner());
-            let key = (e.clone(), tls.is_some());
+            let key = (e.clone(), tls.map(|t| t.ca_pem.clone()));
             match cache.get(&key) {
                 Some(c) => c.clone(),
                 None => {

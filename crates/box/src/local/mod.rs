@@ -32,16 +32,20 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, ExitStatus};
 use std::time::{Duration, Instant};
 
 use crate::dns::{DnsServer, HeadlessService};
 use kvstore_client::backoff::Backoff;
+use launch::Launch;
 
+mod launch;
+mod replace;
 mod scale;
 mod state_file;
 pub mod tls;
 
+pub use replace::Replacement;
 pub use state_file::{PodState, StateFile};
 
 /// The longest wait before restarting a pod that keeps crashing soon after
@@ -98,6 +102,25 @@ struct Pod {
     /// A scale-down is deleting it: SIGTERM was sent, SIGKILL follows at
     /// this instant; it is not restarted.
     deleting: Option<Instant>,
+    /// Retired as a Deployment's pod would be ([`Supervisor::retire`]): it
+    /// is not restarted.
+    retired: bool,
+}
+
+impl Pod {
+    /// A pod not started yet.
+    fn new(state: PodState, restart_delay: Duration) -> Pod {
+        Pod {
+            state,
+            child: None,
+            started: Instant::now(),
+            restart_at: None,
+            crash_backoff: Backoff::new(restart_delay, CRASH_LOOP_MAX_DELAY),
+            signalled: false,
+            deleting: None,
+            retired: false,
+        }
+    }
 }
 
 /// How long a pod deleted by a scale-down has to stop before SIGKILL
@@ -112,6 +135,9 @@ pub struct Supervisor {
     dns: Option<DnsServer>,
     dns_addr: SocketAddr,
     pods: BTreeMap<u32, Pod>,
+    /// Pods that are not the StatefulSet's, by name: a Deployment's
+    /// replacements ([`Supervisor::start_replacement`]).
+    replacements: BTreeMap<String, Pod>,
     runtime: tokio::runtime::Handle,
 }
 
@@ -204,6 +230,7 @@ impl Supervisor {
         let mut sup = Supervisor {
             ca,
             pods: BTreeMap::new(),
+            replacements: BTreeMap::new(),
             dns: Some(dns),
             dns_addr,
             runtime,
@@ -233,82 +260,13 @@ impl Supervisor {
     }
 
     fn spawn(&mut self, n: u32) -> Result<u32, String> {
-        let cfg = &self.cfg;
+        let launch = Launch {
+            cfg: &self.cfg,
+            ca: self.ca.as_ref(),
+            dns_addr: self.dns_addr,
+        };
         let pod = self.pods.get_mut(&n).ok_or("no such pod")?;
-        let log = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&pod.state.log)
-            .map_err(|e| format!("cannot open {}: {e}", pod.state.log.display()))?;
-        // `{ip}` in a serve arg: the pod's own address.
-        let ip = pod
-            .state
-            .client
-            .rsplit_once(':')
-            .map_or(String::new(), |(ip, _)| ip.to_string());
-        let mut tls_args = Vec::new();
-        if let Some(ca) = &self.ca {
-            let ip = pod
-                .state
-                .client
-                .parse::<std::net::SocketAddr>()
-                .map_err(|e| format!("pod address {}: {e}", pod.state.client))?
-                .ip();
-            ca.issue_pod(&pod.state.name, &pod.state.dns_name, ip)?;
-            tls_args = tls::BoxCa::serve_args(&Self::tls_dir(&cfg.dir));
-        }
-        let mut cmd = Command::new(&cfg.binary);
-        cmd.arg("serve")
-            .env("HOSTNAME", &pod.state.name)
-            .env_remove("KVSTORE_NODE_NAME")
-            .arg("--replicas")
-            .arg(cfg.replicas.to_string())
-            .arg("--replicas-source")
-            .arg(format!("file:{}", Self::desired_path(&cfg.dir).display()))
-            .arg("--data-dir")
-            .arg(&pod.state.data_dir)
-            .arg("--listen")
-            .arg(&pod.state.client)
-            .arg("--peer-listen")
-            .arg(&pod.state.peer)
-            .arg("--dns-server")
-            .arg(self.dns_addr.to_string())
-            .arg("--service")
-            .arg(&cfg.service)
-            .arg("--namespace")
-            .arg(&cfg.namespace)
-            .args(
-                tls_args
-                    .iter()
-                    .chain(&cfg.serve_args)
-                    .map(|a| a.replace("{pod}", &pod.state.name).replace("{ip}", &ip)),
-            )
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(log));
-        // SAFETY: only async-signal-safe calls (setpgid, prctl) between fork
-        // and exec.
-        unsafe {
-            use std::os::unix::process::CommandExt;
-            cmd.pre_exec(|| {
-                // Own process group: the terminal's Ctrl-C reaches only the
-                // supervisor, which stops pods in reverse order.
-                libc::setpgid(0, 0);
-                // Die with the supervisor rather than linger as an orphan.
-                #[cfg(target_os = "linux")]
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
-        let child = cmd
-            .spawn()
-            .map_err(|e| format!("cannot start {}: {e}", cfg.binary.display()))?;
-        let pid = child.id();
-        pod.state.pid = Some(pid);
-        pod.child = Some(child);
-        pod.started = Instant::now();
-        pod.restart_at = None;
-        Ok(pid)
+        launch.spawn(pod)
     }
 
     fn wait_listening(&mut self, n: u32, within: Duration) -> Result<(), String> {
@@ -358,6 +316,11 @@ impl Supervisor {
             dns: self.dns_addr.to_string(),
             replicas: self.cfg.replicas,
             pods: self.pods.values().map(|p| p.state.clone()).collect(),
+            replacements: self
+                .replacements
+                .values()
+                .map(|p| p.state.clone())
+                .collect(),
             tls_dir: self.ca.as_ref().map(|_| Self::tls_dir(&self.cfg.dir)),
         }
     }
@@ -380,55 +343,15 @@ impl Supervisor {
     pub fn poll(&mut self) -> Vec<PodEvent> {
         let mut events = self.follow_scale();
         let now = Instant::now();
-        let mut to_start = Vec::new();
-        for (&n, pod) in self.pods.iter_mut() {
-            if let Some(child) = pod.child.as_mut() {
-                if let Ok(Some(status)) = child.try_wait() {
-                    pod.child = None;
-                    pod.state.pid = None;
-                    // Back off while a pod keeps dying soon after its start,
-                    // as kubelet does; a pod that ran a while restarts soon.
-                    let crash_looping = !pod.signalled
-                        && pod.state.restarts > 0
-                        && pod.started.elapsed() < Duration::from_secs(10);
-                    pod.signalled = false;
-                    let delay = if crash_looping {
-                        pod.crash_backoff.next_delay()
-                    } else {
-                        pod.crash_backoff.reset();
-                        self.cfg.restart_delay
-                    };
-                    pod.restart_at = Some(now + delay);
-                    events.push(PodEvent::Exited {
-                        name: pod.state.name.clone(),
-                        status: describe(status),
-                        restart_in: delay,
-                    });
-                }
-            }
-            if pod.deleting.is_some() {
-                continue;
-            }
-            if pod.child.is_none() && pod.restart_at.is_some_and(|t| t <= now) {
-                to_start.push(n);
-            }
-        }
-        for n in to_start {
-            match self.spawn(n) {
-                Ok(pid) => {
-                    let pod = self.pods.get_mut(&n).expect("exists");
-                    pod.state.restarts += 1;
-                    events.push(PodEvent::Restarted {
-                        name: pod.state.name.clone(),
-                        pid,
-                    });
-                }
-                Err(e) => {
-                    tracing::error!("restarting pod {n}: {e}");
-                    if let Some(pod) = self.pods.get_mut(&n) {
-                        pod.restart_at = Some(now + Duration::from_secs(5));
-                    }
-                }
+        let launch = Launch {
+            cfg: &self.cfg,
+            ca: self.ca.as_ref(),
+            dns_addr: self.dns_addr,
+        };
+        for pod in self.pods.values_mut().chain(self.replacements.values_mut()) {
+            events.extend(pod.reap(now, launch.cfg.restart_delay));
+            if pod.due(now) {
+                events.extend(launch.restart(pod, now));
             }
         }
         if !events.is_empty() {
@@ -457,37 +380,13 @@ impl Supervisor {
     }
 
     /// Stops every pod in reverse ordinal order (SIGTERM, then SIGKILL after
-    /// `grace`), and the DNS server.
+    /// `grace`), a Deployment's replacements first, and the DNS server.
     pub fn stop(&mut self, grace: Duration) {
-        let ordinals: Vec<u32> = self.pods.keys().rev().copied().collect();
-        for n in ordinals {
-            let Some(pod) = self.pods.get_mut(&n) else {
-                continue;
-            };
-            pod.restart_at = None;
-            let Some(mut child) = pod.child.take() else {
-                continue;
-            };
-            // SAFETY: kill(2) on our own child.
-            unsafe {
-                libc::kill(child.id() as i32, libc::SIGTERM);
-            }
-            let deadline = Instant::now() + grace;
-            loop {
-                match child.try_wait() {
-                    Ok(Some(_)) => break,
-                    Ok(None) if Instant::now() < deadline => {
-                        std::thread::sleep(Duration::from_millis(20))
-                    }
-                    _ => {
-                        let _ = child.kill();
-                        let _ = child.wait();
-                        break;
-                    }
-                }
-            }
-            pod.state.pid = None;
-            tracing::info!("stopped {}", pod.state.name);
+        for pod in self.replacements.values_mut() {
+            pod.stop(grace);
+        }
+        for pod in self.pods.values_mut().rev() {
+            pod.stop(grace);
         }
         if let Some(dns) = self.dns.take() {
             self.runtime.block_on(dns.shutdown());
@@ -503,7 +402,8 @@ impl Supervisor {
 
 impl Drop for Supervisor {
     fn drop(&mut self) {
-        if self.pods.values().any(|p| p.child.is_some()) {
+        let mut all = self.pods.values().chain(self.replacements.values());
+        if all.any(|p| p.child.is_some()) {
             self.stop(Duration::from_secs(10));
         }
     }

@@ -7,8 +7,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use super::{Pod, PodEvent, PodState, Supervisor, CRASH_LOOP_MAX_DELAY, DELETE_GRACE};
-use kvstore_client::backoff::Backoff;
+use super::{Pod, PodEvent, PodState, Supervisor, DELETE_GRACE};
 
 impl Supervisor {
     /// Where the desired replica count (the StatefulSet's spec.replicas)
@@ -138,16 +137,7 @@ impl Supervisor {
             log: cfg.dir.join(format!("{name}.log")),
             restarts: 0,
         };
-        let pod = Pod {
-            state,
-            child: None,
-            started: Instant::now(),
-            restart_at: None,
-            crash_backoff: Backoff::new(cfg.restart_delay, CRASH_LOOP_MAX_DELAY),
-            signalled: false,
-            deleting: None,
-        };
-        self.pods.insert(n, pod);
+        self.pods.insert(n, Pod::new(state, cfg.restart_delay));
         if let Some(dns) = &self.dns {
             dns.set_pod(n, ip);
         }

@@ -9,9 +9,9 @@ use serde::{Deserialize, Serialize};
 /// One pod in the state file.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct PodState {
-    /// `<set>-<n>`.
+    /// `<set>-<n>`; a replacement's name has no ordinal.
     pub name: String,
-    /// n.
+    /// n; for a replacement, the ordinal of the pod it took the place of.
     pub ordinal: u32,
     /// The process id, while it runs.
     pub pid: Option<u32>,
@@ -19,7 +19,9 @@ pub struct PodState {
     pub client: String,
     /// Replication address.
     pub peer: String,
-    /// DNS name.
+    /// DNS name; a replacement's is the per-IP name Kubernetes gives every
+    /// pod (`<a-b-c-d>.<namespace>.pod.cluster.local`), which the box's DNS
+    /// does not serve.
     pub dns_name: String,
     /// Data dir (the pod's volume).
     pub data_dir: PathBuf,
@@ -40,6 +42,10 @@ pub struct StateFile {
     pub replicas: u32,
     /// The pods, by ordinal.
     pub pods: Vec<PodState>,
+    /// Pods that are not the StatefulSet's: a Deployment's replacements
+    /// (`kvstore demo --as-deployment`), by name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replacements: Vec<PodState>,
     /// Where the CA and the pods' and kvctl's certificates are, when the
     /// box runs with TLS.
     #[serde(default, skip_serializing_if = "Option::is_none")]
