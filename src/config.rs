@@ -107,6 +107,12 @@ pub struct DemoArgs {
     /// Print the report as JSON after the summary.
     #[arg(long)]
     pub json: bool,
+    /// Show a live view of the cluster instead of the narrated lines: the
+    /// pods, writes per second and the events, with the narration among
+    /// them (as `kvctl top` does). Plain lines when the output is not a
+    /// terminal. `q` or Ctrl-C ends the demo.
+    #[arg(long)]
+    pub top: bool,
     /// Extra flags for every `kvstore serve`, after `--`; `{pod}` in one
     /// stands for the pod's name.
     #[arg(last = true)]

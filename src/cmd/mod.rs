@@ -3,6 +3,8 @@
 #[cfg(feature = "box")]
 pub mod demo;
 #[cfg(feature = "box")]
+mod demo_top;
+#[cfg(feature = "box")]
 pub mod local;
 pub mod restore;
 pub mod serve;
