@@ -1,14 +1,14 @@
-//! A tmux server of the test's own (`tmux -L <unique socket>`, no user
-//! configuration), running one command in a detached pane of a fixed
-//! size; the server is killed when this is dropped, also when the test
-//! fails.
+//! A tmux server of the test's own (`tmux -S <socket in a temp dir>`, no
+//! user configuration), running one command in a detached pane of a fixed
+//! size; the server is killed and its socket removed when this is
+//! dropped, also when the test fails.
 
 use std::process::Command;
-use std::sync::atomic::{AtomicU32, Ordering};
 
 /// The server, and the one session on it.
 pub struct Tmux {
-    socket: String,
+    /// Holds the server's socket (tmux leaves it behind when it exits).
+    dir: tempfile::TempDir,
 }
 
 impl Tmux {
@@ -24,13 +24,8 @@ impl Tmux {
             "tmux is not installed: this test runs the terminal view in a tmux pane; \
              install it (apt-get install tmux; .ci/run does)"
         );
-        static NEXT: AtomicU32 = AtomicU32::new(0);
         let tmux = Tmux {
-            socket: format!(
-                "kvstore-top-{}-{}",
-                std::process::id(),
-                NEXT.fetch_add(1, Ordering::Relaxed)
-            ),
+            dir: tempfile::tempdir().expect("a temp dir for tmux's socket"),
         };
         let status = tmux
             .command()
@@ -56,7 +51,7 @@ impl Tmux {
     /// A tmux command for this server.
     fn command(&self) -> Command {
         let mut cmd = Command::new("tmux");
-        cmd.args(["-L", &self.socket]);
+        cmd.arg("-S").arg(self.dir.path().join("socket"));
         cmd
     }
 }

@@ -20,7 +20,10 @@ pub(crate) async fn run<S: Source>(mut session: Session<'_, S>, pods_every: Dura
     loop {
         let tick = session.tick().await;
         let mut lines: Vec<String> = tick.added.iter().map(ToString::to_string).collect();
-        if !pods_every.is_zero() && Instant::now() >= next_pods {
+        // Pods that have never answered (the view may start before them)
+        // make no table yet.
+        let due = Instant::now() >= next_pods && session.view.any_answered();
+        if !pods_every.is_zero() && due {
             lines.extend(pod_lines(&session));
             next_pods = (next_pods + pods_every).max(Instant::now());
         }

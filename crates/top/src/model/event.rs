@@ -26,9 +26,10 @@ pub enum Event {
         /// The new leader's term.
         term: u64,
     },
-    /// No pod that answers leads (the highest term seen is `term`).
+    /// No pod that answers leads any more.
     NoLeader {
-        /// The highest term any pod reported.
+        /// The highest term known: the lost leader's, or a later one a
+        /// pod that answers reports.
         term: u64,
     },
     /// `pod` stopped answering.

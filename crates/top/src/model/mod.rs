@@ -87,6 +87,11 @@ impl ClusterView {
         events
     }
 
+    /// Whether any member has answered any poll yet.
+    pub fn any_answered(&self) -> bool {
+        self.members.iter().any(|m| m.last.is_some())
+    }
+
     /// The members to show: every one seen, but those down and out of the
     /// configuration (a pod a scale-down removed).
     pub fn members(&self) -> impl Iterator<Item = &Member> {
@@ -166,10 +171,11 @@ impl ClusterView {
                     term: n.term,
                 },
             }),
-            None if self.leader.is_some() => Some(Event::NoLeader {
-                term: self.statuses().map(|s| s.term).max().unwrap_or(0),
+            None => self.leader.as_ref().map(|lost| Event::NoLeader {
+                // The members that answer may all be behind the lost
+                // leader's term, or none may answer.
+                term: self.statuses().map(|s| s.term).fold(lost.term, u64::max),
             }),
-            None => None,
         };
         if let Some(n) = &now {
             if self.last_leader.as_ref() != Some(n) {

@@ -221,6 +221,17 @@ fn the_same_leadership_after_a_missed_poll_is_no_election() {
     assert!(!events.iter().any(|e| matches!(e, Event::Elected { .. })));
 }
 
+/// With no member answering at all, the leader lost is still named by its
+/// term.
+#[test]
+fn no_leader_keeps_the_last_term_known() {
+    let mut view = ClusterView::default();
+    view.observe(&steady(1, 7, 10), Instant::now());
+    let events = view.observe(&[down(0), down(1), down(2)], Instant::now());
+    assert_eq!(events.last(), Some(&Event::NoLeader { term: 7 }));
+    assert_eq!(view.members().count(), 3);
+}
+
 /// A member that never answered is listed but neither "down" nor "back".
 #[test]
 fn a_member_never_seen_is_not_down() {
@@ -247,7 +258,8 @@ fn writes_per_second_follow_the_leaders_commit_revision() {
     assert_eq!(view.writes().now(), Some(1000));
     let mut leaderless = steady(0, 1, 600);
     leaderless[0] = down(0);
-    view.observe(&leaderless, t0 + Duration::from_millis(750));
+    let events = view.observe(&leaderless, t0 + Duration::from_millis(750));
+    assert!(events.contains(&Event::NoLeader { term: 1 }));
     assert_eq!(view.writes().now(), Some(0));
     view.observe(&steady(1, 2, 900), t0 + Duration::from_millis(1000));
     view.observe(&steady(1, 2, 1150), t0 + Duration::from_millis(1250));
