@@ -16,9 +16,11 @@
 //! - writes per second are the rise of the leader's commit revision.
 
 mod event;
+#[cfg(test)]
+pub(crate) mod fixtures;
 mod members;
 #[cfg(test)]
-pub(crate) mod tests;
+mod tests;
 mod writes;
 
 pub use event::Event;

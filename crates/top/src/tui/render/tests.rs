@@ -7,7 +7,7 @@ use ratatui::Terminal;
 
 use super::{draw, Shown};
 use crate::log::{Entry, EventLog};
-use crate::model::tests::{down, steady};
+use crate::model::fixtures::{down, steady};
 use crate::model::ClusterView;
 
 /// The screen's rows as text, frame characters and all.
