@@ -127,6 +127,12 @@ pub struct DemoArgs {
     /// Write no timeline picture.
     #[arg(long, conflicts_with = "timeline")]
     pub no_timeline: bool,
+    /// Show a live view of the cluster instead of the narrated lines: the
+    /// pods, writes per second and the events, with the narration among
+    /// them (as `kvctl top` does). Plain lines when the output is not a
+    /// terminal. `q` or Ctrl-C ends the demo.
+    #[arg(long, conflicts_with_all = ["sessions", "as_deployment"])]
+    pub top: bool,
     /// Extra flags for every `kvstore serve`, after `--`; `{pod}` in one
     /// stands for the pod's name.
     #[arg(last = true)]

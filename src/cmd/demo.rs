@@ -45,8 +45,12 @@ pub fn run(args: DemoArgs) -> ExitCode {
     if args.as_deployment {
         return super::demo_deployment::run(&opts, args.json);
     }
-    let mut say = |line: String| println!("{line}");
-    let report = match run_demo(&opts, &mut say) {
+    let result = if args.top {
+        super::demo_top::run(&opts)
+    } else {
+        run_demo(&opts, &mut |line: String| println!("{line}"))
+    };
+    let report = match result {
         Ok(r) => r,
         Err(e) => {
             eprintln!("kvstore demo: {e}");

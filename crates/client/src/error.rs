@@ -2,7 +2,7 @@
 
 use tonic::{Code, Status};
 
-use crate::{certainly_not_applied, retryable};
+use crate::{certainly_not_applied, connection_reason, retryable};
 
 /// Why a client call failed.
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +48,19 @@ impl ClientError {
             ClientError::Unreachable { .. } => true,
             ClientError::Status(s) => retryable(s),
             _ => false,
+        }
+    }
+
+    /// Why the one endpoint asked failed, without the endpoint list that
+    /// [`ClientError::Unreachable`] repeats, and with the cause of a broken
+    /// connection rather than tonic's "transport error".
+    pub fn reason(&self) -> String {
+        match self {
+            ClientError::Unreachable { last, .. } => last.clone(),
+            ClientError::Status(s) if std::error::Error::source(s).is_some() => {
+                format!("{}: {}", code_name(s.code()), connection_reason(s))
+            }
+            other => other.to_string(),
         }
     }
 

@@ -33,6 +33,8 @@ pub mod backoff;
 mod classify;
 mod error;
 mod members;
+pub mod peers;
+pub mod poll;
 pub mod snapshot_file;
 mod tls;
 mod watch;
@@ -564,7 +566,7 @@ fn host_names(endpoint: &str, node: &str) -> bool {
 
 /// The most useful words of a connection failure, without the stack of
 /// wrapped errors.
-fn connection_reason(status: &Status) -> String {
+pub(crate) fn connection_reason(status: &Status) -> String {
     let mut source: Option<&dyn std::error::Error> = std::error::Error::source(status);
     let mut deepest = status.message().to_string();
     while let Some(err) = source {

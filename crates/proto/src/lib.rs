@@ -66,6 +66,30 @@ pub fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
     None
 }
 
+/// A node's role (a [`kv::Role`] as a `StatusResponse` carries it) as
+/// `kvctl status` and `kvctl top` show it.
+pub fn role_name(raw: i32) -> &'static str {
+    match kv::Role::try_from(raw) {
+        Ok(kv::Role::Leader) => "leader",
+        Ok(kv::Role::Follower) => "follower",
+        Ok(kv::Role::Candidate) => "candidate",
+        Ok(kv::Role::PreCandidate) => "pre-candidate",
+        _ => "unknown",
+    }
+}
+
+/// A node's place in the configuration it knows: `voter`, `learner`, or
+/// `none` (a pod beyond the desired count, waiting as a non-member).
+pub fn membership(s: &kv::StatusResponse) -> &'static str {
+    if !s.member {
+        "none"
+    } else if s.learners.contains(&s.ordinal) {
+        "learner"
+    } else {
+        "voter"
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -151,6 +151,12 @@ pub(crate) enum Cmd {
         #[arg(long)]
         no_follow: bool,
     },
+    /// A live view of the cluster, refreshed several times a second: each
+    /// pod's role, term, leader, commit and applied revisions, lag and
+    /// health, the rate of acknowledged writes, and a log of events
+    /// (elections, leadership transfers, pods down and back, catching up,
+    /// membership changes). Plain lines when the output is not a terminal.
+    Top(crate::top::TopArgs),
     /// Move leadership to the member with this ordinal.
     TransferLeader { ordinal: u32 },
     /// Measure the cluster (or an etcd cluster, with --backend etcd): a

@@ -51,11 +51,3 @@ pub(crate) fn fail_change(e: ClientError) -> ExitCode {
     }
     ExitCode::from(code)
 }
-
-/// Why one endpoint failed, without the endpoint list a client error repeats.
-pub(crate) fn reason(e: &ClientError) -> String {
-    match e {
-        ClientError::Unreachable { last, .. } => last.clone(),
-        other => other.to_string(),
-    }
-}

@@ -8,6 +8,8 @@
 //! once its run completed, even if requests failed (the report counts
 //! them), 2 for flags that make no run, 3 when it cannot set up (no
 //! endpoint reached, no leader, the preload or the watches failed).
+//! `kvctl top` exits 0 when it ends (q, Ctrl-C, or `--duration` over), 3
+//! if no pod answered it at all.
 
 mod bench;
 mod cli;
@@ -17,6 +19,7 @@ mod member;
 mod output;
 mod snapshot;
 mod status;
+mod top;
 mod watch;
 
 use std::io::Write;
@@ -52,6 +55,8 @@ fn main() -> ExitCode {
                 timeout_s: cli.timeout,
             },
         ),
+        // The view runs on a runtime of its own, until it ends.
+        Cmd::Top(args) => top::main(args, endpoints, tls),
         command => {
             // One request at a time: one thread is plenty.
             let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -168,7 +173,7 @@ async fn dispatch(
         Cmd::Snapshot {
             action: SnapshotCmd::Status { file },
         } => snapshot::status(out, json_out, file),
-        // Run by `main` on a runtime of its own, never dispatched here.
-        Cmd::Bench(_) => ExitCode::from(2),
+        // Run by `main` on runtimes of their own, never dispatched here.
+        Cmd::Bench(_) | Cmd::Top(_) => ExitCode::from(2),
     }
 }

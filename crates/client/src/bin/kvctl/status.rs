@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
+use kvstore_client::peers::{tls_for_peer, unseen_peers};
 use kvstore_client::{Client, ClientError, RetryPolicy, TlsOptions};
 use kvstore_proto::kv::{Role, StatusResponse};
-
-use crate::exit::reason;
+use kvstore_proto::{membership, role_name};
 
 /// One node asked: the endpoint, and its status or why it did not answer.
 type Row = (String, Result<StatusResponse, ClientError>);
@@ -39,7 +39,7 @@ pub(crate) async fn status(
     if rows.iter().all(|(_, r)| r.is_err()) {
         let reasons: Vec<String> = rows
             .iter()
-            .filter_map(|(e, r)| r.as_ref().err().map(|err| format!("{e}: {}", reason(err))))
+            .filter_map(|(e, r)| r.as_ref().err().map(|err| format!("{e}: {}", err.reason())))
             .collect();
         eprintln!("kvctl: no endpoint answers ({})", reasons.join("; "));
         return ExitCode::from(3);
@@ -83,27 +83,25 @@ async fn follow_peers(
     tls: Option<&TlsOptions>,
     rows: &mut Vec<Row>,
 ) {
+    let answered = rows.iter().filter_map(|(_, r)| r.as_ref().ok());
+    let follow = unseen_peers(answered, given);
+    let followed = futures::future::join_all(follow.into_iter().map(|peer| {
+        let tls = tls.map(|t| tls_for_peer(t, &peer.dns_name));
+        async move {
+            query(
+                peer.client_address,
+                policy,
+                Duration::from_secs(1),
+                tls.as_ref(),
+            )
+            .await
+        }
+    }))
+    .await;
     let mut names: BTreeSet<String> = rows
         .iter()
         .filter_map(|(_, r)| r.as_ref().ok().map(|s| s.name.clone()))
         .collect();
-    let mut follow: Vec<(String, String)> = Vec::new();
-    for s in rows.iter().filter_map(|(_, r)| r.as_ref().ok()) {
-        for p in &s.peers {
-            if !names.contains(&p.name)
-                && !p.client_address.is_empty()
-                && !given.contains(&p.client_address)
-                && !follow.iter().any(|(a, _)| a == &p.client_address)
-            {
-                follow.push((p.client_address.clone(), p.dns_name.clone()));
-            }
-        }
-    }
-    let followed = futures::future::join_all(follow.into_iter().map(|(address, dns_name)| {
-        let tls = tls.map(|t| for_peer(t, &dns_name));
-        async move { query(address, policy, Duration::from_secs(1), tls.as_ref()).await }
-    }))
-    .await;
     for (e, r) in followed {
         // Two addresses can reach the same node: show it once.
         if let Ok(s) = &r {
@@ -112,42 +110,6 @@ async fn follow_peers(
             }
         }
         rows.push((e, r));
-    }
-}
-
-/// The TLS of a followed peer: it is reached by the address it reports,
-/// which no certificate need name, so its certificate is checked for its
-/// stable DNS name instead (what the pods' certificates carry).
-fn for_peer(tls: &TlsOptions, dns_name: &str) -> TlsOptions {
-    let name = dns_name.trim_end_matches('.');
-    TlsOptions {
-        server_name: (!name.is_empty())
-            .then(|| name.to_string())
-            .or_else(|| tls.server_name.clone()),
-        ..tls.clone()
-    }
-}
-
-/// A role as the table shows it.
-fn role_name(raw: i32) -> &'static str {
-    match Role::try_from(raw) {
-        Ok(Role::Leader) => "leader",
-        Ok(Role::Follower) => "follower",
-        Ok(Role::Candidate) => "candidate",
-        Ok(Role::PreCandidate) => "pre-candidate",
-        _ => "unknown",
-    }
-}
-
-/// The node's place in the configuration it knows: `voter`, `learner`,
-/// or `none` (a pod beyond the desired count, waiting as a non-member).
-fn membership(s: &StatusResponse) -> &'static str {
-    if !s.member {
-        "none"
-    } else if s.learners.contains(&s.ordinal) {
-        "learner"
-    } else {
-        "voter"
     }
 }
 
@@ -218,7 +180,7 @@ fn print_table(out: &mut impl Write, rows: &[Row], max_commit: u64) {
                     "{:>3} {:<12} {e:<22} unreachable: {}",
                     "-",
                     "-",
-                    reason(err)
+                    err.reason()
                 );
             }
         }
