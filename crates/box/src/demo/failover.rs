@@ -128,8 +128,8 @@ async fn measure_write_gap(
     narrator: &mut Narrator<'_>,
 ) -> Duration {
     tokio::time::sleep(Duration::from_millis(800)).await;
-    // From a little before the kill, so that the gap's start is included.
-    let (start, end) = load.longest_gap_span(killed_at - Duration::from_millis(500));
+    // From the last ack before the kill: the gap the kill caused, whole.
+    let (start, end) = load.longest_gap_span(killed_at);
     let write_gap = end - start;
     cluster.timeline.gap(start, end);
     cluster

@@ -116,23 +116,13 @@ impl Load {
         Ok(Load { log, stop, tasks })
     }
 
-    /// Where the longest gap between acknowledged writes from `since`
-    /// until now lies: (the last ack before it, or `since`; the first
-    /// after it).
+    /// Where the longest gap between acknowledged writes since `since`
+    /// lies: (the ack before it, the ack after it). The gap that spans
+    /// `since` counts whole, from the last ack before it, and gaps before
+    /// that do not count at all, so a pause before a fault is not taken
+    /// for the fault's.
     pub(super) fn longest_gap_span(&self, since: Instant) -> (Instant, Instant) {
-        let mut acks: Vec<Instant> = self
-            .ack_times()
-            .into_iter()
-            .filter(|&t| t >= since)
-            .collect();
-        acks.sort();
-        let mut span = (since, acks.first().copied().unwrap_or(since));
-        for w in acks.windows(2) {
-            if w[1] - w[0] > span.1 - span.0 {
-                span = (w[0], w[1]);
-            }
-        }
-        span
+        longest_gap_in(self.ack_times(), since)
     }
 
     /// When each acknowledged write completed, so far.
@@ -176,6 +166,24 @@ impl Load {
             &mut *self.log.lock().unwrap_or_else(|p| p.into_inner()),
         ))
     }
+}
+
+/// [`Load::longest_gap_span`] over the acknowledgement times `acks`.
+fn longest_gap_in(mut acks: Vec<Instant>, since: Instant) -> (Instant, Instant) {
+    acks.sort();
+    let from = acks.partition_point(|&t| t <= since).saturating_sub(1);
+    let acks = &acks[from..];
+    let mut span = match acks.first() {
+        Some(&first) if first <= since => (first, first),
+        Some(&first) => (since, first),
+        None => (since, since),
+    };
+    for w in acks.windows(2) {
+        if w[1] - w[0] > span.1 - span.0 {
+            span = (w[0], w[1]);
+        }
+    }
+    span
 }
 
 /// Writer `w`: alternately a put of a unique key and a put of a shared key,
@@ -254,5 +262,24 @@ async fn read_loop(mut c: Client, rec: Recorder, r: usize) {
                 completed: Some(rec.nanos(completed)),
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_gap_across_the_fault_counts_whole_and_earlier_pauses_do_not() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        // A 100 ms pause before the fault at 300 ms, then acks at 280 and
+        // 330 around it: the fault's gap is 280..330, not the earlier one.
+        let acks = vec![at(0), at(10), at(110), at(280), at(330), at(340)];
+        assert_eq!(longest_gap_in(acks.clone(), at(300)), (at(280), at(330)));
+        // With no ack after the fault yet, the gap is zero.
+        assert_eq!(longest_gap_in(acks.clone(), at(400)), (at(340), at(340)));
+        // With no ack before it, it runs from the fault to the first ack.
+        assert_eq!(longest_gap_in(vec![at(50), at(60)], t0), (t0, at(50)));
     }
 }

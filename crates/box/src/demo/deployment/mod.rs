@@ -262,7 +262,7 @@ fn kill_zero(
 /// Marks on the timeline how the kill at `at` ended: the longest write
 /// gap, and full redundancy restored or not within the window.
 fn mark_outcome(cluster: &Cluster<'_>, load: &Load, at: Instant, seen: &Seen) {
-    let (start, end) = load.longest_gap_span(at - Duration::from_millis(500));
+    let (start, end) = load.longest_gap_span(at);
     cluster.timeline.gap(start, end);
     cluster
         .timeline

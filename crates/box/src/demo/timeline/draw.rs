@@ -9,7 +9,9 @@ use std::path::Path;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
-use super::layout::{label_rows, label_width, Panel, Picture, PodState};
+use plotters::style::text_anchor::{HPos, Pos, VPos};
+
+use super::layout::{label_rows, label_width, Panel, Picture, PodState, Span};
 
 /// The picture's width; zoomed panels take half of it each.
 const WIDTH: u32 = 1400;
@@ -52,8 +54,8 @@ fn state_colour(s: PodState) -> RGBColor {
 /// A panel and where its labels go.
 struct Placed<'a> {
     panel: &'a Panel,
-    /// (left edge in pixels from the plot's left, row) of each label.
-    labels: Vec<(f64, usize)>,
+    /// Where each label goes along the plot, and on which row.
+    labels: Vec<(Span, usize)>,
     rows: usize,
 }
 
@@ -61,25 +63,16 @@ impl<'a> Placed<'a> {
     fn new(panel: &'a Panel, width: u32) -> Placed<'a> {
         let plot = f64::from(width - Y_AXIS - 2 * SIDE_MARGIN);
         let per_second = plot / (panel.to - panel.from).max(1e-3);
-        let spans: Vec<(f64, f64)> = panel
+        let spans: Vec<Span> = panel
             .labels
             .iter()
-            .map(|(at, text, _)| {
-                let w = label_width(text);
-                // A label that would run off the right edge ends at it.
-                let left = ((at - panel.from) * per_second).min(plot - w).max(0.0);
-                (left, w)
-            })
+            .map(|(at, text, _)| Span::new((at - panel.from) * per_second, label_width(text), plot))
             .collect();
         let rows = label_rows(&spans);
         Placed {
             panel,
-            labels: spans
-                .iter()
-                .map(|s| s.0)
-                .zip(rows.iter().copied())
-                .collect(),
             rows: rows.iter().max().map_or(0, |r| r + 1),
+            labels: spans.into_iter().zip(rows).collect(),
         }
     }
 
@@ -182,22 +175,27 @@ fn draw_panel(
     rate.draw_series(AreaSeries::new(steps, 0, WRITES.mix(0.55)).border_style(WRITES))
         .map_err(err)?;
     let (_, plot_top) = rate.backend_coord(&(panel.from, peak + peak / 10 + 1));
-    let (plot_left, plot_bottom) = rate.backend_coord(&(panel.from, 0));
-    for ((at, text, fault), (left, row)) in panel.labels.iter().zip(&placed.labels) {
+    let (_, plot_bottom) = rate.backend_coord(&(panel.from, 0));
+    for ((at, text, fault), (span, row)) in panel.labels.iter().zip(&placed.labels) {
         let colour = if *fault { FAULT } else { RECOVERY };
         let (x, _) = rate.backend_coord(&(*at, 0));
         let label_top = plot_top - (*row as i32 + 1) * LABEL_ROW as i32;
         root.draw(&PathElement::new(
-            vec![(x, label_top + LABEL_ROW as i32 - 2), (x, plot_bottom)],
+            vec![(x, label_top), (x, plot_bottom)],
             colour.mix(0.8).stroke_width(1),
         ))
         .map_err(err)?;
-        root.draw(&Text::new(
-            text.clone(),
-            (plot_left + *left as i32 + 2, label_top),
-            ("sans-serif", 12).into_font().color(&colour),
-        ))
-        .map_err(err)?;
+        let (text_x, anchor) = if span.right_aligned() {
+            (x - 3, HPos::Right)
+        } else {
+            (x + 3, HPos::Left)
+        };
+        let style = ("sans-serif", 12)
+            .into_font()
+            .color(&colour)
+            .pos(Pos::new(anchor, VPos::Top));
+        root.draw(&Text::new(text.clone(), (text_x, label_top + 1), style))
+            .map_err(err)?;
     }
     draw_lanes(root, &lane_area, picture, panel)
 }

@@ -208,28 +208,76 @@ pub(super) fn lanes(samples: &[(f64, u32, PodState)], end: f64) -> Vec<Vec<Segme
         .collect()
 }
 
-/// The row (0 = nearest the chart) of each label so that no two on a row
-/// overlap; labels are given as (left edge, width) in pixels, in the order
-/// they are to be placed.
-pub(super) fn label_rows(labels: &[(f64, f64)]) -> Vec<usize> {
-    const SPACING: f64 = 8.0;
-    // The right edge of the last label on each row.
-    let mut row_ends: Vec<f64> = Vec::new();
-    labels
-        .iter()
-        .map(|&(left, width)| {
-            let row = row_ends
-                .iter()
-                .position(|&end| end + SPACING <= left)
-                .unwrap_or(row_ends.len());
-            if row == row_ends.len() {
-                row_ends.push(left + width);
-            } else {
-                row_ends[row] = left + width;
+/// A label's place along the chart, in pixels: its line's position and
+/// the stretch its text covers (to the right of the line, or to its left
+/// when the text would run off the chart's right edge).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(super) struct Span {
+    pub(super) line: f64,
+    pub(super) left: f64,
+    pub(super) right: f64,
+}
+
+impl Span {
+    /// The span of a label `width` wide whose line is at `line`, on a
+    /// chart `plot` wide.
+    pub(super) fn new(line: f64, width: f64, plot: f64) -> Span {
+        if line + width <= plot {
+            Span {
+                line,
+                left: line,
+                right: line + width,
             }
-            row
-        })
-        .collect()
+        } else {
+            Span {
+                line,
+                left: line - width,
+                right: line,
+            }
+        }
+    }
+
+    /// Whether the text ends at the line.
+    pub(super) fn right_aligned(&self) -> bool {
+        self.right == self.line && self.left < self.line
+    }
+
+    fn covers(&self, x: f64) -> bool {
+        const SPACING: f64 = 6.0;
+        x >= self.left - SPACING && x <= self.right + SPACING
+    }
+}
+
+/// The row (0 = nearest the chart) of each label, so that no two labels
+/// on a row overlap and no label's line (drawn down from it to the chart)
+/// crosses a label on a lower row. Labels are placed from the right, each
+/// on the lowest row where it fits; where none does, above all the others.
+pub(super) fn label_rows(spans: &[Span]) -> Vec<usize> {
+    let mut rows = vec![0; spans.len()];
+    let mut placed: Vec<usize> = Vec::new();
+    let mut order: Vec<usize> = (0..spans.len()).collect();
+    order.sort_by(|&a, &b| spans[b].line.total_cmp(&spans[a].line));
+    for i in order {
+        let me = spans[i];
+        let fits = |r: usize| {
+            placed.iter().all(|&j| {
+                let other = spans[j];
+                let overlaps =
+                    other.covers(me.left) || other.covers(me.right) || me.covers(other.left);
+                match rows[j].cmp(&r) {
+                    std::cmp::Ordering::Equal => !overlaps,
+                    // My line would cross a label below me.
+                    std::cmp::Ordering::Less => !other.covers(me.line),
+                    // Its line would cross me.
+                    std::cmp::Ordering::Greater => !me.covers(other.line),
+                }
+            })
+        };
+        let top = placed.iter().map(|&j| rows[j] + 1).max().unwrap_or(0);
+        rows[i] = (0..=top).find(|&r| fits(r)).unwrap_or(top);
+        placed.push(i);
+    }
+    rows
 }
 
 /// A label's width in pixels.
@@ -242,13 +290,52 @@ mod tests {
     use super::*;
 
     #[test]
-    fn labels_that_would_overlap_go_on_separate_rows() {
-        // Three labels 100 px wide, 20 px apart, then one far to the right.
-        let rows = label_rows(&[(0.0, 100.0), (20.0, 100.0), (40.0, 100.0), (500.0, 100.0)]);
-        assert_eq!(rows, vec![0, 1, 2, 0]);
-        // Once the first row is free again, it is reused.
-        let rows = label_rows(&[(0.0, 50.0), (10.0, 50.0), (70.0, 50.0)]);
-        assert_eq!(rows, vec![0, 1, 0]);
+    fn labels_never_overlap_nor_cover_a_line() {
+        let spans = |v: &[(f64, f64)]| -> Vec<Span> {
+            v.iter()
+                .map(|&(line, w)| Span::new(line, w, 600.0))
+                .collect()
+        };
+        // Three labels 100 px wide, 20 px apart, then one far to the right:
+        // the earliest goes highest, so the later ones' lines pass under it.
+        let rows = label_rows(&spans(&[
+            (0.0, 100.0),
+            (20.0, 100.0),
+            (40.0, 100.0),
+            (300.0, 100.0),
+        ]));
+        assert_eq!(rows, vec![2, 1, 0, 0]);
+        // Near the right edge text ends at its line; a label left of it
+        // whose text reaches that line goes above it.
+        let s = spans(&[(450.0, 100.0), (560.0, 100.0)]);
+        assert!(s[1].right_aligned() && !s[0].right_aligned());
+        assert_eq!(label_rows(&s), vec![1, 0]);
+        // Every pair on one row is apart, and no line crosses a lower label.
+        let many = spans(&[
+            (0.0, 90.0),
+            (5.0, 120.0),
+            (200.0, 150.0),
+            (260.0, 80.0),
+            (520.0, 150.0),
+            (590.0, 60.0),
+        ]);
+        let rows = label_rows(&many);
+        for (i, a) in many.iter().enumerate() {
+            for (j, b) in many.iter().enumerate() {
+                if i != j && rows[i] == rows[j] {
+                    assert!(
+                        a.right < b.left || b.right < a.left,
+                        "{a:?} and {b:?} overlap"
+                    );
+                }
+                if rows[j] < rows[i] {
+                    assert!(
+                        !(a.line >= b.left && a.line <= b.right),
+                        "{a:?}'s line crosses {b:?}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]
