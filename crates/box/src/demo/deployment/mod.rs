@@ -91,7 +91,8 @@ fn run_under(
     narrator.say(&format!("=== {}: {}", controller.name(), plan(controller)));
     let (sup, endpoints) = start_cluster(&opts, runtime, narrator)?;
     let epoch = narrator.epoch;
-    let timeline = Timeline::new(epoch);
+    // Each run's picture counts its time from the run's own start.
+    let timeline = Timeline::new(Instant::now());
     let result = client_tls(&opts).and_then(|tls| {
         let cluster = Cluster {
             opts: &opts,
@@ -135,13 +136,13 @@ fn picture_path(path: &Path, controller: Controller) -> PathBuf {
 /// The heading of a run's picture.
 fn picture_title(run: &ControllerRun) -> String {
     let back = match run.controller {
-        Controller::StatefulSet => "kvstore-0 comes back as itself, on its own volume",
+        Controller::StatefulSet => "kvstore-0 killed, back as itself on its own volume",
         Controller::Deployment => {
-            "kvstore-0 is replaced by a new pod: a random name, a new address, an empty volume"
+            "kvstore-0 killed, replaced by a new pod (random name, new address, empty volume)"
         }
     };
     format!(
-        "kvstore demo --as-deployment, as a {}: kill -9 of the leader; {back}; {} writes acknowledged, {} lost",
+        "--as-deployment, {}: {back}; {} writes acknowledged, {} lost",
         run.controller.name(),
         run.acked,
         run.lost.len()

@@ -100,7 +100,7 @@ pub(super) fn svg(picture: &Picture, path: &Path) -> Result<(), String> {
     root.draw(&Text::new(
         picture.title.clone(),
         (SIDE_MARGIN as i32, 8),
-        ("sans-serif", 18).into_font(),
+        ("sans-serif", 16).into_font(),
     ))
     .map_err(err)?;
     let mut top = HEADER;
