@@ -184,15 +184,7 @@ struct InABox {
 impl InABox {
     /// Empties `opts.dir` and starts the pods, narrating.
     fn start(opts: &DemoOptions, narrator: &mut Narrator<'_>) -> Result<InABox, String> {
-        if opts.replicas < 3 {
-            return Err("the demo needs at least 3 pods".into());
-        }
-        let _ = std::fs::remove_dir_all(&opts.dir);
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .map_err(|e| e.to_string())?;
+        let runtime = prepare(opts)?;
         let (sup, endpoints) = start_cluster(opts, &runtime, narrator)?;
         let tls = client_tls(opts)?;
         Ok(InABox {
@@ -220,6 +212,20 @@ impl InABox {
         narrator.say("stopping every pod (reverse ordinal order)");
         self.sup.stop(Duration::from_secs(20));
     }
+}
+
+/// What every demonstration does first: checks the pod count, empties
+/// `opts.dir`, and builds the runtime its clients run on.
+fn prepare(opts: &DemoOptions) -> Result<tokio::runtime::Runtime, String> {
+    if opts.replicas < 3 {
+        return Err("the demo needs at least 3 pods".into());
+    }
+    let _ = std::fs::remove_dir_all(&opts.dir);
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())
 }
 
 /// The box's client certificate, with `--tls`.

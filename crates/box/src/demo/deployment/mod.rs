@@ -33,7 +33,7 @@ use super::load::Load;
 use super::probe::{pod_status, wait_for};
 use super::report::ms;
 use super::timeline::Timeline;
-use super::{client_tls, start_cluster, Cluster, DemoOptions, Narrator};
+use super::{client_tls, prepare, start_cluster, Cluster, DemoOptions, Narrator};
 use observe::Seen;
 use old_name::{OldNameClient, Target};
 
@@ -54,15 +54,7 @@ pub fn run_as_deployment(
 ) -> Result<DeploymentReport, String> {
     let epoch = Instant::now();
     let mut narrator = Narrator { epoch, say };
-    if opts.replicas < 3 {
-        return Err("the demo needs at least 3 pods".into());
-    }
-    let _ = std::fs::remove_dir_all(&opts.dir);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
+    let runtime = prepare(opts)?;
     narrator.say(&format!(
         "the same kill twice, each on a fresh box under the same load: kill -9 of the leader, kvstore-0; watched for {} s after it",
         WINDOW.as_secs()

@@ -6,6 +6,7 @@
 
 use std::path::Path;
 
+use plotters::coord::types::{RangedCoordf64, RangedCoordu32};
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
@@ -34,6 +35,10 @@ const WRITES: RGBColor = RGBColor(45, 105, 190);
 const FAULT: RGBColor = RGBColor(200, 35, 35);
 const RECOVERY: RGBColor = RGBColor(25, 120, 55);
 const GAP: RGBColor = RGBColor(230, 60, 60);
+
+/// A panel's write-rate chart: time against acknowledged writes.
+type RateChart<'a, 'b> =
+    ChartContext<'a, SVGBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordu32>>;
 
 fn err(e: impl std::fmt::Display) -> String {
     format!("cannot draw the timeline: {e}")
@@ -174,7 +179,20 @@ fn draw_panel(
         .flat_map(|&(t, n)| [(t, n), ((t + super::layout::BUCKET).min(panel.to), n)]);
     rate.draw_series(AreaSeries::new(steps, 0, WRITES.mix(0.55)).border_style(WRITES))
         .map_err(err)?;
-    let (_, plot_top) = rate.backend_coord(&(panel.from, peak + peak / 10 + 1));
+    draw_labels(root, &rate, placed, peak + peak / 10 + 1)?;
+    draw_lanes(root, &lane_area, picture, panel)
+}
+
+/// The panel's labels on their rows above the write-rate chart, each with
+/// its line down to the chart's floor.
+fn draw_labels(
+    root: &DrawingArea<SVGBackend, Shift>,
+    rate: &RateChart,
+    placed: &Placed,
+    top: u32,
+) -> Result<(), String> {
+    let panel = placed.panel;
+    let (_, plot_top) = rate.backend_coord(&(panel.from, top));
     let (_, plot_bottom) = rate.backend_coord(&(panel.from, 0));
     for ((at, text, fault), (span, row)) in panel.labels.iter().zip(&placed.labels) {
         let colour = if *fault { FAULT } else { RECOVERY };
@@ -197,7 +215,7 @@ fn draw_panel(
         root.draw(&Text::new(text.clone(), (text_x, label_top + 1), style))
             .map_err(err)?;
     }
-    draw_lanes(root, &lane_area, picture, panel)
+    Ok(())
 }
 
 /// One lane per pod, coloured by its state, with the time axis under it.
