@@ -80,10 +80,10 @@ fn check_figures(opts: &DemoOptions) -> DeploymentReport {
     assert_eq!(s.pod, "kvstore-0");
     assert_ne!(d.pod, "kvstore-0", "the Deployment's pod has a new name");
 
-    let restored = s
-        .restored_after
-        .expect("the StatefulSet restored redundancy");
-    assert!(restored < report.window, "{restored:?}");
+    assert!(
+        s.restored_after.is_some(),
+        "the StatefulSet restored redundancy"
+    );
     assert_eq!(d.restored_after, None, "the Deployment did not restore it");
 
     assert_eq!(d.held_bytes, 0, "the replacement's volume is empty");

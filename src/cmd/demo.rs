@@ -6,7 +6,9 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::config::DemoArgs;
-use kvstore_box::demo::{run as run_demo, run_sessions, sessions_summary, summary, DemoOptions};
+use kvstore_box::demo::{
+    run as run_demo, run_sessions, sessions_summary, summary, DemoOptions, Report,
+};
 use kvstore_lincheck::Verdict;
 
 /// Runs the demonstration (with `--sessions`, that one); exit code 0 only if
@@ -60,39 +62,43 @@ pub fn run(args: DemoArgs) -> ExitCode {
     println!();
     println!("{}", summary(&report));
     if args.json {
-        let failovers: Vec<_> = report
-            .failovers
-            .iter()
-            .map(|f| {
-                json!({
-                    "killed": f.killed, "new_leader": f.new_leader, "term": f.term,
-                    "election_ms": f.election.as_millis() as u64, "write_gap_ms": f.write_gap.as_millis() as u64,
-                    "restarted_ms": f.restarted.as_millis() as u64, "catch_up_ms": f.catch_up.as_millis() as u64,
-                    "leadership_back_ms": f.leadership_back.map(|d| d.as_millis() as u64),
-                })
-            })
-            .collect();
-        let doc = json!({
-            "failovers": failovers,
-            "median_write_gap_ms": report.median_write_gap().map(|d| d.as_millis() as u64),
-            "rolling": report.rolling.iter().map(|r| json!({
-                "ordinal": r.ordinal, "gap_ms": r.write_gap.as_millis() as u64, "exit": r.exit,
-                "was_leader": r.was_leader, "handed_over": r.handed_over,
-            })).collect::<Vec<_>>(),
-            "scaling": report.scaling.iter().map(|s| json!({
-                "from": s.from, "to": s.to, "took_ms": s.took.as_millis() as u64,
-                "write_gap_ms": s.write_gap.as_millis() as u64, "events": s.events,
-            })).collect::<Vec<_>>(),
-            "acked": report.acked, "unknown": report.unknown, "lost": report.lost.len(),
-            "linearizable": report.linearizable == Verdict::Linearizable, "history_ops": report.history_ops,
-        });
-        println!("{doc}");
+        println!("{}", report_json(&report));
     }
     if report.lost.is_empty() && report.linearizable == Verdict::Linearizable {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
     }
+}
+
+/// The failover demonstration's report as `--json` prints it.
+fn report_json(report: &Report) -> serde_json::Value {
+    let failovers: Vec<_> = report
+        .failovers
+        .iter()
+        .map(|f| {
+            json!({
+                "killed": f.killed, "new_leader": f.new_leader, "term": f.term,
+                "election_ms": f.election.as_millis() as u64, "write_gap_ms": f.write_gap.as_millis() as u64,
+                "restarted_ms": f.restarted.as_millis() as u64, "catch_up_ms": f.catch_up.as_millis() as u64,
+                "leadership_back_ms": f.leadership_back.map(|d| d.as_millis() as u64),
+            })
+        })
+        .collect();
+    json!({
+        "failovers": failovers,
+        "median_write_gap_ms": report.median_write_gap().map(|d| d.as_millis() as u64),
+        "rolling": report.rolling.iter().map(|r| json!({
+            "ordinal": r.ordinal, "gap_ms": r.write_gap.as_millis() as u64, "exit": r.exit,
+            "was_leader": r.was_leader, "handed_over": r.handed_over,
+        })).collect::<Vec<_>>(),
+        "scaling": report.scaling.iter().map(|s| json!({
+            "from": s.from, "to": s.to, "took_ms": s.took.as_millis() as u64,
+            "write_gap_ms": s.write_gap.as_millis() as u64, "events": s.events,
+        })).collect::<Vec<_>>(),
+        "acked": report.acked, "unknown": report.unknown, "lost": report.lost.len(),
+        "linearizable": report.linearizable == Verdict::Linearizable, "history_ops": report.history_ops,
+    })
 }
 
 /// Runs `kvstore demo --sessions`; exit code 0 only if no read with the

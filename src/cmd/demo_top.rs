@@ -1,14 +1,11 @@
 //! `kvstore demo --top`: the demonstration shown through the live view of
 //! the cluster (the kvstore-top crate) instead of plain narrated lines.
 
-use std::net::Ipv4Addr;
-use std::path::Path;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use kvstore_box::demo::{run as run_demo, DemoOptions, Report};
-use kvstore_box::local::Supervisor;
 use kvstore_client::poll::StatusPoller;
 use kvstore_client::TlsOptions;
 use kvstore_top::{status_timeout, Ended, TopOptions};
@@ -34,11 +31,7 @@ pub(crate) fn run(opts: &DemoOptions) -> Result<Report, String> {
             })
         })
     };
-    let tls = if opts.tls {
-        box_tls(&Supervisor::tls_dir(&opts.dir), &demo)
-    } else {
-        None
-    };
+    let tls = if opts.tls { box_tls(opts, &demo) } else { None };
     let view = TopOptions {
         interval: Duration::from_millis(250),
         duration: None,
@@ -47,7 +40,7 @@ pub(crate) fn run(opts: &DemoOptions) -> Result<Report, String> {
         title: "kvstore demo".into(),
     };
     let mut poller = StatusPoller::new(
-        &pod_endpoints(opts),
+        &opts.pod_endpoints(opts.replicas),
         tls,
         status_timeout(view.interval),
         true,
@@ -66,25 +59,10 @@ pub(crate) fn run(opts: &DemoOptions) -> Result<Report, String> {
     demo.join().map_err(|_| "the demo panicked".to_string())?
 }
 
-/// The pods' client endpoints: pod n binds the base address plus n. Pods a
-/// scale-up adds are found from the others' peers.
-fn pod_endpoints(opts: &DemoOptions) -> Vec<String> {
-    (0..opts.replicas)
-        .map(|n| {
-            let ip = Ipv4Addr::from(u32::from(opts.base_ip) + n);
-            format!("{ip}:{}", opts.client_port)
-        })
-        .collect()
-}
-
 /// The box's client TLS, read once the box has written it (when it
 /// starts); `None` if the demo ends first or it takes more than a minute.
-fn box_tls(dir: &Path, demo: &Demo) -> Option<TlsOptions> {
-    let files = [
-        dir.join("ca.crt"),
-        dir.join("client.crt"),
-        dir.join("client.key"),
-    ];
+fn box_tls(opts: &DemoOptions, demo: &Demo) -> Option<TlsOptions> {
+    let files = opts.client_tls_files();
     let deadline = Instant::now() + Duration::from_secs(60);
     // Each file is written by a rename, so one that exists is whole.
     while !files.iter().all(|f| f.exists()) {

@@ -64,8 +64,10 @@ struct Recorder {
 }
 
 impl Recorder {
+    /// Told to stop, or the load dropped without being finished (a phase
+    /// failed): either way the task ends.
     fn stopped(&self) -> bool {
-        *self.stopped.borrow()
+        *self.stopped.borrow() || self.stopped.has_changed().is_err()
     }
 
     /// The log. Entries are only ever added whole under the lock, so one
@@ -117,12 +119,12 @@ impl Load {
     }
 
     /// Where the longest gap between acknowledged writes since `since`
-    /// lies: (the ack before it, the ack after it). The gap that spans
-    /// `since` counts whole, from the last ack before it, and gaps before
-    /// that do not count at all, so a pause before a fault is not taken
-    /// for the fault's.
+    /// lies: (the ack before it, the ack after it, or now if writes have
+    /// not resumed). The gap that spans `since` counts whole, from the last
+    /// ack before it, and gaps before that do not count at all, so a pause
+    /// before a fault is not taken for the fault's.
     pub(super) fn longest_gap_span(&self, since: Instant) -> (Instant, Instant) {
-        longest_gap_in(self.ack_times(), since)
+        longest_gap_in(self.ack_times(), since, Instant::now())
     }
 
     /// When each acknowledged write completed, so far.
@@ -169,7 +171,7 @@ impl Load {
 }
 
 /// [`Load::longest_gap_span`] over the acknowledgement times `acks`.
-fn longest_gap_in(mut acks: Vec<Instant>, since: Instant) -> (Instant, Instant) {
+fn longest_gap_in(mut acks: Vec<Instant>, since: Instant, now: Instant) -> (Instant, Instant) {
     acks.sort();
     let from = acks.partition_point(|&t| t <= since).saturating_sub(1);
     let acks = &acks[from..];
@@ -178,9 +180,11 @@ fn longest_gap_in(mut acks: Vec<Instant>, since: Instant) -> (Instant, Instant) 
         Some(&first) => (since, first),
         None => (since, since),
     };
-    for w in acks.windows(2) {
-        if w[1] - w[0] > span.1 - span.0 {
-            span = (w[0], w[1]);
+    // The gap still open at `now` counts too.
+    let last = acks.last().copied().unwrap_or(since);
+    for (a, b) in acks.windows(2).map(|w| (w[0], w[1])).chain([(last, now)]) {
+        if b.saturating_duration_since(a) > span.1.saturating_duration_since(span.0) {
+            span = (a, b);
         }
     }
     span
@@ -276,10 +280,20 @@ mod tests {
         // A 100 ms pause before the fault at 300 ms, then acks at 280 and
         // 330 around it: the fault's gap is 280..330, not the earlier one.
         let acks = vec![at(0), at(10), at(110), at(280), at(330), at(340)];
-        assert_eq!(longest_gap_in(acks.clone(), at(300)), (at(280), at(330)));
-        // With no ack after the fault yet, the gap is zero.
-        assert_eq!(longest_gap_in(acks.clone(), at(400)), (at(340), at(340)));
+        assert_eq!(
+            longest_gap_in(acks.clone(), at(300), at(345)),
+            (at(280), at(330))
+        );
+        // With no ack after the fault yet, the gap is still open: from the
+        // last ack until now.
+        assert_eq!(
+            longest_gap_in(acks.clone(), at(400), at(900)),
+            (at(340), at(900))
+        );
         // With no ack before it, it runs from the fault to the first ack.
-        assert_eq!(longest_gap_in(vec![at(50), at(60)], t0), (t0, at(50)));
+        assert_eq!(
+            longest_gap_in(vec![at(50), at(60)], t0, at(61)),
+            (t0, at(50))
+        );
     }
 }

@@ -86,6 +86,30 @@ pub struct DemoOptions {
     pub timeline: Option<PathBuf>,
 }
 
+impl DemoOptions {
+    /// The client endpoints of ordinals `0..n`: pod n binds the base
+    /// address plus n.
+    pub fn pod_endpoints(&self, n: u32) -> Vec<String> {
+        (0..n)
+            .map(|o| {
+                let ip = Ipv4Addr::from(u32::from(self.base_ip) + o);
+                format!("{ip}:{}", self.client_port)
+            })
+            .collect()
+    }
+
+    /// With `--tls`, the files of the box's client TLS: its CA, and the
+    /// client certificate and key (written when the box starts).
+    pub fn client_tls_files(&self) -> [PathBuf; 3] {
+        let dir = Supervisor::tls_dir(&self.dir);
+        [
+            dir.join("ca.crt"),
+            dir.join("client.crt"),
+            dir.join("client.key"),
+        ]
+    }
+}
+
 /// Hands each narrated line to the caller, stamped with the time since the
 /// demo started.
 struct Narrator<'a> {
@@ -130,14 +154,9 @@ impl Cluster<'_> {
     }
 
     /// The client endpoints of ordinals `0..n`, pods a scale-up creates
-    /// included (pod n binds base + n).
+    /// included.
     fn endpoints_up_to(&self, n: u32) -> Vec<String> {
-        (0..n)
-            .map(|o| {
-                let ip = Ipv4Addr::from(u32::from(self.opts.base_ip) + o);
-                format!("{ip}:{}", self.opts.client_port)
-            })
-            .collect()
+        self.opts.pod_endpoints(n)
     }
 }
 
@@ -233,14 +252,10 @@ fn client_tls(opts: &DemoOptions) -> Result<Option<TlsOptions>, String> {
     if !opts.tls {
         return Ok(None);
     }
-    let dir = Supervisor::tls_dir(&opts.dir);
-    TlsOptions::from_files(
-        &dir.join("ca.crt"),
-        Some((&dir.join("client.crt"), &dir.join("client.key"))),
-        None,
-    )
-    .map(Some)
-    .map_err(|e| e.to_string())
+    let [ca, cert, key] = opts.client_tls_files();
+    TlsOptions::from_files(&ca, Some((&cert, &key)), None)
+        .map(Some)
+        .map_err(|e| e.to_string())
 }
 
 /// Starts the pods under a supervisor and introduces them; returns the

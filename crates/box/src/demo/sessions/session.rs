@@ -148,7 +148,9 @@ impl Session {
     pub(super) async fn run(mut self, stopped: watch::Receiver<bool>) -> (WayFigures, Expectation) {
         let mut last_progress = Instant::now();
         for seq in 0..MAX_ROUNDS {
-            if *stopped.borrow() {
+            // Told to stop, or the demo gone (it failed and dropped its
+            // side): either way the session ends.
+            if *stopped.borrow() || stopped.has_changed().is_err() {
                 break;
             }
             if self.round(seq).await {
