@@ -1,29 +1,11 @@
 //! `kvstore demo --as-deployment` run in-process on its own loopback
 //! subnet: the figures of its summary, StatefulSet against Deployment.
 
-use std::time::Duration;
-
 use kvstore_box::demo::{deployment_summary, run_as_deployment, DemoOptions, DeploymentReport};
-use kvstore_testkit::process::{kvstore_bin, Subnet};
+use kvstore_testkit::box_cluster::demo_options;
 
 fn options(dir: &std::path::Path) -> DemoOptions {
-    DemoOptions {
-        dir: dir.join("demo"),
-        base_ip: Subnet::new().pod(0),
-        client_port: 7379,
-        peer_port: 7380,
-        replicas: 3,
-        kills: 1,
-        rolling_restart: false,
-        scale_via: None,
-        writers: 4,
-        readers: 2,
-        restart_delay: Duration::from_millis(500),
-        binary: kvstore_bin().into(),
-        serve_args: Vec::new(),
-        tls: false,
-        timeline: None,
-    }
+    demo_options(dir)
 }
 
 /// The same kill of kvstore-0 under both controllers: the StatefulSet's

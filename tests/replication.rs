@@ -12,25 +12,12 @@ use kvstore_box::local::PodEvent;
 use kvstore_client::{Client, RetryPolicy, WriteRetry};
 use kvstore_lincheck::Verdict;
 use kvstore_testkit::box_cluster::BoxCluster;
-use kvstore_testkit::process::{kvstore_bin, Subnet};
 
 fn demo_options(dir: &std::path::Path, kills: u32, rolling_restart: bool) -> DemoOptions {
     DemoOptions {
-        dir: dir.join("demo"),
-        base_ip: Subnet::new().pod(0),
-        client_port: 7379,
-        peer_port: 7380,
-        replicas: 3,
         kills,
         rolling_restart,
-        scale_via: None,
-        writers: 4,
-        readers: 2,
-        restart_delay: Duration::from_millis(500),
-        binary: kvstore_bin().into(),
-        serve_args: Vec::new(),
-        tls: false,
-        timeline: None,
+        ..kvstore_testkit::box_cluster::demo_options(dir)
     }
 }
 

@@ -2,28 +2,17 @@
 //! the figures of its summary, not its wording.
 
 use kvstore_box::demo::{run_sessions, sessions_summary, DemoOptions, Way, SESSION_REQUEST_BUDGET};
-use kvstore_testkit::process::{kvstore_bin, Subnet};
+use kvstore_testkit::box_cluster::demo_options;
 
 fn options(dir: &std::path::Path) -> DemoOptions {
     DemoOptions {
-        dir: dir.join("demo"),
-        base_ip: Subnet::new().pod(0),
-        client_port: 7379,
-        peer_port: 7380,
-        replicas: 3,
         kills: 0,
-        rolling_restart: false,
-        scale_via: None,
-        writers: 4,
         readers: 0,
         // The killed pod stays down longer than a session waits for one
         // request, so every pinned session gets an error however fast the
         // machine: the test does not hang on timing.
         restart_delay: 2 * SESSION_REQUEST_BUDGET,
-        binary: kvstore_bin().into(),
-        serve_args: Vec::new(),
-        tls: false,
-        timeline: None,
+        ..demo_options(dir)
     }
 }
 

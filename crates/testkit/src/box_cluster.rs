@@ -398,3 +398,27 @@ impl Drop for BoxCluster {
         self.after_stop.clear();
     }
 }
+
+/// Options for a demonstration run in a test: 3 pods on a loopback subnet
+/// of its own, their dirs under `dir`, 4 writers and 2 readers, one
+/// leader kill, a 500 ms restart delay, no picture. Tests change what
+/// they are about with `DemoOptions { .., ..demo_options(dir) }`.
+pub fn demo_options(dir: &std::path::Path) -> kvstore_box::demo::DemoOptions {
+    kvstore_box::demo::DemoOptions {
+        dir: dir.join("demo"),
+        base_ip: crate::process::Subnet::new().pod(0),
+        client_port: 7379,
+        peer_port: 7380,
+        replicas: 3,
+        kills: 1,
+        rolling_restart: false,
+        scale_via: None,
+        writers: 4,
+        readers: 2,
+        restart_delay: Duration::from_millis(500),
+        binary: crate::process::kvstore_bin().into(),
+        serve_args: Vec::new(),
+        tls: false,
+        timeline: None,
+    }
+}

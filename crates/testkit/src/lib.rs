@@ -5,7 +5,8 @@
 //!   gRPC servers on port 0, for tests that need no crash;
 //! - [`process`]: `kvstore serve` processes, killed with SIGKILL and
 //!   restarted on the same data dir as a pod with its volume;
-//! - [`box_cluster`]: a whole cluster in a box (embedded DNS, supervisor);
+//! - [`box_cluster`]: a whole cluster in a box (embedded DNS, supervisor),
+//!   and [`box_cluster::demo_options`] for a demonstration run in a test;
 //! - [`memory_cap`] and [`small_volume`]: a memory limit and a small
 //!   filesystem, for the hardening tests;
 //! - [`bins`]: where the binaries under test are.
