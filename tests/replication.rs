@@ -318,7 +318,13 @@ fn frozen_nodes_follow_the_quorum() {
         c.rt.block_on(quick(&[0, 1, 2]).put("thawed", "ok")).ok()
     });
     // Freeze the leader: no reset, so the followers wait out the timeout.
-    let (_, term) = c.leader().expect("leader");
+    // After the thaw another pod may lead for a moment before priority
+    // hands it back, so the test waits for kvstore-0 to lead again.
+    let (_, term) = c.wait(
+        "kvstore-0 to lead after the thaw",
+        Duration::from_secs(30),
+        |c| c.leader().filter(|l| l.0 == 0),
+    );
     c.signal(0, libc::SIGSTOP);
     let (new, new_term) = c.wait("a new leader", Duration::from_secs(20), |c| {
         (1..3)
