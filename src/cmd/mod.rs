@@ -4,6 +4,7 @@
 pub mod demo;
 #[cfg(feature = "box")]
 pub mod demo_deployment;
+#[cfg(feature = "box")]
 mod demo_top;
 #[cfg(feature = "box")]
 pub mod local;
